@@ -1,0 +1,3 @@
+"""spikerl: deep reinforcement learning with spiking neural networks."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,107 @@
+"""The `spikerl` command: train, eval, plot.
+
+Every user-fixable problem is raised as SpikerlError and printed here as one line, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from spikerl.errors import SpikerlError
+
+
+def _algorithm(name: str):
+    if name == "dqn":
+        from spikerl.rl import dqn
+
+        return dqn
+    from spikerl.rl import td3
+
+    return td3
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from spikerl.config import load_config
+    from spikerl.rl.envs import make_env
+    from spikerl.rl.run import Run
+
+    cfg = load_config(args.config, args.overrides)
+    make_env(cfg.env_id, cfg.algo).close()  # fail on a wrong environment before a run folder exists
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run = Run(cfg)
+    print(f"run folder: {run.dir}", file=sys.stderr)
+    result = _algorithm(cfg.algo).train(cfg, run)
+    print(f"final evaluation ({result['episodes']} deterministic episodes, seeds {result['seed']}..."
+          f"{result['seed'] + result['episodes'] - 1}): mean return {result['mean_return']:.1f} "
+          f"+- {result['std_return']:.1f} after {result['global_step']} steps in {result['wall_time_s']:.0f} s "
+          f"({result['steps_per_second']:.0f} steps/s); results in {run.dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from spikerl.rl.evaluate import evaluate, load_policy
+
+    cfg, policy = load_policy(Path(args.run_dir), args.checkpoint)
+    result = evaluate(policy.act, args.env or cfg.env_id, args.episodes, args.seed)
+    text = json.dumps(result, indent=2)
+    out = Path(args.output) if args.output else Path(args.run_dir) / "eval.json"
+    out.write_text(text)
+    print(text)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from spikerl.plot import plot_runs
+
+    path = plot_runs([Path(p) for p in args.run_dirs], Path(args.output), args.title)
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spikerl", description="Deep reinforcement learning with spiking neural networks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train an agent from a YAML config", description=(
+        "Train an agent. Overrides are dotted keys, e.g. network.neuron.theta=0.5 seed=1 network.kind=ann."))
+    train.add_argument("config", help="YAML config (see configs/)")
+    train.add_argument("overrides", nargs="*", help="key=value overrides of config fields")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a trained run deterministically, JSON out")
+    ev.add_argument("run_dir")
+    ev.add_argument("--episodes", type=int, default=20)
+    ev.add_argument("--seed", type=int, default=10_000, help="episode i uses seed + i")
+    ev.add_argument("--checkpoint", help="a checkpoint file instead of the run's final model")
+    ev.add_argument("--env", help="evaluate in this environment instead of the run's")
+    ev.add_argument("-o", "--output", help="JSON file (default RUN_DIR/eval.json)")
+    ev.set_defaults(func=cmd_eval)
+
+    plot = sub.add_parser("plot", help="learning curves of runs, mean and band over seeds, to PNG")
+    plot.add_argument("run_dirs", nargs="+")
+    plot.add_argument("-o", "--output", default="curves.png")
+    plot.add_argument("--title")
+    plot.set_defaults(func=cmd_plot)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SpikerlError as exc:
+        print(f"spikerl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("spikerl: interrupted; checkpoints written so far are in the run folder", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

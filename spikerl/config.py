@@ -1,0 +1,373 @@
+"""Typed run configuration: dataclasses, loaded from YAML, overridden by `key=value`, validated.
+
+A config file is a YAML mapping whose keys mirror the dataclasses below, for example::
+
+    algo: dqn
+    env_id: CartPole-v1
+    network:
+      kind: snn
+      hidden: [64, 64]
+      timesteps: 3
+      neuron: {alpha: [0.0, 0.5], beta: 0.5, theta: 0.2}
+
+Overrides use dotted paths: ``network.neuron.theta=0.5``, ``dqn.double=true``.
+Every value is checked here, so a bad one is reported as one line before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from spikerl.errors import ConfigError
+
+PerLayer = Union[float, list[float]]  # one value for every hidden layer, or one per hidden layer
+
+
+@dataclass
+class NeuronConfig:
+    """CUBA-LIF hidden neurons. alpha/beta are retentions in [0, 1] (1 = no decay); theta > 0."""
+
+    alpha: PerLayer = 0.5  # current decay (retention)
+    beta: PerLayer = 0.5  # voltage decay (retention)
+    theta: PerLayer = 1.0  # firing threshold
+    reset: Literal["hard", "subtract"] = "hard"
+    detach_reset: bool = True  # no gradient through the reset, as in SpyTorch/dsrl and snnTorch
+    surrogate: Literal["fast_sigmoid", "atan", "rectangular"] = "fast_sigmoid"
+    surrogate_slope: float | None = None  # fast_sigmoid: 100 (paper); atan: 2
+    surrogate_width: float = 1.0  # rectangular window width (PopSAN: 1.0)
+    randomize: Literal["none", "normal", "uniform"] = "none"  # per-neuron draw of alpha, beta, theta
+    spread: float = 0.1  # normal: std = spread * value; uniform: value * [1 - spread, 1 + spread]
+    learnable: bool = False  # per-neuron alpha, beta, theta trained by gradient (kept in range)
+
+
+@dataclass
+class NetworkConfig:
+    """A spiking MLP (kind snn) or its ANN twin of the same sizes (kind ann)."""
+
+    kind: Literal["snn", "ann"] = "snn"
+    hidden: list[int] = field(default_factory=lambda: [64, 64])
+    timesteps: int = 5  # T: integration steps per forward pass
+    encoder: Literal["two_neuron", "direct", "population", "poisson"] = "two_neuron"
+    normalize_obs: bool = False  # divide observations by a running max of |o| per component
+    population_size: int = 10  # population encoder and population decoder: neurons per dimension
+    population_range: list[float] = field(default_factory=lambda: [-3.0, 3.0])  # initial means span
+    population_std: float = 0.15  # initial receptive-field width
+    population_spikes: Literal["deterministic", "poisson"] = "deterministic"
+    decoder: Literal["membrane", "integrator", "population"] = "membrane"
+    readout_alpha: float | None = None  # membrane decoder; None: the last hidden layer's alpha
+    readout_beta: float | None = None  # membrane decoder; None: the last hidden layer's beta
+    bias: bool = False  # dsrl's SNNs have no biases; the ANN twin always has them
+    neuron: NeuronConfig = field(default_factory=NeuronConfig)
+
+
+@dataclass
+class EvalConfig:
+    every: int = 5000  # environment steps between evaluations (0: only at the end)
+    episodes: int = 10  # periodic evaluations
+    final_episodes: int = 20  # the final evaluation
+    seed: int = 10_000  # evaluation episode i uses seed + i (fixed across runs)
+    stop_at_return: float | None = None  # stop training once a periodic evaluation reaches this
+
+
+@dataclass
+class DQNConfig:
+    buffer_size: int = 40_000
+    batch_size: int = 128
+    gamma: float = 0.999
+    learning_rate: float = 1e-3
+    learning_starts: int = 1000
+    train_every: int = 4
+    double: bool = False
+    target_update: Literal["hard", "soft"] = "hard"
+    target_update_every: int = 100  # hard updates: steps between copies
+    tau: float = 0.005  # soft updates: Polyak coefficient
+    epsilon_schedule: Literal["exponential", "linear"] = "exponential"
+    epsilon_start: float = 1.0
+    epsilon_end: float = 0.05
+    epsilon_decay: float = 0.999  # exponential: factor per step
+    epsilon_decay_steps: int = 10_000  # linear: steps from start to end
+    loss: Literal["huber", "mse"] = "huber"
+    max_grad_norm: float | None = None
+
+
+def _ann_critic() -> NetworkConfig:
+    return NetworkConfig(kind="ann", hidden=[400, 300], encoder="direct")
+
+
+@dataclass
+class TD3Config:
+    buffer_size: int = 1_000_000
+    batch_size: int = 100
+    gamma: float = 0.99
+    tau: float = 0.005
+    actor_learning_rate: float = 1e-3
+    critic_learning_rate: float = 1e-3
+    learning_starts: int = 1000  # uniform random actions before this step
+    exploration_noise: float = 0.1  # std, as a fraction of the action bound, per dimension
+    policy_delay: int = 2
+    target_noise: float = 0.2
+    target_noise_clip: float = 0.5
+    critic: NetworkConfig = field(default_factory=_ann_critic)
+
+
+@dataclass
+class TrainConfig:
+    algo: Literal["dqn", "td3"] = "dqn"
+    env_id: str = "CartPole-v1"
+    seed: int = 0
+    total_steps: int = 100_000
+    device: str = "cpu"
+    threads: int | None = None  # torch CPU threads; None leaves torch's default
+    run_dir: str | None = None  # None: runs/<env>-<algo>-<kind>-s<seed>-<time>
+    checkpoint_every: int = 20_000
+    progress: bool = True
+    network: NetworkConfig = field(default_factory=NetworkConfig)  # Q-network (DQN) or actor (TD3)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    dqn: DQNConfig = field(default_factory=DQNConfig)
+    td3: TD3Config = field(default_factory=TD3Config)
+
+
+# ----------------------------------------------------------------------------- building from data
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check `value` against the annotation `tp` and return it converted (int -> float, dict -> dataclass)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be a mapping, got {value!r}")
+        return _build(tp, value, path)
+    if origin in (Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, path)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise ConfigError(f"{path} must be {_describe(tp)}, got {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{path} must be one of {', '.join(map(str, choices))}; got {value!r}")
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path} must be a list of {_type_name(item_tp)}, got {value!r}")
+        return [_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{path} must be null, got {value!r}")
+        return None
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path} must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{path} must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path} must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config annotation {tp!r} at {path}")
+
+
+def _describe(tp: Any) -> str:
+    parts = []
+    for option in typing.get_args(tp):
+        if option is type(None):
+            parts.append("null")
+        elif typing.get_origin(option) is list:
+            parts.append(f"a list of {_type_name(typing.get_args(option)[0])}")
+        elif typing.get_origin(option) is Literal:
+            parts.append("one of " + ", ".join(map(str, typing.get_args(option))))
+        else:
+            parts.append({float: "a number", int: "an integer", str: "a string", bool: "a boolean"}.get(option, _type_name(option)))
+    return " or ".join(parts)
+
+
+def _build(cls: type, data: dict, path: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f" in {path}" if path else ""
+        raise ConfigError(f"unknown config key{where}: {unknown[0]!r} (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(value, hints[name], f"{path}.{name}" if path else name)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict) -> TrainConfig:
+    if not isinstance(data, dict):
+        raise ConfigError("a config file must hold a YAML mapping at its top level")
+    cfg = _build(TrainConfig, data, "")
+    validate(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted}: {key} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=value` -> ("a.b", value), the value read as YAML (so 0.5, true, [64, 64], null work)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} must look like key=value, for example network.neuron.theta=0.5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    """Read a YAML config (or start from defaults when `path` is None) and apply `key=value` overrides."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a YAML mapping at its top level")
+    # Start from the defaults so a file or an override may set any single field.
+    merged = config_to_dict(TrainConfig())
+    _merge_raw(merged, data)
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(merged, key, value)
+    return config_from_dict(merged)
+
+
+def _merge_raw(target: dict, source: dict) -> None:
+    for key, value in source.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge_raw(target[key], value)
+        else:
+            target[key] = value
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def _per_layer(value: PerLayer, n_layers: int, name: str) -> list[float]:
+    if isinstance(value, list):
+        _check(len(value) == n_layers, f"{name} lists {len(value)} values but the network has {n_layers} hidden layers")
+        return list(value)
+    return [value] * n_layers
+
+
+def validate_network(net: NetworkConfig, path: str) -> None:
+    n = net.neuron
+    _check(len(net.hidden) >= 1, f"{path}.hidden must list at least one layer size")
+    for i, size in enumerate(net.hidden):
+        _check(size >= 1, f"{path}.hidden[{i}] must be >= 1, got {size}")
+    _check(net.timesteps >= 1, f"{path}.timesteps (T) must be >= 1, got {net.timesteps}")
+    for name in ("alpha", "beta"):
+        for value in _per_layer(getattr(n, name), len(net.hidden), f"{path}.neuron.{name}"):
+            _check(0.0 <= value <= 1.0, f"{path}.neuron.{name} must be in [0, 1] (a retention), got {value}")
+    for value in _per_layer(n.theta, len(net.hidden), f"{path}.neuron.theta"):
+        _check(value > 0.0, f"{path}.neuron.theta must be > 0, got {value}")
+    for name in ("readout_alpha", "readout_beta"):
+        value = getattr(net, name)
+        _check(value is None or 0.0 <= value <= 1.0, f"{path}.{name} must be in [0, 1], got {value}")
+    _check(n.spread >= 0.0, f"{path}.neuron.spread must be >= 0, got {n.spread}")
+    _check(n.randomize != "uniform" or n.spread <= 1.0, f"{path}.neuron.spread must be <= 1 with uniform randomization, got {n.spread}")
+    _check(n.surrogate_slope is None or n.surrogate_slope > 0, f"{path}.neuron.surrogate_slope must be > 0, got {n.surrogate_slope}")
+    _check(n.surrogate_width > 0, f"{path}.neuron.surrogate_width must be > 0, got {n.surrogate_width}")
+    _check(net.population_size >= 1, f"{path}.population_size must be >= 1, got {net.population_size}")
+    _check(net.population_std > 0, f"{path}.population_std must be > 0, got {net.population_std}")
+    _check(
+        len(net.population_range) == 2 and net.population_range[0] < net.population_range[1],
+        f"{path}.population_range must be [low, high] with low < high, got {net.population_range}",
+    )
+    if net.kind == "ann":
+        _check(
+            net.encoder in ("direct", "two_neuron"),
+            f"{path}.encoder {net.encoder!r} makes spikes over time; an ANN takes 'direct' or 'two_neuron'",
+        )
+
+
+def validate(cfg: TrainConfig) -> None:
+    _check(cfg.total_steps >= 1, f"total_steps must be >= 1, got {cfg.total_steps}")
+    _check(cfg.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {cfg.checkpoint_every}")
+    _check(cfg.threads is None or cfg.threads >= 1, f"threads must be >= 1, got {cfg.threads}")
+    _check(bool(cfg.env_id.strip()), "env_id must name a Gymnasium environment")
+    validate_network(cfg.network, "network")
+    _check(cfg.eval.every >= 0, f"eval.every must be >= 0, got {cfg.eval.every}")
+    _check(cfg.eval.episodes >= 1, f"eval.episodes must be >= 1, got {cfg.eval.episodes}")
+    _check(cfg.eval.final_episodes >= 1, f"eval.final_episodes must be >= 1, got {cfg.eval.final_episodes}")
+    if cfg.algo == "dqn":
+        d = cfg.dqn
+        _check(cfg.network.decoder != "integrator" or cfg.network.kind == "ann",
+               "network.decoder 'integrator' is the TD3 actor's readout; DQN uses 'membrane' or 'population'")
+        _check(d.buffer_size >= d.batch_size >= 1, f"dqn.batch_size must be in [1, buffer_size], got {d.batch_size}")
+        _check(0.0 <= d.gamma <= 1.0, f"dqn.gamma must be in [0, 1], got {d.gamma}")
+        _check(d.learning_rate > 0, f"dqn.learning_rate must be > 0, got {d.learning_rate}")
+        _check(d.train_every >= 1, f"dqn.train_every must be >= 1, got {d.train_every}")
+        _check(d.target_update_every >= 1, f"dqn.target_update_every must be >= 1, got {d.target_update_every}")
+        _check(0.0 < d.tau <= 1.0, f"dqn.tau must be in (0, 1], got {d.tau}")
+        for name in ("epsilon_start", "epsilon_end", "epsilon_decay"):
+            value = getattr(d, name)
+            _check(0.0 <= value <= 1.0, f"dqn.{name} must be in [0, 1], got {value}")
+        _check(d.epsilon_decay_steps >= 1, f"dqn.epsilon_decay_steps must be >= 1, got {d.epsilon_decay_steps}")
+        _check(d.learning_starts >= 0, f"dqn.learning_starts must be >= 0, got {d.learning_starts}")
+    else:
+        t = cfg.td3
+        _check(t.buffer_size >= t.batch_size >= 1, f"td3.batch_size must be in [1, buffer_size], got {t.batch_size}")
+        _check(0.0 <= t.gamma <= 1.0, f"td3.gamma must be in [0, 1], got {t.gamma}")
+        _check(0.0 < t.tau <= 1.0, f"td3.tau must be in (0, 1], got {t.tau}")
+        _check(t.actor_learning_rate > 0 and t.critic_learning_rate > 0, "td3 learning rates must be > 0")
+        _check(t.policy_delay >= 1, f"td3.policy_delay must be >= 1, got {t.policy_delay}")
+        for name in ("exploration_noise", "target_noise", "target_noise_clip"):
+            value = getattr(t, name)
+            _check(value >= 0.0, f"td3.{name} must be >= 0, got {value}")
+        _check(t.learning_starts >= 0, f"td3.learning_starts must be >= 0, got {t.learning_starts}")
+        validate_network(t.critic, "td3.critic")
+        _check(t.critic.decoder == "membrane" or t.critic.kind == "ann",
+               "td3.critic.decoder must be 'membrane': a critic's Q-value is an unbounded readout")

@@ -1,0 +1,64 @@
+"""Learning curves: evaluation returns of several runs, grouped by variant, mean and min-max band over seeds."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from spikerl.errors import SpikerlError
+
+
+def run_label(run_dir: Path) -> str:
+    """Runs that differ only in seed share a label: environment, algorithm, network kind."""
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    return f"{cfg['env_id']} {cfg['algo'].upper()} {cfg['network']['kind'].upper()}"
+
+
+def read_eval_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    path = run_dir / "eval.csv"
+    if not path.is_file():
+        raise SpikerlError(f"{run_dir} has no eval.csv; is it a spikerl run folder?")
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise SpikerlError(f"{path} has no evaluations yet")
+    curve: dict[int, float] = {}
+    for row in rows:  # the final evaluation repeats the last step; it wins, being over more episodes
+        curve[int(row["global_step"])] = float(row["mean_return"])
+    steps = np.array(sorted(curve))
+    return steps, np.array([curve[s] for s in steps])
+
+
+def plot_runs(run_dirs: list[Path], output: Path, title: str | None = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+    for run_dir in run_dirs:
+        if not (run_dir / "config.yaml").is_file():
+            raise SpikerlError(f"{run_dir} is not a spikerl run folder (no config.yaml)")
+        groups[run_label(run_dir)].append(read_eval_curve(run_dir))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, curves in sorted(groups.items()):
+        # Seeds may stop at different steps (early stopping): use the steps all of them reached.
+        end = min(steps[-1] for steps, _ in curves)
+        grid = np.unique(np.concatenate([steps[steps <= end] for steps, _ in curves]))
+        values = np.stack([np.interp(grid, steps, returns) for steps, returns in curves])
+        line, = ax.plot(grid, values.mean(axis=0), label=f"{label} ({len(curves)} seed{'s' * (len(curves) > 1)})")
+        ax.fill_between(grid, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("evaluation return (deterministic)")
+    ax.set_title(title or "mean over seeds, band: min to max")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=120)
+    plt.close(fig)
+    return output

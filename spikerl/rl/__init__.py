@@ -1,0 +1,1 @@
+"""Reinforcement learning: DQN and TD3 with spiking or ANN networks, environments, evaluation, runs."""

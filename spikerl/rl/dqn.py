@@ -1,0 +1,116 @@
+"""DQN with a spiking (or ANN) Q-network. One file: the network wrapper, the schedule, the loop, the update.
+
+Follows dsrl's DQN by default (Huber loss, exponential epsilon decay per step, hard target copies),
+with double DQN, soft target updates and a linear epsilon schedule as options.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from spikerl.config import DQNConfig, TrainConfig
+from spikerl.rl.common import TrainingLoop, as_obs_tensor, seed_everything
+from spikerl.rl.envs import make_env
+from spikerl.rl.replay import ReplayBuffer
+from spikerl.rl.run import Run
+from spikerl.snn.encoders import RunningMaxAbs
+from spikerl.snn.network import build_network
+
+
+class QPolicy(nn.Module):
+    """Observation normalization (optional) followed by the Q-network; acting is greedy."""
+
+    def __init__(self, cfg: TrainConfig, obs_dim: int, n_actions: int, generator: torch.Generator | None = None):
+        super().__init__()
+        self.obs_norm = RunningMaxAbs(obs_dim, enabled=cfg.network.normalize_obs)
+        self.net = build_network(cfg.network, obs_dim, n_actions, generator)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(self.obs_norm(obs))
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> int:
+        return int(self(as_obs_tensor(obs)).argmax(dim=1).item())
+
+
+def make_policy(cfg: TrainConfig, env: gym.Env) -> QPolicy:
+    return QPolicy(cfg, env.observation_space.shape[0], int(env.action_space.n))
+
+
+def epsilon_at(step: int, d: DQNConfig) -> float:
+    if d.epsilon_schedule == "exponential":  # dsrl: epsilon *= decay after every step
+        return max(d.epsilon_end, d.epsilon_start * d.epsilon_decay**step)
+    fraction = min(step / d.epsilon_decay_steps, 1.0)
+    return d.epsilon_start + fraction * (d.epsilon_end - d.epsilon_start)
+
+
+def train(cfg: TrainConfig, run: Run) -> dict:
+    d = cfg.dqn
+    # Seeding: Python, NumPy, torch, the environment and its action space.
+    rng, membrane_gen = seed_everything(cfg.seed)
+    env = make_env(cfg.env_id, "dqn")
+    env.action_space.seed(cfg.seed)
+    obs_dim, n_actions = env.observation_space.shape[0], int(env.action_space.n)
+
+    q_net = QPolicy(cfg, obs_dim, n_actions, membrane_gen)
+    target_net = copy.deepcopy(q_net)  # same weights and the same drawn membrane parameters
+    target_net.obs_norm = q_net.obs_norm  # one normalizer: targets see what the online net sees
+    optimizer = torch.optim.Adam(q_net.parameters(), lr=d.learning_rate)
+    buffer = ReplayBuffer(d.buffer_size, obs_dim, (), np.int64)
+
+    def state() -> dict:
+        return {"q_net": q_net.state_dict(), "target_net": target_net.state_dict(), "optimizer": optimizer.state_dict()}
+
+    loop = TrainingLoop(cfg, run, q_net.act, state)
+    obs, _ = env.reset(seed=cfg.seed)
+    q_net.obs_norm.update(torch.as_tensor(obs))
+    step = 0
+    for step in range(1, cfg.total_steps + 1):
+        epsilon = epsilon_at(step, d)
+        action = int(env.action_space.sample()) if rng.random() < epsilon else q_net.act(obs)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        q_net.obs_norm.update(torch.as_tensor(next_obs))
+        buffer.add(obs, action, reward, next_obs, terminated)  # truncation still bootstraps
+        loop.record_reward(reward)
+        obs = next_obs
+        if terminated or truncated:
+            loop.episode_done(step)
+            obs, _ = env.reset()
+
+        if step > d.learning_starts and step % d.train_every == 0:
+            b_obs, b_actions, b_rewards, b_next_obs, b_terminated = buffer.sample(d.batch_size, rng)
+            with torch.no_grad():
+                next_q = target_net(b_next_obs)
+                if d.double:  # the online net picks the action, the target net values it
+                    next_value = next_q.gather(1, q_net(b_next_obs).argmax(dim=1, keepdim=True)).squeeze(1)
+                else:
+                    next_value = next_q.max(dim=1).values
+                td_target = b_rewards + d.gamma * next_value * (1.0 - b_terminated)
+            q_taken = q_net(b_obs).gather(1, b_actions.unsqueeze(1)).squeeze(1)
+            loss = F.smooth_l1_loss(q_taken, td_target) if d.loss == "huber" else F.mse_loss(q_taken, td_target)
+            optimizer.zero_grad()
+            loss.backward()
+            if d.max_grad_norm is not None:
+                nn.utils.clip_grad_norm_(q_net.parameters(), d.max_grad_norm)
+            optimizer.step()
+            if step % 100 == 0:
+                run.log_scalars(step, {"losses/td_loss": loss.item(), "losses/q_values": q_taken.mean().item(),
+                                       "charts/epsilon": epsilon})
+
+        if d.target_update == "hard" and step % d.target_update_every == 0:
+            target_net.load_state_dict(q_net.state_dict())
+        elif d.target_update == "soft":
+            with torch.no_grad():
+                for p_target, p in zip(target_net.parameters(), q_net.parameters()):
+                    p_target.lerp_(p, d.tau)
+
+        if loop.after_step(step):
+            break
+    env.close()
+    return loop.finish(step, q_net.state_dict())

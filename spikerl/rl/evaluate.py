@@ -1,0 +1,75 @@
+"""Deterministic evaluation: N episodes of a fresh environment, episode i seeded with seed + i."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import yaml
+
+from spikerl.errors import SpikerlError
+from spikerl.rl.envs import make_env
+
+
+def evaluate(act: Callable[[np.ndarray], np.ndarray | int], env_id: str, episodes: int, seed: int) -> dict:
+    """Run `act` (observation -> action, no exploration) and summarize the episode returns."""
+    env = make_env(env_id)
+    returns, lengths = [], []
+    try:
+        for i in range(episodes):
+            obs, _ = env.reset(seed=seed + i)
+            total, length, done = 0.0, 0, False
+            while not done:
+                obs, reward, terminated, truncated, _ = env.step(act(obs))
+                total += float(reward)
+                length += 1
+                done = terminated or truncated
+            returns.append(total)
+            lengths.append(length)
+    finally:
+        env.close()
+    r = np.asarray(returns)
+    return {
+        "env_id": env_id, "episodes": episodes, "seed": seed,
+        "mean_return": float(r.mean()), "std_return": float(r.std()),
+        "min_return": float(r.min()), "max_return": float(r.max()),
+        "mean_length": float(np.mean(lengths)), "returns": [float(x) for x in r],
+    }
+
+
+def load_policy(run_dir: Path, checkpoint: str | None = None):
+    """The run's config and its trained policy (final model, or the given checkpoint), ready to act."""
+    from spikerl.config import config_from_dict
+    from spikerl.rl import dqn, td3
+    from spikerl.rl.run import load_checkpoint
+
+    if not run_dir.is_dir():
+        raise SpikerlError(f"run folder not found: {run_dir}")
+    final = load_checkpoint(run_dir / "final_model.pt") if checkpoint is None else None
+    if final is not None:
+        cfg_data = final["config"]
+    else:
+        config_path = run_dir / "config.yaml"
+        if not config_path.is_file():
+            raise SpikerlError(f"{run_dir} has no config.yaml; is it a spikerl run folder?")
+        cfg_data = yaml.safe_load(config_path.read_text())
+    cfg = config_from_dict(cfg_data)
+    algorithm = dqn if cfg.algo == "dqn" else td3
+    env = make_env(cfg.env_id, cfg.algo)
+    policy = algorithm.make_policy(cfg, env)
+    env.close()
+    if final is not None:
+        state = final["policy"]
+    else:
+        data = load_checkpoint(Path(checkpoint))
+        state = data.get("q_net" if cfg.algo == "dqn" else "actor")
+        if state is None:
+            raise SpikerlError(f"checkpoint {checkpoint} holds no {cfg.algo} policy")
+    try:
+        policy.load_state_dict(state)
+    except RuntimeError as exc:
+        raise SpikerlError(f"the weights in {run_dir} do not fit the network its config describes: "
+                           f"{str(exc).splitlines()[0]}") from None
+    policy.eval()
+    return cfg, policy

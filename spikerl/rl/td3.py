@@ -1,0 +1,137 @@
+"""TD3 (Fujimoto et al. 2018) with a spiking (or ANN) actor and ANN (or spiking) twin critics. One file.
+
+Follows the TD3 paper where dsrl departs from it: Gaussian exploration noise per action dimension,
+uniform random actions during warm-up, target smoothing noise per sample and dimension, and a
+time-limit truncation that still bootstraps (only true termination cuts the return).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from spikerl.config import TrainConfig
+from spikerl.rl.common import TrainingLoop, as_obs_tensor, seed_everything
+from spikerl.rl.envs import make_env
+from spikerl.rl.replay import ReplayBuffer
+from spikerl.rl.run import Run
+from spikerl.snn.encoders import RunningMaxAbs
+from spikerl.snn.network import build_network
+
+
+class Actor(nn.Module):
+    """action = scale * tanh(net(normalized obs)) + offset, mapping onto the action box."""
+
+    def __init__(self, cfg: TrainConfig, obs_dim: int, action_space: gym.spaces.Box, generator: torch.Generator | None = None):
+        super().__init__()
+        self.obs_norm = RunningMaxAbs(obs_dim, enabled=cfg.network.normalize_obs)
+        self.net = build_network(cfg.network, obs_dim, action_space.shape[0], generator)
+        low, high = (torch.as_tensor(b, dtype=torch.float32) for b in (action_space.low, action_space.high))
+        self.register_buffer("action_scale", (high - low) / 2.0)
+        self.register_buffer("action_offset", (high + low) / 2.0)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.action_scale * torch.tanh(self.net(self.obs_norm(obs))) + self.action_offset
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return self(as_obs_tensor(obs))[0].numpy()
+
+
+class Critic(nn.Module):
+    """Q(s, a) on the same normalized observation as the actor; the input is [obs, action]."""
+
+    def __init__(self, cfg: TrainConfig, obs_norm: RunningMaxAbs, obs_dim: int, action_dim: int, generator=None):
+        super().__init__()
+        self.obs_norm = obs_norm
+        self.net = build_network(cfg.td3.critic, obs_dim + action_dim, 1, generator)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([self.obs_norm(obs), action], dim=1)).squeeze(1)
+
+
+def make_policy(cfg: TrainConfig, env: gym.Env) -> Actor:
+    return Actor(cfg, env.observation_space.shape[0], env.action_space)
+
+
+def train(cfg: TrainConfig, run: Run) -> dict:
+    t = cfg.td3
+    # Seeding: Python, NumPy, torch, the environment and its action space.
+    rng, membrane_gen = seed_everything(cfg.seed)
+    env = make_env(cfg.env_id, "td3")
+    env.action_space.seed(cfg.seed)
+    obs_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
+
+    actor = Actor(cfg, obs_dim, env.action_space, membrane_gen)
+    critic1 = Critic(cfg, actor.obs_norm, obs_dim, action_dim, membrane_gen)
+    critic2 = Critic(cfg, actor.obs_norm, obs_dim, action_dim, membrane_gen)
+    actor_target, critic1_target, critic2_target = (copy.deepcopy(m) for m in (actor, critic1, critic2))
+    for target in (actor_target, critic1_target, critic2_target):
+        target.obs_norm = actor.obs_norm  # one normalizer for every network, as dsrl's critic input
+    critic_params = list(critic1.net.parameters()) + list(critic2.net.parameters())
+    critic_optimizer = torch.optim.Adam(critic_params, lr=t.critic_learning_rate)
+    actor_optimizer = torch.optim.Adam(actor.net.parameters(), lr=t.actor_learning_rate)
+    buffer = ReplayBuffer(t.buffer_size, obs_dim, (action_dim,))
+    scale, offset = actor.action_scale, actor.action_offset
+    low, high = env.action_space.low, env.action_space.high
+
+    def state() -> dict:
+        return {name: m.state_dict() for name, m in [
+            ("actor", actor), ("critic1", critic1), ("critic2", critic2), ("actor_target", actor_target),
+            ("critic1_target", critic1_target), ("critic2_target", critic2_target),
+            ("actor_optimizer", actor_optimizer), ("critic_optimizer", critic_optimizer)]}
+
+    loop = TrainingLoop(cfg, run, actor.act, state)
+    obs, _ = env.reset(seed=cfg.seed)
+    actor.obs_norm.update(torch.as_tensor(obs))
+    step = 0
+    for step in range(1, cfg.total_steps + 1):
+        if step <= t.learning_starts:
+            action = env.action_space.sample()
+        else:
+            noise = rng.normal(0.0, t.exploration_noise, size=action_dim) * scale.numpy()
+            action = np.clip(actor.act(obs) + noise, low, high).astype(np.float32)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        actor.obs_norm.update(torch.as_tensor(next_obs))
+        buffer.add(obs, action, reward, next_obs, terminated)  # truncation still bootstraps
+        loop.record_reward(reward)
+        obs = next_obs
+        if terminated or truncated:
+            loop.episode_done(step)
+            obs, _ = env.reset()
+
+        if step > t.learning_starts:
+            b_obs, b_actions, b_rewards, b_next_obs, b_terminated = buffer.sample(t.batch_size, rng)
+            with torch.no_grad():
+                smoothing = (torch.randn_like(b_actions) * t.target_noise).clamp(-t.target_noise_clip, t.target_noise_clip)
+                next_actions = torch.max(torch.min(actor_target(b_next_obs) + smoothing * scale, offset + scale), offset - scale)
+                next_q = torch.min(critic1_target(b_next_obs, next_actions), critic2_target(b_next_obs, next_actions))
+                td_target = b_rewards + t.gamma * (1.0 - b_terminated) * next_q
+            q1, q2 = critic1(b_obs, b_actions), critic2(b_obs, b_actions)
+            critic_loss = F.mse_loss(q1, td_target) + F.mse_loss(q2, td_target)
+            critic_optimizer.zero_grad()
+            critic_loss.backward()
+            critic_optimizer.step()
+
+            if step % t.policy_delay == 0:
+                actor_loss = -critic1(b_obs, actor(b_obs)).mean()
+                actor_optimizer.zero_grad()
+                actor_loss.backward()
+                actor_optimizer.step()
+                with torch.no_grad():
+                    for net, target in ((actor, actor_target), (critic1, critic1_target), (critic2, critic2_target)):
+                        for p, p_target in zip(net.net.parameters(), target.net.parameters()):
+                            p_target.lerp_(p, t.tau)
+                if step % 100 == 0:
+                    run.log_scalars(step, {"losses/critic_loss": critic_loss.item() / 2, "losses/actor_loss": actor_loss.item(),
+                                           "losses/q_values": q1.mean().item()})
+
+        if loop.after_step(step):
+            break
+    env.close()
+    return loop.finish(step, actor.state_dict())

@@ -1,0 +1,62 @@
+"""Decoders: hidden spikes [T, B, n] -> real outputs [B, out] (Q-values or pre-tanh actions).
+
+    membrane:    a non-spiking CUBA layer, I[t] = a I[t-1] + W s[t], V[t] = b V[t-1] + I[t];
+                 output V[T] (dsrl's DQN readout)
+    integrator:  the same with a = 0, b = 1: V[T] = W sum_t s[t] (dsrl's TD3 actor; the actor adds tanh)
+    population:  out * pop CUBA-LIF neurons, rates r = mean_t S[t], then out_k = w_k . r_k + c_k
+                 per output dimension (PopSAN's grouped readout)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from spikerl.snn.membrane import MembraneParameters
+from spikerl.snn.neuron import cuba_lif_multistep, leaky_readout
+from spikerl.snn.surrogate import SpikeFunction
+
+
+def snn_linear(in_features: int, out_features: int, bias: bool) -> nn.Linear:
+    """A linear layer with dsrl's initialisation W ~ N(0, 1 / fan_in)."""
+    layer = nn.Linear(in_features, out_features, bias=bias)
+    nn.init.normal_(layer.weight, mean=0.0, std=in_features**-0.5)
+    if bias:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+def time_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """Apply a linear layer to [T, B, n] as one matrix product over T * B rows."""
+    steps, batch, _ = x.shape
+    return layer(x.reshape(steps * batch, -1)).reshape(steps, batch, -1)
+
+
+class MembraneDecoder(nn.Module):
+    def __init__(self, in_features: int, out_features: int, alpha: float, beta: float, bias: bool = False):
+        super().__init__()
+        self.fc = snn_linear(in_features, out_features, bias)
+        self.register_buffer("alpha", torch.tensor(float(alpha)))
+        self.register_buffer("beta", torch.tensor(float(beta)))
+
+    def forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        return leaky_readout(time_linear(self.fc, spikes), self.alpha, self.beta)
+
+
+class PopulationDecoder(nn.Module):
+    def __init__(self, in_features: int, out_features: int, population_size: int, membrane: MembraneParameters,
+                 spike_fn: SpikeFunction, reset: str, detach_reset: bool, bias: bool = False):
+        super().__init__()
+        self.out_features, self.population_size = out_features, population_size
+        self.fc = snn_linear(in_features, out_features * population_size, bias)
+        self.membrane = membrane
+        self.spike_fn, self.reset, self.detach_reset = spike_fn, reset, detach_reset
+        self.readout_weight = nn.Parameter(torch.empty(out_features, population_size))
+        nn.init.normal_(self.readout_weight, std=population_size**-0.5)
+        self.readout_bias = nn.Parameter(torch.zeros(out_features))
+
+    def forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        out_spikes = cuba_lif_multistep(time_linear(self.fc, spikes), self.membrane.params(), self.spike_fn,
+                                        self.reset, self.detach_reset)
+        rates = out_spikes.mean(dim=0).reshape(-1, self.out_features, self.population_size)
+        return (rates * self.readout_weight).sum(dim=-1) + self.readout_bias
