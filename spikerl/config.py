@@ -253,22 +253,36 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """The raw mapping of a YAML config, with its `base:` file (relative to it) merged underneath."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in _seen:
+        raise ConfigError(f"config file {path} includes itself through base:")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a YAML mapping at its top level")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    merged = read_config_file(path.parent / str(base), (*_seen, path.resolve()))
+    _merge_raw(merged, data)
+    return merged
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
-    """Read a YAML config (or start from defaults when `path` is None) and apply `key=value` overrides."""
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a YAML mapping at its top level")
+    """Read a YAML config (or start from defaults when `path` is None) and apply `key=value` overrides.
+
+    A config may name another as `base: other.yaml` and change only what differs (the ANN twins do).
+    """
     # Start from the defaults so a file or an override may set any single field.
     merged = config_to_dict(TrainConfig())
-    _merge_raw(merged, data)
+    if path is not None:
+        _merge_raw(merged, read_config_file(path))
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(merged, key, value)

@@ -1,0 +1,79 @@
+"""Config loading, overrides and validation: every bad value is named in one clear message."""
+
+from pathlib import Path
+
+import pytest
+
+from spikerl.config import ConfigError, load_config
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_preset_loads(path):
+    cfg = load_config(path)
+    assert cfg.algo in ("dqn", "td3")
+    assert cfg.network.kind == ("ann" if path.stem.endswith("_ann") else "snn")
+
+
+def test_ann_twin_differs_from_its_spiking_preset_only_in_kind():
+    snn, ann = load_config(CONFIGS[0].parent / "halfcheetah_td3_snn.yaml"), load_config(CONFIGS[0].parent / "halfcheetah_td3_ann.yaml")
+    ann.network.kind = "snn"
+    assert ann == snn
+
+
+def test_paper_settings_in_presets():
+    cfg = load_config(CONFIGS[0].parent / "hopper_td3_snn.yaml")
+    assert (cfg.env_id, cfg.network.hidden, cfg.network.neuron.theta, cfg.network.timesteps) == ("Hopper-v5", [400, 300], 2.0, 5)
+    assert cfg.network.encoder == "two_neuron" and cfg.network.decoder == "integrator" and cfg.network.normalize_obs
+
+
+def test_overrides_are_typed_and_dotted():
+    cfg = load_config(None, ["network.neuron.theta=0.7", "dqn.double=true", "network.hidden=[32, 16]", "seed=3",
+                             "eval.stop_at_return=null"])
+    assert cfg.network.neuron.theta == 0.7 and cfg.dqn.double is True
+    assert cfg.network.hidden == [32, 16] and cfg.seed == 3 and cfg.eval.stop_at_return is None
+
+
+@pytest.mark.parametrize("override, message", [
+    ("network.neuron.alpha=1.5", "network.neuron.alpha must be in [0, 1]"),
+    ("network.neuron.beta=-0.1", "network.neuron.beta must be in [0, 1]"),
+    ("network.neuron.theta=0", "network.neuron.theta must be > 0"),
+    ("network.timesteps=0", "network.timesteps (T) must be >= 1"),
+    ("network.neuron.alpha=[0.5]", "network.neuron.alpha lists 1 values but the network has 2 hidden layers"),
+    ("network.neuron.surrogate=sigmoid", "network.neuron.surrogate must be one of fast_sigmoid, atan, rectangular"),
+    ("algo=ppo", "algo must be one of dqn, td3"),
+    ("network.hidden=64", "network.hidden must be a list of int"),
+    ("seed=abc", "seed must be an integer"),
+    ("network.nuerons=3", "unknown config key in network: 'nuerons'"),
+    ("dqn.gamma=1.2", "dqn.gamma must be in [0, 1]"),
+    ("network.kind=ann network.encoder=population", None),
+    ("noequals", "must look like key=value"),
+])
+def test_bad_values_are_named(override, message):
+    overrides = override.split(" ")
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    if message:
+        assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_and_broken_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("network: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="includes itself"):
+        load_config(loop)
+
+
+def test_base_file_is_merged_underneath(tmp_path):
+    (tmp_path / "a.yaml").write_text("seed: 4\nnetwork: {hidden: [8, 8], neuron: {theta: 0.9}}\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nnetwork: {neuron: {beta: 0.1}}\n")
+    cfg = load_config(tmp_path / "b.yaml")
+    assert (cfg.seed, cfg.network.hidden, cfg.network.neuron.theta, cfg.network.neuron.beta) == (4, [8, 8], 0.9, 0.1)
