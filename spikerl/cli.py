@@ -1,4 +1,4 @@
-"""The `spikerl` command: train, eval, plot.
+"""The `spikerl` command: train, eval, plot, summary.
 
 Every user-fixable problem is raised as SpikerlError and printed here as one line, exit status 2.
 """
@@ -64,6 +64,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summary(args: argparse.Namespace) -> int:
+    from spikerl.plot import summarize_runs
+
+    print(summarize_runs([Path(p) for p in args.run_dirs]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spikerl", description="Deep reinforcement learning with spiking neural networks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("-o", "--output", default="curves.png")
     plot.add_argument("--title")
     plot.set_defaults(func=cmd_plot)
+
+    summary = sub.add_parser("summary", help="a Markdown table of final and best evaluation returns and wall times")
+    summary.add_argument("run_dirs", nargs="+")
+    summary.set_defaults(func=cmd_summary)
     return parser
 
 

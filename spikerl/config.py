@@ -83,7 +83,8 @@ class DQNConfig:
     gamma: float = 0.999
     learning_rate: float = 1e-3
     learning_starts: int = 1000
-    train_every: int = 4
+    train_every: int = 4  # environment steps between training phases
+    gradient_steps: int = 1  # updates per training phase
     double: bool = False
     target_update: Literal["hard", "soft"] = "hard"
     target_update_every: int = 100  # hard updates: steps between copies
@@ -364,6 +365,7 @@ def validate(cfg: TrainConfig) -> None:
         _check(0.0 <= d.gamma <= 1.0, f"dqn.gamma must be in [0, 1], got {d.gamma}")
         _check(d.learning_rate > 0, f"dqn.learning_rate must be > 0, got {d.learning_rate}")
         _check(d.train_every >= 1, f"dqn.train_every must be >= 1, got {d.train_every}")
+        _check(d.gradient_steps >= 1, f"dqn.gradient_steps must be >= 1, got {d.gradient_steps}")
         _check(d.target_update_every >= 1, f"dqn.target_update_every must be >= 1, got {d.target_update_every}")
         _check(0.0 < d.tau <= 1.0, f"dqn.tau must be in (0, 1], got {d.tau}")
         for name in ("epsilon_start", "epsilon_end", "epsilon_decay"):

@@ -62,3 +62,27 @@ def plot_runs(run_dirs: list[Path], output: Path, title: str | None = None) -> P
     fig.savefig(output, dpi=120)
     plt.close(fig)
     return output
+
+
+def summarize_runs(run_dirs: list[Path]) -> str:
+    """A Markdown table: per run, the final and best evaluation returns, steps and wall time; then per variant, the means."""
+    import json
+
+    rows, groups = [], defaultdict(list)
+    for run_dir in run_dirs:
+        path = run_dir / "final_eval.json"
+        if not path.is_file():
+            raise SpikerlError(f"{run_dir} has no final_eval.json; has its training finished?")
+        final = json.loads(path.read_text())
+        seed = yaml.safe_load((run_dir / "config.yaml").read_text())["seed"]
+        label = run_label(run_dir)
+        row = (label, seed, final["global_step"], final["mean_return"], final["best_eval_mean_return"], final["wall_time_s"])
+        rows.append(row)
+        groups[label].append(row)
+    lines = ["| variant | seed | steps | final eval return | best eval return | wall time (s) |", "|---|---|---|---|---|---|"]
+    for label, seed, steps, final_ret, best_ret, wall in sorted(rows):
+        lines.append(f"| {label} | {seed} | {steps} | {final_ret:.1f} | {best_ret:.1f} | {wall:.0f} |")
+    for label, group in sorted(groups.items()):
+        finals, bests, walls = (np.array([r[i] for r in group]) for i in (3, 4, 5))
+        lines.append(f"| **{label}, mean of {len(group)}** | | | **{finals.mean():.1f}** | **{bests.mean():.1f}** | **{walls.mean():.0f}** |")
+    return "\n".join(lines)

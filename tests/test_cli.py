@@ -115,3 +115,28 @@ def test_existing_run_folder_is_never_overwritten(cli, tiny_runs):
     result = cli("train", CARTPOLE, f"run_dir={tiny_runs[0]}", "total_steps=10")
     assert result.returncode == 2 and "already exists" in result.stderr
     assert (tiny_runs[0] / "final_model.pt").is_file()
+
+
+def test_td3_target_actor_holds_the_actors_random_draw(cli, tmp_path):
+    run_dir = tmp_path / "td3"
+    result = cli("train", PENDULUM, "total_steps=300", "td3.learning_starts=100", "checkpoint_every=300",
+                 "eval.every=0", "eval.final_episodes=1", "network.hidden=[32, 32]", "td3.critic.hidden=[32, 32]",
+                 "network.neuron.randomize=uniform", "network.neuron.spread=0.3", f"run_dir={run_dir}")
+    assert result.returncode == 0, result.stderr
+    ckpt = torch.load(run_dir / "checkpoints" / "step_300.pt", weights_only=True)
+    actor, target = ckpt["actor"], ckpt["actor_target"]
+    assert actor["net.membranes.1.beta_fixed"].unique().numel() > 1
+    for key in actor:
+        if "membranes" in key or "max_abs" in key:
+            assert torch.equal(actor[key], target[key]), key
+    # The weights have moved apart by now (soft updates), so the comparison above is not vacuous.
+    assert not torch.equal(actor["net.layers.0.weight"], target["net.layers.0.weight"])
+
+
+def test_summary_tables_runs_by_variant(cli, tiny_runs):
+    result = cli("summary", *map(str, tiny_runs))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("| variant | seed | steps | final eval return")
+    assert len(lines) == 2 + 2 + 1  # header, two runs, one variant mean
+    assert "CartPole-v1 DQN SNN, mean of 2" in lines[-1]

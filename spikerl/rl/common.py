@@ -47,9 +47,17 @@ class TrainingLoop:
         self.progress = tqdm(total=cfg.total_steps, disable=not cfg.progress, unit="step", dynamic_ncols=True,
                              mininterval=0.5 if sys.stderr.isatty() else 30.0, desc=f"{cfg.algo}-{cfg.network.kind} {cfg.env_id}")
 
-    def record_reward(self, reward: float) -> None:
+    def env_step(self, step: int, env, obs: np.ndarray, action, buffer, obs_norm) -> np.ndarray:
+        """Act in the environment, store the transition, keep the episode books; return the next observation."""
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        obs_norm.update(torch.as_tensor(next_obs))
+        buffer.add(obs, action, reward, next_obs, terminated)  # truncation still bootstraps
         self.episode_return += float(reward)
         self.episode_length += 1
+        if terminated or truncated:
+            self.episode_done(step)
+            next_obs, _ = env.reset()
+        return next_obs
 
     def episode_done(self, step: int) -> None:
         self.run.log_episode(step, self.episode_return, self.episode_length)

@@ -74,32 +74,26 @@ def train(cfg: TrainConfig, run: Run) -> dict:
     for step in range(1, cfg.total_steps + 1):
         epsilon = epsilon_at(step, d)
         action = int(env.action_space.sample()) if rng.random() < epsilon else q_net.act(obs)
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        q_net.obs_norm.update(torch.as_tensor(next_obs))
-        buffer.add(obs, action, reward, next_obs, terminated)  # truncation still bootstraps
-        loop.record_reward(reward)
-        obs = next_obs
-        if terminated or truncated:
-            loop.episode_done(step)
-            obs, _ = env.reset()
+        obs = loop.env_step(step, env, obs, action, buffer, q_net.obs_norm)
 
         if step > d.learning_starts and step % d.train_every == 0:
-            b_obs, b_actions, b_rewards, b_next_obs, b_terminated = buffer.sample(d.batch_size, rng)
-            with torch.no_grad():
-                next_q = target_net(b_next_obs)
-                if d.double:  # the online net picks the action, the target net values it
-                    next_value = next_q.gather(1, q_net(b_next_obs).argmax(dim=1, keepdim=True)).squeeze(1)
-                else:
-                    next_value = next_q.max(dim=1).values
-                td_target = b_rewards + d.gamma * next_value * (1.0 - b_terminated)
-            q_taken = q_net(b_obs).gather(1, b_actions.unsqueeze(1)).squeeze(1)
-            loss = F.smooth_l1_loss(q_taken, td_target) if d.loss == "huber" else F.mse_loss(q_taken, td_target)
-            optimizer.zero_grad()
-            loss.backward()
-            if d.max_grad_norm is not None:
-                nn.utils.clip_grad_norm_(q_net.parameters(), d.max_grad_norm)
-            optimizer.step()
-            if step % 100 == 0:
+            for _ in range(d.gradient_steps):
+                b_obs, b_actions, b_rewards, b_next_obs, b_terminated = buffer.sample(d.batch_size, rng)
+                with torch.no_grad():
+                    next_q = target_net(b_next_obs)
+                    if d.double:  # the online net picks the action, the target net values it
+                        next_value = next_q.gather(1, q_net(b_next_obs).argmax(dim=1, keepdim=True)).squeeze(1)
+                    else:
+                        next_value = next_q.max(dim=1).values
+                    td_target = b_rewards + d.gamma * next_value * (1.0 - b_terminated)
+                q_taken = q_net(b_obs).gather(1, b_actions.unsqueeze(1)).squeeze(1)
+                loss = F.smooth_l1_loss(q_taken, td_target) if d.loss == "huber" else F.mse_loss(q_taken, td_target)
+                optimizer.zero_grad()
+                loss.backward()
+                if d.max_grad_norm is not None:
+                    nn.utils.clip_grad_norm_(q_net.parameters(), d.max_grad_norm)
+                optimizer.step()
+            if step % 100 < d.train_every:
                 run.log_scalars(step, {"losses/td_loss": loss.item(), "losses/q_values": q_taken.mean().item(),
                                        "charts/epsilon": epsilon})
 

@@ -96,14 +96,7 @@ def train(cfg: TrainConfig, run: Run) -> dict:
         else:
             noise = rng.normal(0.0, t.exploration_noise, size=action_dim) * scale.numpy()
             action = np.clip(actor.act(obs) + noise, low, high).astype(np.float32)
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        actor.obs_norm.update(torch.as_tensor(next_obs))
-        buffer.add(obs, action, reward, next_obs, terminated)  # truncation still bootstraps
-        loop.record_reward(reward)
-        obs = next_obs
-        if terminated or truncated:
-            loop.episode_done(step)
-            obs, _ = env.reset()
+        obs = loop.env_step(step, env, obs, action, buffer, actor.obs_norm)
 
         if step > t.learning_starts:
             b_obs, b_actions, b_rewards, b_next_obs, b_terminated = buffer.sample(t.batch_size, rng)

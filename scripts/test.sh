@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Set up (with the test and MuJoCo extras) and run the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh dev mujoco
+exec .venv/bin/python -m pytest -q "$@"

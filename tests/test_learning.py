@@ -1,0 +1,41 @@
+"""Spiking agents actually learn small tasks (real training, small budgets; tens of seconds each)."""
+
+import json
+
+import pytest
+
+from spikerl.config import load_config
+from spikerl.rl import dqn, td3
+from spikerl.rl.evaluate import evaluate
+from spikerl.rl.run import Run
+
+pytestmark = pytest.mark.slow
+
+
+def train(cfg, tmp_path):
+    cfg.run_dir, cfg.progress = str(tmp_path / "run"), False
+    algorithm = dqn if cfg.algo == "dqn" else td3
+    return algorithm.train(cfg, Run(cfg))
+
+
+def test_spiking_dqn_learns_cartpole(tmp_path):
+    cfg = load_config("configs/cartpole_dqn_quickstart.yaml", [
+        "total_steps=20000", "eval.every=2500", "eval.episodes=10", "eval.stop_at_return=200",
+        "checkpoint_every=0"])
+    result = train(cfg, tmp_path)
+    # A random policy balances for about 22 steps; the trained spiking agent for 200+.
+    assert result["best_eval_mean_return"] >= 200, result
+    summary = json.loads((tmp_path / "run" / "final_eval.json").read_text())
+    assert summary["best_eval_mean_return"] == result["best_eval_mean_return"]
+
+
+def test_spiking_td3_learns_point_reach(tmp_path):
+    cfg = load_config("configs/pendulum_td3_snn.yaml", [
+        "env_id=spikerl/PointReach-v0", "total_steps=3000", "network.hidden=[64, 64]", "td3.critic.hidden=[64, 64]",
+        "td3.learning_starts=500", "td3.batch_size=64", "eval.every=1000", "eval.episodes=10", "checkpoint_every=0"])
+    untrained = td3.make_policy(cfg, __import__("gymnasium").make("spikerl/PointReach-v0"))
+    before = evaluate(untrained.act, cfg.env_id, 20, cfg.eval.seed)["mean_return"]
+    result = train(cfg, tmp_path)
+    # Doing nothing scores about -30; reaching the origin and staying there about -5.
+    assert before < -20
+    assert result["mean_return"] >= -14, result
