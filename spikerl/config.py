@@ -52,6 +52,7 @@ class NetworkConfig:
     """A spiking MLP (kind snn) or its ANN twin of the same sizes (kind ann)."""
 
     kind: Literal["snn", "ann"] = "snn"
+    backend: Literal["reference", "fused"] = "reference"  # spiking layers: plain loop, or fused autograd node
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     timesteps: int = 5  # T: integration steps per forward pass
     encoder: Literal["two_neuron", "direct", "population", "poisson"] = "two_neuron"

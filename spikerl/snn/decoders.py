@@ -45,18 +45,19 @@ class MembraneDecoder(nn.Module):
 
 class PopulationDecoder(nn.Module):
     def __init__(self, in_features: int, out_features: int, population_size: int, membrane: MembraneParameters,
-                 spike_fn: SpikeFunction, reset: str, detach_reset: bool, bias: bool = False):
+                 spike_fn: SpikeFunction, reset: str, detach_reset: bool, bias: bool = False,
+                 multistep=cuba_lif_multistep):
         super().__init__()
         self.out_features, self.population_size = out_features, population_size
         self.fc = snn_linear(in_features, out_features * population_size, bias)
         self.membrane = membrane
-        self.spike_fn, self.reset, self.detach_reset = spike_fn, reset, detach_reset
+        self.spike_fn, self.reset, self.detach_reset, self.multistep = spike_fn, reset, detach_reset, multistep
         self.readout_weight = nn.Parameter(torch.empty(out_features, population_size))
         nn.init.normal_(self.readout_weight, std=population_size**-0.5)
         self.readout_bias = nn.Parameter(torch.zeros(out_features))
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
-        out_spikes = cuba_lif_multistep(time_linear(self.fc, spikes), self.membrane.params(), self.spike_fn,
-                                        self.reset, self.detach_reset)
+        out_spikes = self.multistep(time_linear(self.fc, spikes), self.membrane.params(), self.spike_fn,
+                                    self.reset, self.detach_reset)
         rates = out_spikes.mean(dim=0).reshape(-1, self.out_features, self.population_size)
         return (rates * self.readout_weight).sum(dim=-1) + self.readout_bias

@@ -8,9 +8,13 @@ from torch import nn
 from spikerl.config import NetworkConfig
 from spikerl.snn.decoders import MembraneDecoder, PopulationDecoder, snn_linear, time_linear
 from spikerl.snn.encoders import build_encoder
+from spikerl.snn.fused import cuba_lif_multistep_fused
 from spikerl.snn.membrane import MembraneParameters
 from spikerl.snn.neuron import cuba_lif_multistep
 from spikerl.snn.surrogate import SpikeFunction
+
+
+MULTISTEP_BACKENDS = {"reference": cuba_lif_multistep, "fused": cuba_lif_multistep_fused}
 
 
 def per_layer(value, n_layers: int) -> list[float]:
@@ -24,6 +28,8 @@ class SpikingMLP(nn.Module):
         super().__init__()
         n = cfg.neuron
         self.timesteps, self.reset, self.detach_reset = cfg.timesteps, n.reset, n.detach_reset
+        self.backend = cfg.backend
+        self.multistep = MULTISTEP_BACKENDS[cfg.backend]
         self.spike_fn = SpikeFunction(n.surrogate, n.surrogate_slope, n.surrogate_width)
         self.encoder = build_encoder(cfg.encoder, in_dim, cfg.population_size, cfg.population_range,
                                      cfg.population_std, cfg.population_spikes)
@@ -39,7 +45,7 @@ class SpikingMLP(nn.Module):
             readout = MembraneParameters(out_dim * cfg.population_size, alphas[-1], betas[-1], thetas[-1],
                                          n.randomize, n.spread, n.learnable, generator)
             self.decoder = PopulationDecoder(cfg.hidden[-1], out_dim, cfg.population_size, readout,
-                                             self.spike_fn, self.reset, self.detach_reset, cfg.bias)
+                                             self.spike_fn, self.reset, self.detach_reset, cfg.bias, self.multistep)
         elif cfg.decoder == "integrator":
             self.decoder = MembraneDecoder(cfg.hidden[-1], out_dim, alpha=0.0, beta=1.0, bias=cfg.bias)
         else:
@@ -57,7 +63,7 @@ class SpikingMLP(nn.Module):
                 current = layer(x[0]).unsqueeze(0).expand(self.timesteps, -1, -1)
             else:
                 current = time_linear(layer, x)
-            x = cuba_lif_multistep(current, membrane.params(), self.spike_fn, self.reset, self.detach_reset)
+            x = self.multistep(current, membrane.params(), self.spike_fn, self.reset, self.detach_reset)
             hidden_spikes.append(x)
         return self.decoder(x), hidden_spikes
 
