@@ -83,6 +83,7 @@ class DQNConfig:
     batch_size: int = 128
     gamma: float = 0.999
     learning_rate: float = 1e-3
+    anneal_lr: bool = False  # decay the learning rate linearly to 0 at total_steps
     learning_starts: int = 1000
     train_every: int = 4  # environment steps between training phases
     gradient_steps: int = 1  # updates per training phase

@@ -77,6 +77,8 @@ def train(cfg: TrainConfig, run: Run) -> dict:
         obs = loop.env_step(step, env, obs, action, buffer, q_net.obs_norm)
 
         if step > d.learning_starts and step % d.train_every == 0:
+            if d.anneal_lr:
+                optimizer.param_groups[0]["lr"] = d.learning_rate * (1.0 - (step - 1) / cfg.total_steps)
             for _ in range(d.gradient_steps):
                 b_obs, b_actions, b_rewards, b_next_obs, b_terminated = buffer.sample(d.batch_size, rng)
                 with torch.no_grad():

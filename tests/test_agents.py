@@ -1,0 +1,67 @@
+"""Agent pieces: epsilon schedules, spiking critics, soft targets, replay buffer."""
+
+import numpy as np
+import pytest
+import torch
+
+from spikerl.config import DQNConfig, load_config
+from spikerl.rl import dqn, td3
+from spikerl.rl.replay import ReplayBuffer
+from spikerl.rl.run import Run
+from spikerl.snn.network import ANNMLP, SpikingMLP
+
+
+def test_exponential_epsilon_multiplies_per_step_down_to_the_floor():
+    d = DQNConfig(epsilon_schedule="exponential", epsilon_start=1.0, epsilon_end=0.05, epsilon_decay=0.999)
+    assert dqn.epsilon_at(0, d) == 1.0
+    assert dqn.epsilon_at(1000, d) == pytest.approx(0.999**1000)
+    assert dqn.epsilon_at(10_000, d) == 0.05
+
+
+def test_linear_epsilon_reaches_the_floor_at_the_decay_steps():
+    d = DQNConfig(epsilon_schedule="linear", epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_steps=1000)
+    assert dqn.epsilon_at(500, d) == pytest.approx(0.55)
+    assert dqn.epsilon_at(1000, d) == pytest.approx(0.1) and dqn.epsilon_at(5000, d) == pytest.approx(0.1)
+
+
+def test_replay_buffer_wraps_around_and_samples_what_was_stored():
+    buf = ReplayBuffer(3, obs_dim=1, action_shape=(2,))
+    for i in range(5):
+        buf.add([i], [i, -i], float(i), [i + 1], i == 4)
+    assert buf.size == 3 and sorted(buf.obs[:, 0].tolist()) == [2.0, 3.0, 4.0]
+    obs, actions, rewards, next_obs, terminated = buf.sample(64, np.random.default_rng(0))
+    assert set(obs[:, 0].tolist()) == {2.0, 3.0, 4.0}
+    assert torch.equal(actions[:, 0], obs[:, 0]) and torch.equal(rewards, obs[:, 0])
+    assert torch.equal(next_obs[:, 0], obs[:, 0] + 1) and torch.equal(terminated, (obs[:, 0] == 4).float())
+
+
+def test_td3_with_a_spiking_critic_trains(tmp_path):
+    cfg = load_config("configs/pendulum_td3_snn.yaml", [
+        "total_steps=250", "td3.learning_starts=100", "td3.batch_size=16", "network.hidden=[16, 16]",
+        "td3.critic.kind=snn", "td3.critic.hidden=[16, 16]", "td3.critic.encoder=two_neuron",
+        "eval.every=0", "eval.final_episodes=1", "checkpoint_every=250", f"run_dir={tmp_path / 'run'}", "progress=false"])
+    result = td3.train(cfg, Run(cfg))
+    assert result["global_step"] == 250
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "step_250.pt", weights_only=True)
+    assert any(k.startswith("net.membranes") for k in ckpt["critic1"])  # the critic is spiking
+    assert not torch.equal(ckpt["critic1"]["net.layers.0.weight"], ckpt["critic2"]["net.layers.0.weight"])
+
+
+def test_network_kind_switch_swaps_the_whole_network():
+    snn = load_config("configs/cartpole_dqn_snn.yaml")
+    ann = load_config("configs/cartpole_dqn_ann.yaml")
+    assert isinstance(dqn.QPolicy(snn, 4, 2).net, SpikingMLP)
+    assert isinstance(dqn.QPolicy(ann, 4, 2).net, ANNMLP)
+
+
+def test_dqn_soft_target_updates_and_double_q_run(tmp_path):
+    cfg = load_config("configs/cartpole_dqn_snn.yaml", [
+        "total_steps=400", "dqn.learning_starts=100", "dqn.batch_size=16", "dqn.double=true", "dqn.target_update=soft",
+        "dqn.tau=0.5", "eval.every=0", "eval.final_episodes=1", "checkpoint_every=400", f"run_dir={tmp_path / 'run'}",
+        "progress=false"])
+    dqn.train(cfg, Run(cfg))
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "step_400.pt", weights_only=True)
+    online, target = ckpt["q_net"]["net.layers.1.weight"], ckpt["target_net"]["net.layers.1.weight"]
+    # tau = 0.5 per step: the target trails the online net closely but is not a copy.
+    assert not torch.equal(online, target)
+    assert (online - target).abs().max() < 0.05
