@@ -19,12 +19,12 @@ def train(cfg, tmp_path):
 
 
 def test_spiking_dqn_learns_cartpole(tmp_path):
-    cfg = load_config("configs/cartpole_dqn_quickstart.yaml", [
-        "total_steps=20000", "eval.every=2500", "eval.episodes=10", "eval.stop_at_return=200",
-        "checkpoint_every=0"])
+    # The quick-start preset as it is (its learning-rate schedule depends on total_steps), stopped early.
+    cfg = load_config("configs/cartpole_dqn_quickstart.yaml", ["eval.stop_at_return=200", "checkpoint_every=0"])
     result = train(cfg, tmp_path)
-    # A random policy balances for about 22 steps; the trained spiking agent for 200+.
+    # A random policy balances for about 22 steps; the trained spiking agent for 200+ (seed 0: by 16k steps).
     assert result["best_eval_mean_return"] >= 200, result
+    assert result["global_step"] <= 30000, result
     summary = json.loads((tmp_path / "run" / "final_eval.json").read_text())
     assert summary["best_eval_mean_return"] == result["best_eval_mean_return"]
 
