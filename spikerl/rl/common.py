@@ -44,6 +44,7 @@ class TrainingLoop:
         self.start = time.perf_counter()
         self.episode_return, self.episode_length, self.episodes = 0.0, 0, 0
         self.best_eval: float | None = None
+        self.last_eval: tuple[int, dict] | None = None  # (step, result) of the latest periodic evaluation
         self.progress = tqdm(total=cfg.total_steps, disable=not cfg.progress, unit="step", dynamic_ncols=True,
                              mininterval=0.5 if sys.stderr.isatty() else 30.0, desc=f"{cfg.algo}-{cfg.network.kind} {cfg.env_id}")
 
@@ -78,6 +79,7 @@ class TrainingLoop:
         if self.cfg.eval.every and step % self.cfg.eval.every == 0:
             result = evaluate(self.act, self.cfg.env_id, self.cfg.eval.episodes, self.cfg.eval.seed)
             self.run.log_eval(step, result)
+            self.last_eval = (step, result)
             self.best_eval = max(self.best_eval if self.best_eval is not None else -np.inf, result["mean_return"])
             self.progress.write(f"step {step}: eval mean return {result['mean_return']:.1f} "
                                 f"+- {result['std_return']:.1f} over {result['episodes']} episodes")
@@ -91,8 +93,12 @@ class TrainingLoop:
         """Final evaluation over eval.final_episodes, final model and summary in the run folder."""
         self.progress.close()
         wall = time.perf_counter() - self.start
-        result = evaluate(self.act, self.cfg.env_id, self.cfg.eval.final_episodes, self.cfg.eval.seed)
-        self.run.log_eval(step, result)
+        episodes = self.cfg.eval.final_episodes
+        if self.last_eval and self.last_eval[0] == step and self.last_eval[1]["episodes"] == episodes:
+            result = self.last_eval[1]  # the same policy on the same seeds: evaluating again would repeat it
+        else:
+            result = evaluate(self.act, self.cfg.env_id, episodes, self.cfg.eval.seed)
+            self.run.log_eval(step, result)
         best = max(self.best_eval if self.best_eval is not None else -np.inf, result["mean_return"])
         extra = {"global_step": step, "train_episodes": self.episodes, "wall_time_s": wall,
                  "steps_per_second": step / max(wall, 1e-9), "best_eval_mean_return": float(best),
