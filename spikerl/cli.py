@@ -47,7 +47,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from spikerl.rl.evaluate import evaluate, load_policy
 
+    from spikerl.rl.envs import make_env
+
     cfg, policy = load_policy(Path(args.run_dir), args.checkpoint)
+    if args.env and args.env != cfg.env_id:
+        trained, other = make_env(cfg.env_id, cfg.algo), make_env(args.env, cfg.algo)
+        spaces = [(e.observation_space.shape, getattr(e.action_space, "shape", None), getattr(e.action_space, "n", None))
+                  for e in (trained, other)]
+        trained.close()
+        other.close()
+        if spaces[0] != spaces[1]:
+            raise SpikerlError(f"{args.env} has other observation or action spaces than {cfg.env_id}, "
+                               "which the policy was trained on")
     result = evaluate(policy.act, args.env or cfg.env_id, args.episodes, args.seed)
     text = json.dumps(result, indent=2)
     out = Path(args.output) if args.output else Path(args.run_dir) / "eval.json"

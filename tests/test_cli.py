@@ -140,3 +140,9 @@ def test_summary_tables_runs_by_variant(cli, tiny_runs):
     assert lines[0].startswith("| variant | seed | steps | final eval return")
     assert len(lines) == 2 + 2 + 1  # header, two runs, one variant mean
     assert "CartPole-v1 DQN SNN, mean of 2" in lines[-1]
+
+
+def test_eval_in_an_incompatible_environment_is_refused(cli, tiny_runs):
+    result = cli("eval", str(tiny_runs[0]), "--env", "Acrobot-v1", "-o", "/dev/null")
+    assert result.returncode == 2 and "other observation or action spaces" in result.stderr
+    assert "Traceback" not in result.stderr
