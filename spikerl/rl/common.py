@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import resource
 import sys
 import time
 from collections import deque
@@ -24,6 +26,20 @@ def seed_everything(seed: int) -> tuple[np.random.Generator, torch.Generator]:
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = True
     return np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+
+
+def resident_memory_mib() -> float | None:
+    """This process's resident memory (Linux /proc; None elsewhere), for the memory curve in TensorBoard."""
+    try:
+        with open("/proc/self/statm") as statm:
+            resident_pages = int(statm.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_memory_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def as_obs_tensor(obs: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -74,6 +90,9 @@ class TrainingLoop:
         self.progress.update(1)
         if step % 1000 == 0:
             self.run.log_scalars(step, {"charts/SPS": self.steps_per_second(step)})
+            rss = resident_memory_mib()
+            if rss is not None:
+                self.run.log_scalars(step, {"perf/rss_mib": rss, "perf/peak_rss_mib": peak_memory_mib()})
         if self.cfg.checkpoint_every and step % self.cfg.checkpoint_every == 0:
             self.run.save_checkpoint(step, self.state())
         if self.cfg.eval.every and step % self.cfg.eval.every == 0:

@@ -1,4 +1,9 @@
-"""A preallocated ring replay buffer (memory is fixed at creation; nothing grows per step)."""
+"""A preallocated ring replay buffer (memory is fixed at creation; nothing grows per step).
+
+The arrays are written once at creation: np.zeros alone only reserves address space, and the
+operating system would then commit the pages as the buffer fills, so memory would creep up for
+the first `capacity` steps and a machine too small for the buffer would fail hours into a run.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,20 @@ import numpy as np
 import torch
 
 
+def _committed(shape: tuple[int, ...], dtype) -> np.ndarray:
+    array = np.empty(shape, dtype=dtype)
+    array.fill(0)  # touch every page now
+    return array
+
+
 class ReplayBuffer:
     def __init__(self, capacity: int, obs_dim: int, action_shape: tuple[int, ...], action_dtype=np.float32):
         self.capacity = capacity
-        self.obs = np.zeros((capacity, obs_dim), dtype=np.float32)
-        self.next_obs = np.zeros((capacity, obs_dim), dtype=np.float32)
-        self.actions = np.zeros((capacity, *action_shape), dtype=action_dtype)
-        self.rewards = np.zeros(capacity, dtype=np.float32)
-        self.terminated = np.zeros(capacity, dtype=np.float32)  # true termination only; truncation bootstraps
+        self.obs = _committed((capacity, obs_dim), np.float32)
+        self.next_obs = _committed((capacity, obs_dim), np.float32)
+        self.actions = _committed((capacity, *action_shape), action_dtype)
+        self.rewards = _committed((capacity,), np.float32)
+        self.terminated = _committed((capacity,), np.float32)  # true termination only; truncation bootstraps
         self.position, self.size = 0, 0
 
     def add(self, obs, action, reward: float, next_obs, terminated: bool) -> None:
