@@ -1,4 +1,4 @@
-"""The `spikerl` command: train, eval, plot, summary.
+"""The `spikerl` command: train (or resume), eval, plot, summary.
 
 Every user-fixable problem is raised as SpikerlError and printed here as one line, exit status 2.
 """
@@ -23,6 +23,25 @@ def _algorithm(name: str):
     return td3
 
 
+RESUMABLE_OVERRIDES = ("total_steps", "progress", "threads", "checkpoint_every", "keep_checkpoints")
+
+
+def _resume_config(run_dir: Path, overrides: list[str]):
+    """The run's own resolved config, with only the overrides that leave its past steps valid."""
+    from spikerl.config import load_config, parse_override
+
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise SpikerlError(f"cannot resume {run_dir}: " + ("run folder not found" if not run_dir.is_dir()
+                                                            else "not a spikerl run folder (no config.yaml)"))
+    for text in overrides:
+        key = parse_override(text)[0]
+        if key not in RESUMABLE_OVERRIDES:
+            raise SpikerlError(f"cannot change {key} when resuming; a resumed run may only change "
+                               f"{', '.join(RESUMABLE_OVERRIDES)}")
+    return load_config(config_path, [*overrides, f"run_dir={run_dir}"])
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
@@ -30,13 +49,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     from spikerl.rl.envs import make_env
     from spikerl.rl.run import Run
 
-    cfg = load_config(args.config, args.overrides)
+    if args.resume:
+        # `spikerl train --resume RUN key=value`: argparse files the first override under `config`.
+        overrides = [args.config, *args.overrides] if args.config else args.overrides
+        cfg = _resume_config(Path(args.resume), overrides)
+    elif args.config is None:
+        raise SpikerlError("train needs a config file, or --resume RUN_DIR")
+    else:
+        cfg = load_config(args.config, args.overrides)
     make_env(cfg.env_id, cfg.algo).close()  # fail on a wrong environment before a run folder exists
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    run = Run(cfg)
+    run = Run(cfg, resume=bool(args.resume))
+    checkpoint = None
+    if args.resume:
+        if run.finished():
+            print(f"{run.dir} finished already (final_eval.json is there); nothing to resume", file=sys.stderr)
+            return 0
+        checkpoint = run.latest_good_checkpoint()
+        if checkpoint is None:
+            print(f"spikerl: {run.dir} has no checkpoint yet; training it again from step 0", file=sys.stderr)
     print(f"run folder: {run.dir}", file=sys.stderr)
-    result = _algorithm(cfg.algo).train(cfg, run)
+    result = _algorithm(cfg.algo).train(cfg, run, checkpoint)
     print(f"final evaluation ({result['episodes']} deterministic episodes, seeds {result['seed']}..."
           f"{result['seed'] + result['episodes'] - 1}): mean return {result['mean_return']:.1f} "
           f"+- {result['std_return']:.1f} after {result['global_step']} steps in {result['wall_time_s']:.0f} s "
@@ -86,10 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spikerl", description="Deep reinforcement learning with spiking neural networks.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train an agent from a YAML config", description=(
-        "Train an agent. Overrides are dotted keys, e.g. network.neuron.theta=0.5 seed=1 network.kind=ann."))
-    train.add_argument("config", help="YAML config (see configs/)")
+    train = sub.add_parser("train", help="train an agent from a YAML config, or resume a run", description=(
+        "Train an agent. Overrides are dotted keys, e.g. network.neuron.theta=0.5 seed=1 network.kind=ann. "
+        "With --resume RUN_DIR, continue a stopped run from its newest good checkpoint."))
+    train.add_argument("config", nargs="?", help="YAML config (see configs/)")
     train.add_argument("overrides", nargs="*", help="key=value overrides of config fields")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue this run folder from its newest good checkpoint "
+                       f"(overrides allowed: {', '.join(RESUMABLE_OVERRIDES)})")
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate a trained run deterministically, JSON out")
@@ -121,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spikerl: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("spikerl: interrupted; checkpoints written so far are in the run folder", file=sys.stderr)
+        print("spikerl: interrupted; continue with `spikerl train --resume RUN_DIR` from the last checkpoint",
+              file=sys.stderr)
         return 130
 
 

@@ -17,6 +17,7 @@ Every value is checked here, so a bad one is reported as one line before any wor
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -129,7 +130,8 @@ class TrainConfig:
     device: str = "cpu"
     threads: int | None = None  # torch CPU threads; None leaves torch's default
     run_dir: str | None = None  # None: runs/<env>-<algo>-<kind>-s<seed>-<time>
-    checkpoint_every: int = 20_000
+    checkpoint_every: int = 20_000  # 0: none; taken at the first episode end at or after each multiple
+    keep_checkpoints: int = 2  # the newest N are kept; the older one stays until a newer one is complete
     progress: bool = True
     network: NetworkConfig = field(default_factory=NetworkConfig)  # Q-network (DQN) or actor (TD3)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -301,7 +303,11 @@ def _merge_raw(target: dict, source: dict) -> None:
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    """Write through a temporary file and a rename, so a crash never leaves half a config."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -353,6 +359,7 @@ def validate_network(net: NetworkConfig, path: str) -> None:
 def validate(cfg: TrainConfig) -> None:
     _check(cfg.total_steps >= 1, f"total_steps must be >= 1, got {cfg.total_steps}")
     _check(cfg.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {cfg.checkpoint_every}")
+    _check(cfg.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {cfg.keep_checkpoints}")
     _check(cfg.threads is None or cfg.threads >= 1, f"threads must be >= 1, got {cfg.threads}")
     _check(bool(cfg.env_id.strip()), "env_id must name a Gymnasium environment")
     validate_network(cfg.network, "network")

@@ -18,3 +18,12 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def newest_checkpoint(run_dir: Path) -> dict:
+    """The newest checkpoint of a run folder, read and verified as spikerl reads it."""
+    from spikerl.rl.checkpoint import load_checkpoint
+
+    paths = sorted((Path(run_dir) / "checkpoints").glob("step_*.pt"), key=lambda p: int(p.stem[5:]))
+    assert paths, f"no checkpoint in {run_dir}"
+    return load_checkpoint(paths[-1])

@@ -9,6 +9,7 @@ from spikerl.rl import dqn, td3
 from spikerl.rl.replay import ReplayBuffer
 from spikerl.rl.run import Run
 from spikerl.snn.network import ANNMLP, SpikingMLP
+from tests.conftest import newest_checkpoint
 
 
 def test_exponential_epsilon_multiplies_per_step_down_to_the_floor():
@@ -39,12 +40,12 @@ def test_td3_with_a_spiking_critic_trains(tmp_path):
     cfg = load_config("configs/pendulum_td3_snn.yaml", [
         "total_steps=250", "td3.learning_starts=100", "td3.batch_size=16", "network.hidden=[16, 16]",
         "td3.critic.kind=snn", "td3.critic.hidden=[16, 16]", "td3.critic.encoder=two_neuron",
-        "eval.every=0", "eval.final_episodes=1", "checkpoint_every=250", f"run_dir={tmp_path / 'run'}", "progress=false"])
+        "eval.every=0", "eval.final_episodes=1", "checkpoint_every=200", f"run_dir={tmp_path / 'run'}", "progress=false"])
     result = td3.train(cfg, Run(cfg))
     assert result["global_step"] == 250
-    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "step_250.pt", weights_only=True)
-    assert any(k.startswith("net.membranes") for k in ckpt["critic1"])  # the critic is spiking
-    assert not torch.equal(ckpt["critic1"]["net.layers.0.weight"], ckpt["critic2"]["net.layers.0.weight"])
+    critics = newest_checkpoint(tmp_path / "run")["components"]
+    assert any(k.startswith("net.membranes") for k in critics["critic1"])  # the critic is spiking
+    assert not torch.equal(critics["critic1"]["net.layers.0.weight"], critics["critic2"]["net.layers.0.weight"])
 
 
 def test_network_kind_switch_swaps_the_whole_network():
@@ -57,11 +58,11 @@ def test_network_kind_switch_swaps_the_whole_network():
 def test_dqn_soft_target_updates_and_double_q_run(tmp_path):
     cfg = load_config("configs/cartpole_dqn_snn.yaml", [
         "total_steps=400", "dqn.learning_starts=100", "dqn.batch_size=16", "dqn.double=true", "dqn.target_update=soft",
-        "dqn.tau=0.5", "eval.every=0", "eval.final_episodes=1", "checkpoint_every=400", f"run_dir={tmp_path / 'run'}",
+        "dqn.tau=0.5", "eval.every=0", "eval.final_episodes=1", "checkpoint_every=300", f"run_dir={tmp_path / 'run'}",
         "progress=false"])
     dqn.train(cfg, Run(cfg))
-    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "step_400.pt", weights_only=True)
-    online, target = ckpt["q_net"]["net.layers.1.weight"], ckpt["target_net"]["net.layers.1.weight"]
+    nets = newest_checkpoint(tmp_path / "run")["components"]
+    online, target = nets["q_net"]["net.layers.1.weight"], nets["target_net"]["net.layers.1.weight"]
     # tau = 0.5 per step: the target trails the online net closely but is not a copy.
     assert not torch.equal(online, target)
     assert (online - target).abs().max() < 0.05

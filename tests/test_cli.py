@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from spikerl.rl.evaluate import load_policy
+from tests.conftest import newest_checkpoint
 
 CARTPOLE = "configs/cartpole_dqn_snn.yaml"
 PENDULUM = "configs/pendulum_td3_snn.yaml"
@@ -20,6 +21,8 @@ PENDULUM = "configs/pendulum_td3_snn.yaml"
     ([CARTPOLE, "env_id=Pendulum-v1"], "DQN needs discrete actions"),
     (["configs/no_such_file.yaml"], "config file not found: configs/no_such_file.yaml"),
     ([CARTPOLE, "algo=sac"], "algo must be one of dqn, td3"),
+    ([CARTPOLE, "keep_checkpoints=0"], "keep_checkpoints must be >= 1"),
+    (["--resume", "runs/no-such-run"], "cannot resume runs/no-such-run: run folder not found"),
 ])
 def test_bad_input_is_one_clear_line(cli, tmp_path, args, message):
     result = cli("train", *args, f"run_dir={tmp_path / 'run'}")
@@ -51,8 +54,12 @@ def tiny_runs(tmp_path_factory):
 
 def test_run_folder_holds_everything(tiny_runs):
     run = tiny_runs[0]
-    for name in ("config.yaml", "episodes.csv", "eval.csv", "final_model.pt", "final_eval.json", "checkpoints/step_1000.pt"):
+    for name in ("config.yaml", "episodes.csv", "eval.csv", "final_model.pt", "final_eval.json"):
         assert (run / name).is_file(), name
+    # checkpoint_every=1000: taken at the first episode end at or after step 1000
+    (checkpoint,) = (run / "checkpoints").glob("step_*.pt")
+    step = int(checkpoint.stem[5:])
+    assert step >= 1000 and str(step) in [row.split(",")[0] for row in (run / "episodes.csv").read_text().splitlines()]
     assert list((run / "tb").glob("events.out.tfevents.*"))
     evals = (run / "eval.csv").read_text().splitlines()
     assert evals[0] == "global_step,mean_return,std_return,min_return,max_return"
@@ -62,8 +69,8 @@ def test_run_folder_holds_everything(tiny_runs):
 
 
 def test_target_network_holds_the_online_networks_random_draw(tiny_runs):
-    ckpt = torch.load(tiny_runs[0] / "checkpoints" / "step_1000.pt", weights_only=True)
-    online, target = ckpt["q_net"], ckpt["target_net"]
+    ckpt = newest_checkpoint(tiny_runs[0])
+    online, target = ckpt["components"]["q_net"], ckpt["components"]["target_net"]
     theta = online["net.membranes.0.theta_fixed"]
     assert theta.unique().numel() > 1  # really drawn per neuron
     for key in online:
@@ -84,7 +91,7 @@ def test_eval_is_deterministic_and_writes_json(cli, tiny_runs, tmp_path):
 
 def test_eval_from_a_checkpoint(cli, tiny_runs):
     result = cli("eval", str(tiny_runs[0]), "--episodes", "1", "--checkpoint",
-                 str(tiny_runs[0] / "checkpoints" / "step_1000.pt"), "-o", "/dev/null")
+                 str(next((tiny_runs[0] / "checkpoints").glob("step_*.pt"))), "-o", "/dev/null")
     assert result.returncode == 0, result.stderr
 
 
@@ -119,12 +126,12 @@ def test_existing_run_folder_is_never_overwritten(cli, tiny_runs):
 
 def test_td3_target_actor_holds_the_actors_random_draw(cli, tmp_path):
     run_dir = tmp_path / "td3"
-    result = cli("train", PENDULUM, "total_steps=300", "td3.learning_starts=100", "checkpoint_every=300",
+    result = cli("train", PENDULUM, "total_steps=300", "td3.learning_starts=100", "checkpoint_every=200",
                  "eval.every=0", "eval.final_episodes=1", "network.hidden=[32, 32]", "td3.critic.hidden=[32, 32]",
                  "network.neuron.randomize=uniform", "network.neuron.spread=0.3", f"run_dir={run_dir}")
     assert result.returncode == 0, result.stderr
-    ckpt = torch.load(run_dir / "checkpoints" / "step_300.pt", weights_only=True)
-    actor, target = ckpt["actor"], ckpt["actor_target"]
+    ckpt = newest_checkpoint(run_dir)
+    actor, target = ckpt["components"]["actor"], ckpt["components"]["actor_target"]
     assert actor["net.membranes.1.beta_fixed"].unique().numel() > 1
     for key in actor:
         if "membranes" in key or "max_abs" in key:

@@ -1,7 +1,14 @@
-"""What DQN and TD3 share around their updates: seeding, progress, periodic evaluation, checkpoints."""
+"""What DQN and TD3 share around their updates: seeding, progress, evaluation, checkpoints, resume.
+
+Checkpoints are taken at episode boundaries: at the first episode end at or after every multiple of
+`checkpoint_every` steps. There the environment's only state is its random number generators, so
+a resumed run resets the environment exactly as the uninterrupted run did and continues
+identically (same final model, same metric rows; tested by killing a run with SIGKILL).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import resource
@@ -12,11 +19,17 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from spikerl.config import TrainConfig
+from spikerl.errors import SpikerlError
 from spikerl.rl.evaluate import evaluate
 from spikerl.rl.run import Run
+
+
+class TrainingDiverged(SpikerlError):
+    """A loss, parameter or state became NaN or infinite."""
 
 
 def seed_everything(seed: int) -> tuple[np.random.Generator, torch.Generator]:
@@ -26,6 +39,32 @@ def seed_everything(seed: int) -> tuple[np.random.Generator, torch.Generator]:
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = True
     return np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+
+
+def capture_rng_state(rng: np.random.Generator) -> dict:
+    """Every generator a run draws from, in a form `torch.load(weights_only=True)` accepts."""
+    legacy = np.random.get_state(legacy=False)
+    return {"python": random.getstate(), "torch": torch.get_rng_state(), "run": rng.bit_generator.state,
+            "numpy_global": {**legacy, "state": {"key": torch.from_numpy(legacy["state"]["key"].astype(np.int64)),
+                                                 "pos": legacy["state"]["pos"]}}}
+
+
+def restore_rng_state(state: dict, rng: np.random.Generator) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    rng.bit_generator.state = state["run"]
+    legacy = state["numpy_global"]
+    np.random.set_state({**legacy, "state": {"key": legacy["state"]["key"].numpy().astype(np.uint32),
+                                             "pos": legacy["state"]["pos"]}})
+
+
+def env_rng_state(env) -> dict:
+    return {"env": env.unwrapped.np_random.bit_generator.state, "action_space": env.action_space.np_random.bit_generator.state}
+
+
+def restore_env_rng_state(env, state: dict) -> None:
+    env.unwrapped.np_random.bit_generator.state = state["env"]
+    env.action_space.np_random.bit_generator.state = state["action_space"]
 
 
 def resident_memory_mib() -> float | None:
@@ -46,34 +85,112 @@ def as_obs_tensor(obs: np.ndarray, device: torch.device | str = "cpu") -> torch.
     return torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device).unsqueeze(0)
 
 
-class TrainingLoop:
-    """Episode bookkeeping, progress bar, evaluations and checkpoints for one run.
+def _tensor_bytes(state) -> int:
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(_tensor_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in state)
+    return 0
 
-    The algorithm calls `episode_done` when an episode ends and `after_step` after every environment
-    step; `after_step` returns True when training should stop (a periodic evaluation reached
-    `eval.stop_at_return`).
+
+class TrainingLoop:
+    """Episode bookkeeping, progress bar, evaluations, divergence checks, checkpoints and resume.
+
+    `components` names every module and optimizer whose state a checkpoint holds. The algorithm
+    calls `begin` for its first step and observation, `env_step` to act, `check_finite` on each
+    loss, and `after_step`, which returns True when training should stop (a periodic evaluation
+    reached `eval.stop_at_return`).
     """
 
-    def __init__(self, cfg: TrainConfig, run: Run, act: Callable[[np.ndarray], object], state: Callable[[], dict]):
-        self.cfg, self.run, self.act, self.state = cfg, run, act, state
+    def __init__(self, cfg: TrainConfig, run: Run, *, env, act: Callable[[np.ndarray], object],
+                 components: dict[str, nn.Module | torch.optim.Optimizer], buffer, rng: np.random.Generator, obs_norm):
+        self.cfg, self.run, self.env, self.act = cfg, run, env, act
+        self.components, self.buffer, self.rng, self.obs_norm = components, buffer, rng, obs_norm
         self.recent_returns: deque[float] = deque(maxlen=10)
-        self.start = time.perf_counter()
         self.episode_return, self.episode_length, self.episodes = 0.0, 0, 0
         self.best_eval: float | None = None
         self.last_eval: tuple[int, dict] | None = None  # (step, result) of the latest periodic evaluation
-        self.progress = tqdm(total=cfg.total_steps, disable=not cfg.progress, unit="step", dynamic_ncols=True,
-                             mininterval=0.5 if sys.stderr.isatty() else 30.0, desc=f"{cfg.algo}-{cfg.network.kind} {cfg.env_id}")
+        self.next_checkpoint = cfg.checkpoint_every
+        self.last_checkpoint: tuple[int, str] | None = None
+        self.env_rng_before_reset: dict | None = None  # set when an episode ended in the current step
+        self.start = time.perf_counter()
+        self.progress = None
 
-    def env_step(self, step: int, env, obs: np.ndarray, action, buffer, obs_norm) -> np.ndarray:
+    # ------------------------------------------------------------------ start, new or resumed
+
+    def begin(self, checkpoint: dict | None) -> tuple[int, np.ndarray]:
+        """Restore `checkpoint` if given; return the last completed step and the first observation."""
+        self.run.check_free_space(self.checkpoint_bytes())
+        if checkpoint is None:
+            self.run.open_logs(None)
+            obs, _ = self.env.reset(seed=self.cfg.seed)
+            self.obs_norm.update(torch.as_tensor(obs))
+            step = 0
+        else:
+            step = self.restore(checkpoint)
+            self.run.open_logs(checkpoint)
+            obs, _ = self.env.reset()  # the same reset the uninterrupted run made after this episode end
+        self.progress = tqdm(total=self.cfg.total_steps, initial=step, disable=not self.cfg.progress, unit="step",
+                             dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0,
+                             desc=f"{self.cfg.algo}-{self.cfg.network.kind} {self.cfg.env_id}")
+        return step, obs
+
+    def checkpoint_bytes(self) -> int:
+        """About the size of one checkpoint: tensors now, Adam's two moments per parameter, the full buffer."""
+        size = self.buffer.nbytes
+        for component in self.components.values():
+            size += _tensor_bytes(component.state_dict())
+            if isinstance(component, torch.optim.Optimizer):
+                size += 2 * sum(_tensor_bytes(p) for group in component.param_groups for p in group["params"])
+        return size + 2**20
+
+    def state(self, step: int) -> dict:
+        return {
+            "algo": self.cfg.algo, "env_id": self.cfg.env_id,
+            "components": {name: c.state_dict() for name, c in self.components.items()},
+            "buffer": self.buffer.state_dict(), "rng": capture_rng_state(self.rng), "env_rng": self.env_rng_before_reset,
+            "loop": {"episodes": self.episodes, "recent_returns": list(self.recent_returns), "best_eval": self.best_eval,
+                     "last_eval": self.last_eval, "elapsed_s": time.perf_counter() - self.start,
+                     "next_checkpoint": self.next_checkpoint},
+            "logs": self.run.log_offsets(),
+        }
+
+    def restore(self, checkpoint: dict) -> int:
+        if checkpoint.get("algo") != self.cfg.algo or checkpoint.get("env_id") != self.cfg.env_id:
+            raise SpikerlError(f"the checkpoint is from {checkpoint.get('algo')} on {checkpoint.get('env_id')}, "
+                               f"but the run's config says {self.cfg.algo} on {self.cfg.env_id}")
+        try:
+            for name, component in self.components.items():
+                component.load_state_dict(checkpoint["components"][name])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise SpikerlError(f"the checkpoint does not fit the networks the run's config describes: "
+                               f"{str(exc).splitlines()[0]}") from None
+        self.buffer.load_state_dict(checkpoint["buffer"])
+        restore_rng_state(checkpoint["rng"], self.rng)
+        restore_env_rng_state(self.env, checkpoint["env_rng"])
+        loop = checkpoint["loop"]
+        self.episodes, self.best_eval, self.next_checkpoint = loop["episodes"], loop["best_eval"], loop["next_checkpoint"]
+        self.recent_returns.extend(loop["recent_returns"])
+        self.last_eval = tuple(loop["last_eval"]) if loop["last_eval"] else None
+        self.start = time.perf_counter() - loop["elapsed_s"]
+        self.last_checkpoint = (checkpoint["step"], str(self.run.checkpoint_dir / f"step_{checkpoint['step']}.pt"))
+        return checkpoint["step"]
+
+    # ------------------------------------------------------------------ every step
+
+    def env_step(self, step: int, obs: np.ndarray, action) -> np.ndarray:
         """Act in the environment, store the transition, keep the episode books; return the next observation."""
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        obs_norm.update(torch.as_tensor(next_obs))
-        buffer.add(obs, action, reward, next_obs, terminated)  # truncation still bootstraps
+        next_obs, reward, terminated, truncated, _ = self.env.step(action)
+        self.obs_norm.update(torch.as_tensor(next_obs))
+        self.buffer.add(obs, action, reward, next_obs, terminated)  # truncation still bootstraps
         self.episode_return += float(reward)
         self.episode_length += 1
         if terminated or truncated:
             self.episode_done(step)
-            next_obs, _ = env.reset()
+            self.env_rng_before_reset = env_rng_state(self.env)
+            next_obs, _ = self.env.reset()
         return next_obs
 
     def episode_done(self, step: int) -> None:
@@ -83,33 +200,69 @@ class TrainingLoop:
         self.episode_return, self.episode_length = 0.0, 0
         self.progress.set_postfix(ret=f"{np.mean(self.recent_returns):.1f}", refresh=False)
 
+    def check_finite(self, step: int, name: str, value: torch.Tensor) -> None:
+        if not bool(torch.isfinite(value).all()):
+            self.stop_diverged(step, f"{name} is {value.detach().flatten()[0].item()}")
+
+    def check_states_finite(self, step: int) -> None:
+        for name, component in self.components.items():
+            if isinstance(component, nn.Module):
+                for key, tensor in component.state_dict().items():
+                    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                        self.stop_diverged(step, f"{name}.{key} holds NaN or infinite values")
+
+    def stop_diverged(self, step: int, what: str):
+        if self.last_checkpoint:
+            good = f"the last good checkpoint is {self.last_checkpoint[1]} (step {self.last_checkpoint[0]})"
+        else:
+            good = "no checkpoint was written before it"
+        (self.run.dir / "diverged.json").write_text(json.dumps(
+            {"global_step": step, "reason": what, "last_good_checkpoint": self.last_checkpoint and self.last_checkpoint[1]}))
+        self.progress.close()
+        self.run.close()
+        raise TrainingDiverged(f"training diverged at step {step}: {what}; stopped without saving it; {good}")
+
     def steps_per_second(self, step: int) -> float:
         return step / max(time.perf_counter() - self.start, 1e-9)
 
     def after_step(self, step: int) -> bool:
         self.progress.update(1)
+        stop = False
         if step % 1000 == 0:
+            self.check_states_finite(step)
             self.run.log_scalars(step, {"charts/SPS": self.steps_per_second(step)})
             rss = resident_memory_mib()
             if rss is not None:
                 self.run.log_scalars(step, {"perf/rss_mib": rss, "perf/peak_rss_mib": peak_memory_mib()})
-        if self.cfg.checkpoint_every and step % self.cfg.checkpoint_every == 0:
-            self.run.save_checkpoint(step, self.state())
         if self.cfg.eval.every and step % self.cfg.eval.every == 0:
-            result = evaluate(self.act, self.cfg.env_id, self.cfg.eval.episodes, self.cfg.eval.seed)
-            self.run.log_eval(step, result)
-            self.last_eval = (step, result)
-            self.best_eval = max(self.best_eval if self.best_eval is not None else -np.inf, result["mean_return"])
-            self.progress.write(f"step {step}: eval mean return {result['mean_return']:.1f} "
-                                f"+- {result['std_return']:.1f} over {result['episodes']} episodes")
-            target = self.cfg.eval.stop_at_return
-            if target is not None and result["mean_return"] >= target:
-                self.progress.write(f"step {step}: reached eval.stop_at_return = {target}, stopping")
-                return True
+            stop = self.periodic_eval(step)
+        if self.env_rng_before_reset is not None:  # an episode ended in this step: a checkpoint may be taken
+            if self.cfg.checkpoint_every and step >= self.next_checkpoint:
+                self.check_states_finite(step)
+                self.next_checkpoint = (step // self.cfg.checkpoint_every + 1) * self.cfg.checkpoint_every
+                path = self.run.save_checkpoint(step, self.state(step))
+                self.last_checkpoint = (step, str(path))
+            self.env_rng_before_reset = None
+        return stop
+
+    def periodic_eval(self, step: int) -> bool:
+        result = evaluate(self.act, self.cfg.env_id, self.cfg.eval.episodes, self.cfg.eval.seed)
+        self.run.log_eval(step, result)
+        self.last_eval = (step, result)
+        self.best_eval = max(self.best_eval if self.best_eval is not None else -np.inf, result["mean_return"])
+        self.progress.write(f"step {step}: eval mean return {result['mean_return']:.1f} "
+                            f"+- {result['std_return']:.1f} over {result['episodes']} episodes")
+        target = self.cfg.eval.stop_at_return
+        if target is not None and result["mean_return"] >= target:
+            self.progress.write(f"step {step}: reached eval.stop_at_return = {target}, stopping")
+            return True
         return False
+
+    # ------------------------------------------------------------------ the end
 
     def finish(self, step: int, policy_state: dict) -> dict:
         """Final evaluation over eval.final_episodes, final model and summary in the run folder."""
+        self.check_states_finite(step)
         self.progress.close()
         wall = time.perf_counter() - self.start
         episodes = self.cfg.eval.final_episodes

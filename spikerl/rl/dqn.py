@@ -50,7 +50,8 @@ def epsilon_at(step: int, d: DQNConfig) -> float:
     return d.epsilon_start + fraction * (d.epsilon_end - d.epsilon_start)
 
 
-def train(cfg: TrainConfig, run: Run) -> dict:
+def train(cfg: TrainConfig, run: Run, checkpoint: dict | None = None) -> dict:
+    """Train from scratch, or continue from `checkpoint` (a dict from `Run.latest_good_checkpoint`)."""
     d = cfg.dqn
     # Seeding: Python, NumPy, torch, the environment and its action space.
     rng, membrane_gen = seed_everything(cfg.seed)
@@ -64,17 +65,13 @@ def train(cfg: TrainConfig, run: Run) -> dict:
     optimizer = torch.optim.Adam(q_net.parameters(), lr=d.learning_rate)
     buffer = ReplayBuffer(d.buffer_size, obs_dim, (), np.int64)
 
-    def state() -> dict:
-        return {"q_net": q_net.state_dict(), "target_net": target_net.state_dict(), "optimizer": optimizer.state_dict()}
-
-    loop = TrainingLoop(cfg, run, q_net.act, state)
-    obs, _ = env.reset(seed=cfg.seed)
-    q_net.obs_norm.update(torch.as_tensor(obs))
-    step = 0
-    for step in range(1, cfg.total_steps + 1):
+    loop = TrainingLoop(cfg, run, env=env, act=q_net.act, buffer=buffer, rng=rng, obs_norm=q_net.obs_norm,
+                        components={"q_net": q_net, "target_net": target_net, "optimizer": optimizer})
+    step, obs = loop.begin(checkpoint)
+    for step in range(step + 1, cfg.total_steps + 1):
         epsilon = epsilon_at(step, d)
         action = int(env.action_space.sample()) if rng.random() < epsilon else q_net.act(obs)
-        obs = loop.env_step(step, env, obs, action, buffer, q_net.obs_norm)
+        obs = loop.env_step(step, obs, action)
 
         if step > d.learning_starts and step % d.train_every == 0:
             if d.anneal_lr:
@@ -90,6 +87,7 @@ def train(cfg: TrainConfig, run: Run) -> dict:
                     td_target = b_rewards + d.gamma * next_value * (1.0 - b_terminated)
                 q_taken = q_net(b_obs).gather(1, b_actions.unsqueeze(1)).squeeze(1)
                 loss = F.smooth_l1_loss(q_taken, td_target) if d.loss == "huber" else F.mse_loss(q_taken, td_target)
+                loop.check_finite(step, "losses/td_loss", loss)
                 optimizer.zero_grad()
                 loss.backward()
                 if d.max_grad_norm is not None:

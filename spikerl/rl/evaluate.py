@@ -42,7 +42,7 @@ def load_policy(run_dir: Path, checkpoint: str | None = None):
     """The run's config and its trained policy (final model, or the given checkpoint), ready to act."""
     from spikerl.config import config_from_dict
     from spikerl.rl import dqn, td3
-    from spikerl.rl.run import load_checkpoint
+    from spikerl.rl.checkpoint import load_checkpoint
 
     if not run_dir.is_dir():
         raise SpikerlError(f"run folder not found: {run_dir}")
@@ -63,7 +63,7 @@ def load_policy(run_dir: Path, checkpoint: str | None = None):
         state = final["policy"]
     else:
         data = load_checkpoint(Path(checkpoint))
-        state = data.get("q_net" if cfg.algo == "dqn" else "actor")
+        state = data.get("components", {}).get("q_net" if cfg.algo == "dqn" else "actor")
         if state is None:
             raise SpikerlError(f"checkpoint {checkpoint} holds no {cfg.algo} policy")
     try:

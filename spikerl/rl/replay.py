@@ -34,6 +34,26 @@ class ReplayBuffer:
         self.position = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self._arrays().values())
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {"obs": self.obs, "next_obs": self.next_obs, "actions": self.actions, "rewards": self.rewards,
+                "terminated": self.terminated}
+
+    def state_dict(self) -> dict:
+        """The filled part only, as tensors (a checkpoint of a young run stays small)."""
+        return {"position": self.position, "size": self.size, "capacity": self.capacity,
+                **{name: torch.from_numpy(array[:self.size].copy()) for name, array in self._arrays().items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["capacity"] != self.capacity:
+            raise ValueError(f"replay buffer capacity {state['capacity']} in the checkpoint, {self.capacity} configured")
+        for name, array in self._arrays().items():
+            array[:state["size"]] = state[name].numpy()
+        self.position, self.size = state["position"], state["size"]
+
     def sample(self, batch_size: int, rng: np.random.Generator, device: torch.device | str = "cpu"):
         idx = rng.integers(0, self.size, size=batch_size)
 

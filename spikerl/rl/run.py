@@ -5,25 +5,29 @@
       episodes.csv         global_step, episodic_return, episodic_length (training episodes)
       eval.csv             global_step, mean_return, std_return, min_return, max_return
       tb/                  TensorBoard events (charts/episodic_return, eval/mean_return, losses/...)
-      checkpoints/         step_<N>.pt: networks and optimizers, written every checkpoint_every steps
+      checkpoints/         step_<N>.pt: everything needed to resume (see spikerl.rl.checkpoint)
       final_model.pt       the policy's weights and config
       final_eval.json      the final deterministic evaluation
+
+A resumed run (`spikerl train --resume RUN_DIR`) cuts the CSV files back to the byte offsets its
+checkpoint recorded and tells TensorBoard to hide later events, so no row is duplicated or missing.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
+import shutil
+import sys
 import time
 from pathlib import Path
 
-import torch
-
 from spikerl.config import TrainConfig, config_to_dict, save_config
 from spikerl.errors import SpikerlError
+from spikerl.rl.checkpoint import atomic_write_bytes, load_checkpoint, write_checkpoint
 
-CHECKPOINT_FORMAT = 1
+EPISODE_FIELDS = ["global_step", "episodic_return", "episodic_length"]
+EVAL_FIELDS = ["global_step", "mean_return", "std_return", "min_return", "max_return"]
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -33,42 +37,77 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 
 
 class CsvLog:
-    def __init__(self, path: Path, fields: list[str]):
-        new = not path.exists()
+    """An append-only CSV file, flushed per row, that can be cut back to an earlier byte offset."""
+
+    def __init__(self, path: Path, fields: list[str], truncate_at: int | None = None):
+        if truncate_at is not None:
+            with path.open("r+b") as f:
+                f.truncate(truncate_at)
+        new = not path.exists() or path.stat().st_size == 0
         self._file = path.open("a", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=fields)
         if new:
             self._writer.writeheader()
+            self._file.flush()
 
     def write(self, row: dict) -> None:
         self._writer.writerow(row)
-        self._file.flush()
+        self._file.flush()  # a killed process loses no written row
+
+    def offset(self) -> int:
+        return self._file.tell()
 
     def close(self) -> None:
         self._file.close()
 
 
-class Run:
-    """Owns a run folder for one training run."""
+def _check_writable(directory: Path) -> None:
+    try:
+        (directory / "checkpoints").mkdir(parents=True, exist_ok=True)
+        probe = directory / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise SpikerlError(f"cannot write to run folder {directory}: {exc.strerror}") from None
 
-    def __init__(self, cfg: TrainConfig):
+
+class Run:
+    """Owns a run folder for one training run, new or resumed."""
+
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False):
+        self.cfg = cfg
         self.dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
-        if self.dir.exists() and any(self.dir.iterdir()):
-            raise SpikerlError(f"run folder {self.dir} already exists and is not empty; choose another run_dir")
-        try:
-            (self.dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-            probe = self.dir / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as exc:
-            raise SpikerlError(f"cannot write to run folder {self.dir}: {exc.strerror}") from None
+        self.checkpoint_dir = self.dir / "checkpoints"
+        if resume:
+            if not (self.dir / "config.yaml").is_file():
+                raise SpikerlError(f"cannot resume {self.dir}: not a spikerl run folder (no config.yaml)")
+        elif self.dir.exists() and any(self.dir.iterdir()):
+            raise SpikerlError(f"run folder {self.dir} already exists and is not empty; choose another run_dir "
+                               f"or continue it with `spikerl train --resume {self.dir}`")
+        _check_writable(self.dir)
         save_config(cfg, self.dir / "config.yaml")
-        self.episodes = CsvLog(self.dir / "episodes.csv", ["global_step", "episodic_return", "episodic_length"])
-        self.evals = CsvLog(self.dir / "eval.csv", ["global_step", "mean_return", "std_return", "min_return", "max_return"])
+        self.episodes = self.evals = self.tb = None
+
+    def finished(self) -> bool:
+        return (self.dir / "final_eval.json").is_file() and (self.dir / "final_model.pt").is_file()
+
+    def open_logs(self, resumed_from: dict | None = None) -> None:
+        """Open the metric logs; when resuming, first cut them back to what the checkpoint had seen."""
+        offsets = resumed_from["logs"] if resumed_from else {}
+        if resumed_from is None and (self.dir / "episodes.csv").exists():
+            offsets = {"episodes.csv": 0, "eval.csv": 0}  # a resume with no checkpoint starts the logs over
+        self.episodes = CsvLog(self.dir / "episodes.csv", EPISODE_FIELDS, offsets.get("episodes.csv"))
+        self.evals = CsvLog(self.dir / "eval.csv", EVAL_FIELDS, offsets.get("eval.csv"))
         from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
 
-        self.tb = SummaryWriter(str(self.dir / "tb"))
-        self.tb.add_text("config", "```\n" + json.dumps(config_to_dict(cfg), indent=2) + "\n```")
+        # purge_step hides events a killed process logged after the checkpoint it is resumed from.
+        purge_step = resumed_from["step"] + 1 if resumed_from else None
+        self.tb = SummaryWriter(str(self.dir / "tb"), purge_step=purge_step)
+        if resumed_from is None:
+            self.tb.add_text("config", "```\n" + json.dumps(config_to_dict(self.cfg), indent=2) + "\n```")
+
+    def log_offsets(self) -> dict[str, int]:
+        return {"episodes.csv": self.episodes.offset(), "eval.csv": self.evals.offset()}
 
     def log_episode(self, step: int, episodic_return: float, length: int) -> None:
         self.episodes.write({"global_step": step, "episodic_return": episodic_return, "episodic_length": length})
@@ -80,39 +119,65 @@ class Run:
             self.tb.add_scalar(tag, value, step)
 
     def log_eval(self, step: int, result: dict) -> None:
-        self.evals.write({"global_step": step, **{k: result[k] for k in ("mean_return", "std_return", "min_return", "max_return")}})
+        self.evals.write({"global_step": step, **{k: result[k] for k in EVAL_FIELDS[1:]}})
         self.tb.add_scalar("eval/mean_return", result["mean_return"], step)
 
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoints(self) -> list[Path]:
+        """The run's checkpoints, newest first."""
+        paths = [p for p in self.checkpoint_dir.glob("step_*.pt") if p.stem[5:].isdigit()]
+        return sorted(paths, key=lambda p: int(p.stem[5:]), reverse=True)
+
+    def check_free_space(self, checkpoint_bytes: int) -> None:
+        """Refuse to start when the checkpoints this run keeps (plus one being written) cannot fit."""
+        copies = self.cfg.keep_checkpoints + 1 if self.cfg.checkpoint_every else 1
+        needed = checkpoint_bytes * copies
+        free = shutil.disk_usage(self.dir).free
+        if free < needed:
+            raise SpikerlError(f"run folder {self.dir} has {free / 2**20:.0f} MiB free, but this run's checkpoints "
+                               f"need about {needed / 2**20:.0f} MiB ({copies} x {checkpoint_bytes / 2**20:.0f} MiB, "
+                               "mostly the replay buffer); free space, or lower keep_checkpoints or the buffer size")
+
     def save_checkpoint(self, step: int, state: dict) -> Path:
-        path = self.dir / "checkpoints" / f"step_{step}.pt"
-        atomic_torch_save({"format": CHECKPOINT_FORMAT, "step": step, **state}, path)
+        """Write step_<step>.pt completely, then drop checkpoints beyond `keep_checkpoints`, oldest first."""
+        path = self.checkpoint_dir / f"step_{step}.pt"
+        previous = self.checkpoints()
+        try:
+            write_checkpoint({"step": step, **state}, path)
+        except OSError as exc:
+            kept = f"; the previous checkpoint {previous[0]} is intact" if previous else ""
+            raise SpikerlError(f"could not write checkpoint {path}: {exc.strerror or exc}{kept}") from None
+        for old in self.checkpoints()[self.cfg.keep_checkpoints:]:
+            old.unlink()
         return path
 
+    def latest_good_checkpoint(self) -> dict | None:
+        """The newest checkpoint that loads and verifies; corrupt newer ones are set aside with a message."""
+        for stale in self.checkpoint_dir.glob(".step_*.pt.tmp-*"):
+            stale.unlink()  # a write the killed process never finished
+        candidates = self.checkpoints()
+        for path in candidates:
+            try:
+                data = load_checkpoint(path)
+            except SpikerlError as exc:
+                aside = path.with_name(path.name + ".corrupt")
+                path.replace(aside)
+                print(f"spikerl: {exc}; moved it to {aside.name} and falling back to the previous checkpoint",
+                      file=sys.stderr)
+                continue
+            print(f"spikerl: resuming {self.dir} from {path.name} (step {data['step']})", file=sys.stderr)
+            return data
+        if candidates:
+            raise SpikerlError(f"no usable checkpoint in {self.checkpoint_dir}: all {len(candidates)} are corrupt")
+        return None
+
     def save_final(self, cfg: TrainConfig, policy_state: dict, result: dict, extra: dict) -> None:
-        atomic_torch_save({"format": CHECKPOINT_FORMAT, "config": config_to_dict(cfg), "policy": policy_state},
-                          self.dir / "final_model.pt")
-        (self.dir / "final_eval.json").write_text(json.dumps({**result, **extra}, indent=2))
+        write_checkpoint({"config": config_to_dict(cfg), "policy": policy_state}, self.dir / "final_model.pt")
+        # Written last: its presence marks the run as finished.
+        atomic_write_bytes(self.dir / "final_eval.json", json.dumps({**result, **extra}, indent=2).encode())
 
     def close(self) -> None:
-        self.episodes.close()
-        self.evals.close()
-        self.tb.close()
-
-
-def atomic_torch_save(obj: dict, path: Path) -> None:
-    """Write to a temporary file beside `path`, then rename, so a crash never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path) -> dict:
-    if not path.is_file():
-        raise SpikerlError(f"checkpoint not found: {path}")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a damaged file
-        raise SpikerlError(f"checkpoint {path} is corrupt or not a spikerl checkpoint ({type(exc).__name__})") from None
-    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
-        raise SpikerlError(f"checkpoint {path} is not a spikerl checkpoint of format {CHECKPOINT_FORMAT}")
-    return data
+        for log in (self.episodes, self.evals, self.tb):
+            if log is not None:
+                log.close()

@@ -59,7 +59,8 @@ def make_policy(cfg: TrainConfig, env: gym.Env) -> Actor:
     return Actor(cfg, env.observation_space.shape[0], env.action_space)
 
 
-def train(cfg: TrainConfig, run: Run) -> dict:
+def train(cfg: TrainConfig, run: Run, checkpoint: dict | None = None) -> dict:
+    """Train from scratch, or continue from `checkpoint` (a dict from `Run.latest_good_checkpoint`)."""
     t = cfg.td3
     # Seeding: Python, NumPy, torch, the environment and its action space.
     rng, membrane_gen = seed_everything(cfg.seed)
@@ -80,23 +81,18 @@ def train(cfg: TrainConfig, run: Run) -> dict:
     scale, offset = actor.action_scale, actor.action_offset
     low, high = env.action_space.low, env.action_space.high
 
-    def state() -> dict:
-        return {name: m.state_dict() for name, m in [
-            ("actor", actor), ("critic1", critic1), ("critic2", critic2), ("actor_target", actor_target),
-            ("critic1_target", critic1_target), ("critic2_target", critic2_target),
-            ("actor_optimizer", actor_optimizer), ("critic_optimizer", critic_optimizer)]}
-
-    loop = TrainingLoop(cfg, run, actor.act, state)
-    obs, _ = env.reset(seed=cfg.seed)
-    actor.obs_norm.update(torch.as_tensor(obs))
-    step = 0
-    for step in range(1, cfg.total_steps + 1):
+    loop = TrainingLoop(cfg, run, env=env, act=actor.act, buffer=buffer, rng=rng, obs_norm=actor.obs_norm, components={
+        "actor": actor, "critic1": critic1, "critic2": critic2, "actor_target": actor_target,
+        "critic1_target": critic1_target, "critic2_target": critic2_target,
+        "actor_optimizer": actor_optimizer, "critic_optimizer": critic_optimizer})
+    step, obs = loop.begin(checkpoint)
+    for step in range(step + 1, cfg.total_steps + 1):
         if step <= t.learning_starts:
             action = env.action_space.sample()
         else:
             noise = rng.normal(0.0, t.exploration_noise, size=action_dim) * scale.numpy()
             action = np.clip(actor.act(obs) + noise, low, high).astype(np.float32)
-        obs = loop.env_step(step, env, obs, action, buffer, actor.obs_norm)
+        obs = loop.env_step(step, obs, action)
 
         if step > t.learning_starts:
             b_obs, b_actions, b_rewards, b_next_obs, b_terminated = buffer.sample(t.batch_size, rng)
@@ -107,12 +103,14 @@ def train(cfg: TrainConfig, run: Run) -> dict:
                 td_target = b_rewards + t.gamma * (1.0 - b_terminated) * next_q
             q1, q2 = critic1(b_obs, b_actions), critic2(b_obs, b_actions)
             critic_loss = F.mse_loss(q1, td_target) + F.mse_loss(q2, td_target)
+            loop.check_finite(step, "losses/critic_loss", critic_loss)
             critic_optimizer.zero_grad()
             critic_loss.backward()
             critic_optimizer.step()
 
             if step % t.policy_delay == 0:
                 actor_loss = -critic1(b_obs, actor(b_obs)).mean()
+                loop.check_finite(step, "losses/actor_loss", actor_loss)
                 actor_optimizer.zero_grad()
                 actor_loss.backward()
                 actor_optimizer.step()

@@ -1,0 +1,89 @@
+"""Checkpoint files: atomic writes, a format version and a SHA-256 checksum.
+
+A file is one header line and a `torch.save` payload:
+
+    SPIKERL-CHECKPOINT {"format": 2, "bytes": <payload size>, "sha256": "<hex digest of the payload>"}\n
+    <payload>
+
+It is written to a temporary file in the same folder, flushed to disk, then renamed over the
+target, so a crash leaves either the old file or the new one, never half of one. Reading checks
+the size (a truncated copy) and the digest (any flipped byte) before unpickling, with
+`weights_only=True`. Read them with `load_checkpoint`; plain `torch.load` does not know the header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from spikerl.errors import SpikerlError
+
+CHECKPOINT_FORMAT = 2
+MAGIC = b"SPIKERL-CHECKPOINT "
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # some systems cannot open folders; the rename is still atomic
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, *chunks: bytes | memoryview) -> None:
+    """Write `chunks` to `path` through a temporary file and a rename; on failure the old file stays."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_checkpoint(obj: dict, path: Path) -> None:
+    buffer = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, **obj}, buffer)
+    payload = buffer.getbuffer()
+    header = {"format": CHECKPOINT_FORMAT, "bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+    atomic_write_bytes(path, MAGIC + json.dumps(header).encode() + b"\n", payload)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read and verify a checkpoint or final model; every problem is one SpikerlError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpikerlError(f"checkpoint not found: {path}")
+    data = path.read_bytes()
+    if not data.startswith(MAGIC):
+        raise SpikerlError(f"checkpoint {path} is corrupt or not a spikerl checkpoint (no spikerl header)")
+    newline = data.find(b"\n")
+    try:
+        header = json.loads(data[len(MAGIC):newline])
+        size, digest, version = int(header["bytes"]), str(header["sha256"]), int(header["format"])
+    except (ValueError, KeyError, TypeError):
+        raise SpikerlError(f"checkpoint {path} is corrupt (unreadable header)") from None
+    if version != CHECKPOINT_FORMAT:
+        raise SpikerlError(f"checkpoint {path} has format {version}; this spikerl reads format {CHECKPOINT_FORMAT}")
+    payload = memoryview(data)[newline + 1:]
+    if len(payload) != size:
+        raise SpikerlError(f"checkpoint {path} is corrupt: truncated ({len(payload)} of {size} bytes)")
+    if hashlib.sha256(payload).hexdigest() != digest:
+        raise SpikerlError(f"checkpoint {path} is corrupt: its SHA-256 checksum does not match")
+    try:
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as exc:  # a payload that passed the checksum but was written wrong
+        raise SpikerlError(f"checkpoint {path} is corrupt ({type(exc).__name__} while unpickling)") from None
