@@ -1,4 +1,4 @@
-"""The `spikerl` command: train (or resume), eval, plot, summary.
+"""The `spikerl` command: train (or resume), eval, export, energy, plot, summary.
 
 Every user-fixable problem is raised as SpikerlError and printed here as one line, exit status 2.
 """
@@ -78,12 +78,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_any_policy(source: Path, env_id: str | None, checkpoint: str | None):
+    """(config, policy) from a run folder (final model or a checkpoint) or a NIR file."""
+    if source.suffix == ".nir":
+        from spikerl.deploy.nir_io import load_nir_policy
+
+        return load_nir_policy(source, env_id)
+    from spikerl.rl.evaluate import load_policy
+
+    return load_policy(source, checkpoint)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    from spikerl.rl.evaluate import evaluate, load_policy
-
     from spikerl.rl.envs import make_env
+    from spikerl.rl.evaluate import evaluate
 
-    cfg, policy = load_policy(Path(args.run_dir), args.checkpoint)
+    source = Path(args.run_dir)
+    spec = None
+    if args.quantize:
+        from spikerl.deploy.quantize import QuantizationSpec, quantized_policy
+
+        spec = QuantizationSpec(args.weight_bits, args.decay_bits, args.state_bits)
+    cfg, policy = _load_any_policy(source, args.env, args.checkpoint)
     if args.env and args.env != cfg.env_id:
         trained, other = make_env(cfg.env_id, cfg.algo), make_env(args.env, cfg.algo)
         spaces = [(e.observation_space.shape, getattr(e.action_space, "shape", None), getattr(e.action_space, "n", None))
@@ -93,11 +109,66 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if spaces[0] != spaces[1]:
             raise SpikerlError(f"{args.env} has other observation or action spaces than {cfg.env_id}, "
                                "which the policy was trained on")
-    result = evaluate(policy.act, args.env or cfg.env_id, args.episodes, args.seed)
+    env_id = args.env or cfg.env_id
+    result = evaluate(policy.act, env_id, args.episodes, args.seed)
+    if spec is not None:
+        fixed = evaluate(quantized_policy(policy, spec).act, env_id, args.episodes, args.seed)
+        result = {"float": result, "quantized": fixed, "quantization": spec.as_dict()}
+        print(f"{env_id}, {args.episodes} episodes: float mean return {result['float']['mean_return']:.1f} "
+              f"+- {result['float']['std_return']:.1f}; fixed point ({spec.describe()}) "
+              f"{fixed['mean_return']:.1f} +- {fixed['std_return']:.1f}", file=sys.stderr)
     text = json.dumps(result, indent=2)
-    out = Path(args.output) if args.output else Path(args.run_dir) / "eval.json"
+    default_out = source.with_suffix(".eval.json") if source.is_file() else source / "eval.json"
+    out = Path(args.output) if args.output else default_out
     out.write_text(text)
     print(text)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from spikerl.deploy.nir_io import policy_to_nir, write_nir
+    from spikerl.rl.evaluate import load_policy
+
+    cfg, policy = load_policy(Path(args.run_dir), args.checkpoint)
+    graph = policy_to_nir(cfg, policy)
+    out = Path(args.output)
+    write_nir(graph, out)
+    hidden = [n for n in graph.nodes if n.startswith("lif")]
+    print(f"wrote {out}: NIR graph of {len(graph.nodes)} nodes ({len(hidden)} CubaLIF layers, readout "
+          f"{type(graph.nodes['readout']).__name__}), T = {graph.metadata['timesteps']} steps per decision, dt = "
+          f"{graph.metadata['dt']}; run it with `spikerl eval {out}`")
+    return 0
+
+
+def cmd_energy(args: argparse.Namespace) -> int:
+    from spikerl.deploy.energy import SpikeRecorder, energy_report, plot_raster
+    from spikerl.rl.evaluate import evaluate
+    from spikerl.snn.network import SpikingMLP
+
+    source = Path(args.run_dir)
+    cfg, policy = _load_any_policy(source, args.env, args.checkpoint)
+    if not isinstance(policy.net, SpikingMLP):
+        raise SpikerlError(f"{source} holds an ANN policy; energy estimates are for spiking networks")
+    net = policy.net
+    recorder = SpikeRecorder(net, keep=args.raster_decisions)
+    policy.net = recorder
+    result = evaluate(policy.act, args.env or cfg.env_id, args.episodes, args.seed)
+    report = energy_report(net, recorder, args.e_ac, args.e_mac)
+    rates = ", ".join(f"{r:.3f}" for r in report.spikes_per_neuron_per_step)
+    print(f"{cfg.env_id}, {report.decisions} decisions over {args.episodes} episode(s) (mean return "
+          f"{result['mean_return']:.1f}), T = {net.timesteps}, hidden {report.layer_sizes}\n"
+          f"  spikes per neuron per step, by layer: {rates}\n"
+          f"  spikes per decision: {report.spikes_per_decision:.1f}\n"
+          f"  synaptic operations (accumulates) per decision: {report.synaptic_ops_per_decision:.0f} "
+          f"+ {report.input_macs_per_decision} input MACs\n"
+          f"  ANN twin multiply-accumulates per decision: {report.ann_macs_per_decision}\n"
+          f"  energy per decision at {args.e_ac} pJ/AC, {args.e_mac} pJ/MAC: SNN {report.snn_energy_pj / 1e3:.2f} nJ, "
+          f"ANN {report.ann_energy_pj / 1e3:.2f} nJ (ANN / SNN = {report.ann_energy_pj / report.snn_energy_pj:.2f})")
+    if args.raster and recorder.kept:
+        plot_raster(recorder.kept, net.timesteps, args.raster, f"{cfg.env_id}: hidden spikes, first {len(recorder.kept)} decisions")
+        print(f"  spike raster: {args.raster}")
+    if args.output:
+        Path(args.output).write_text(json.dumps({**report.as_dict(), "mean_return": result["mean_return"]}, indent=2))
     return 0
 
 
@@ -129,14 +200,39 @@ def build_parser() -> argparse.ArgumentParser:
                        f"(overrides allowed: {', '.join(RESUMABLE_OVERRIDES)})")
     train.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("eval", help="evaluate a trained run deterministically, JSON out")
-    ev.add_argument("run_dir")
+    ev = sub.add_parser("eval", help="evaluate a trained run (or a NIR file) deterministically, JSON out")
+    ev.add_argument("run_dir", help="a run folder, or a .nir file made by `spikerl export`")
     ev.add_argument("--episodes", type=int, default=20)
     ev.add_argument("--seed", type=int, default=10_000, help="episode i uses seed + i")
     ev.add_argument("--checkpoint", help="a checkpoint file instead of the run's final model")
     ev.add_argument("--env", help="evaluate in this environment instead of the run's")
-    ev.add_argument("-o", "--output", help="JSON file (default RUN_DIR/eval.json)")
+    ev.add_argument("-o", "--output", help="JSON file (default RUN_DIR/eval.json, or FILE.eval.json for a NIR file)")
+    ev.add_argument("--quantize", action="store_true",
+                    help="also evaluate the network in Loihi-like fixed point, reported next to the float return")
+    ev.add_argument("--weight-bits", type=int, default=8, help="with --quantize: signed weight bits per layer")
+    ev.add_argument("--decay-bits", type=int, default=12, help="with --quantize: decays on a 1/2^bits grid")
+    ev.add_argument("--state-bits", type=int, default=24, help="with --quantize: integer current and voltage bits")
     ev.set_defaults(func=cmd_eval)
+
+    export = sub.add_parser("export", help="write a trained spiking policy as a NIR graph")
+    export.add_argument("run_dir")
+    export.add_argument("--format", choices=["nir"], default="nir")
+    export.add_argument("--checkpoint", help="a checkpoint file instead of the run's final model")
+    export.add_argument("-o", "--output", default="policy.nir")
+    export.set_defaults(func=cmd_export)
+
+    energy = sub.add_parser("energy", help="spikes, synaptic operations and an energy estimate against the ANN twin")
+    energy.add_argument("run_dir", help="a run folder, or a .nir file")
+    energy.add_argument("--episodes", type=int, default=1)
+    energy.add_argument("--seed", type=int, default=10_000)
+    energy.add_argument("--checkpoint")
+    energy.add_argument("--env")
+    energy.add_argument("--e-ac", type=float, default=0.9, help="pJ per accumulate (default: 45 nm, 32-bit float add)")
+    energy.add_argument("--e-mac", type=float, default=4.6, help="pJ per multiply-accumulate (default: 45 nm, 32-bit float)")
+    energy.add_argument("--raster", help="PNG of the hidden spikes over the first decisions")
+    energy.add_argument("--raster-decisions", type=int, default=40)
+    energy.add_argument("-o", "--output", help="JSON file with the counts")
+    energy.set_defaults(func=cmd_energy)
 
     plot = sub.add_parser("plot", help="learning curves of runs, mean and band over seeds, to PNG")
     plot.add_argument("run_dirs", nargs="+")

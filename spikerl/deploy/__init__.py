@@ -1,0 +1,1 @@
+"""From trained agent to neuromorphic hardware: NIR export and import, fixed-point evaluation, energy."""
