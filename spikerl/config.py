@@ -54,6 +54,7 @@ class NetworkConfig:
 
     kind: Literal["snn", "ann"] = "snn"
     backend: Literal["reference", "fused"] = "reference"  # spiking layers: plain loop, or fused autograd node
+    inference: Literal["fast", "reference"] = "fast"  # no-grad passes (acting, targets): in-place loop, or `backend`
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     timesteps: int = 5  # T: integration steps per forward pass
     encoder: Literal["two_neuron", "direct", "population", "poisson"] = "two_neuron"

@@ -9,6 +9,7 @@ from spikerl.config import NetworkConfig
 from spikerl.snn.decoders import MembraneDecoder, PopulationDecoder, snn_linear, time_linear
 from spikerl.snn.encoders import build_encoder
 from spikerl.snn.fused import cuba_lif_multistep_fused
+from spikerl.snn.inference import StateBuffers, cuba_lif_multistep_inference
 from spikerl.snn.membrane import MembraneParameters
 from spikerl.snn.neuron import cuba_lif_multistep
 from spikerl.snn.surrogate import SpikeFunction
@@ -28,8 +29,9 @@ class SpikingMLP(nn.Module):
         super().__init__()
         n = cfg.neuron
         self.timesteps, self.reset, self.detach_reset = cfg.timesteps, n.reset, n.detach_reset
-        self.backend = cfg.backend
+        self.backend, self.inference = cfg.backend, cfg.inference
         self.multistep = MULTISTEP_BACKENDS[cfg.backend]
+        self.state_buffers = StateBuffers()
         self.spike_fn = SpikeFunction(n.surrogate, n.surrogate_slope, n.surrogate_width)
         self.encoder = build_encoder(cfg.encoder, in_dim, cfg.population_size, cfg.population_range,
                                      cfg.population_std, cfg.population_spikes)
@@ -53,8 +55,13 @@ class SpikingMLP(nn.Module):
             beta = betas[-1] if cfg.readout_beta is None else cfg.readout_beta
             self.decoder = MembraneDecoder(cfg.hidden[-1], out_dim, alpha, beta, cfg.bias)
 
+    def _inference_multistep(self, current, params, spike_fn, reset, detach_reset):
+        return cuba_lif_multistep_inference(current, params, reset, self.state_buffers)
+
     def forward_with_spikes(self, obs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Outputs [B, out] and the spikes [T, B, n] of every hidden layer."""
+        fast = self.inference == "fast" and not torch.is_grad_enabled()
+        multistep = self._inference_multistep if fast else self.multistep
         x = self.encoder(obs, self.timesteps)
         hidden_spikes = []
         for i, (layer, membrane) in enumerate(zip(self.layers, self.membranes)):
@@ -63,8 +70,10 @@ class SpikingMLP(nn.Module):
                 current = layer(x[0]).unsqueeze(0).expand(self.timesteps, -1, -1)
             else:
                 current = time_linear(layer, x)
-            x = self.multistep(current, membrane.params(), self.spike_fn, self.reset, self.detach_reset)
+            x = multistep(current, membrane.params(), self.spike_fn, self.reset, self.detach_reset)
             hidden_spikes.append(x)
+        if fast:
+            return self.decoder(x, multistep=multistep, buffers=self.state_buffers), hidden_spikes
         return self.decoder(x), hidden_spikes
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
