@@ -252,3 +252,24 @@ def test_replay_buffer_state_round_trips():
         assert np.array_equal(getattr(copy, name), getattr(buffer, name)), name
     with pytest.raises(ValueError, match="capacity"):
         ReplayBuffer(6, 2, (1,)).load_state_dict(buffer.state_dict())
+
+
+def test_a_run_folder_in_use_is_not_resumed_by_a_second_process(tmp_path):
+    run_dir = tmp_path / "busy"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen([sys.executable, "-m", "spikerl.cli", *train_args("dqn", run_dir), "total_steps=100000"],
+                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while episode_rows(run_dir) < 1:
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        result = run_cli("train", "--resume", str(run_dir))
+        assert result.returncode == 2
+        assert f"run folder {run_dir} is in use by spikerl process {first.pid}" in result.stderr
+    finally:
+        first.kill()
+        first.wait()
+    # Killed, the lock goes with the process: now the run resumes (and is cut short here by a new total).
+    result = run_cli("train", "--resume", str(run_dir), "total_steps=500")
+    assert result.returncode == 0, result.stderr

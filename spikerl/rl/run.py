@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import sys
 import time
@@ -71,6 +72,31 @@ def _check_writable(directory: Path) -> None:
         raise SpikerlError(f"cannot write to run folder {directory}: {exc.strerror}") from None
 
 
+def _lock_run_folder(directory: Path):
+    """Hold RUN_DIR/.lock while training, so a second process (say, an early --resume) cannot write too.
+
+    The kernel drops the lock when the process ends, however it ends, so a killed run never leaves
+    a stale lock behind.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no protection, as before
+        return None
+    handle = (directory / ".lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise SpikerlError(f"run folder {directory} is in use by {owner}; wait for it to stop, or stop it first") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"spikerl process {os.getpid()}")
+    handle.flush()
+    return handle
+
+
 class Run:
     """Owns a run folder for one training run, new or resumed."""
 
@@ -85,6 +111,7 @@ class Run:
             raise SpikerlError(f"run folder {self.dir} already exists and is not empty; choose another run_dir "
                                f"or continue it with `spikerl train --resume {self.dir}`")
         _check_writable(self.dir)
+        self._lock = _lock_run_folder(self.dir)
         save_config(cfg, self.dir / "config.yaml")
         self.episodes = self.evals = self.tb = None
 
@@ -181,3 +208,6 @@ class Run:
         for log in (self.episodes, self.evals, self.tb):
             if log is not None:
                 log.close()
+        if self._lock is not None:
+            self._lock.close()  # releases the lock
+            self._lock = None
