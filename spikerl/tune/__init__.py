@@ -1,0 +1,1 @@
+"""Sensitivity sweeps and hyperparameter searches over spiking agents."""

@@ -1,0 +1,216 @@
+"""Sensitivity sweeps: a grid of config values x variants x seeds, each an ordinary training run.
+
+    spikerl sweep CONFIG [overrides] --grid network.neuron.alpha=0.1:0.9:5 --grid network.neuron.beta=0.1:0.9:5 \
+        --variant network.timesteps=1,3,5 --variant network.encoder=direct,two_neuron --seeds 0,1 \
+        --workers 2 --out runs/sweep --solved-at 475
+
+OUT/
+  sweep.yaml          the sweep's definition (a restart must match it)
+  runs/<cell>/s<seed> ordinary run folders (`spikerl eval`, `plot`, `export` work on them)
+  results.csv         one row per run, rebuilt from the run folders after every finished run
+  heatmaps.png        mean final return over the grid, one panel per variant, one colour scale
+  summary.md          per variant: share of the grid that solves the task, mean and spread of returns
+
+Every run is a `spikerl train` child process with one thread, `--workers` at a time. The run
+folders are the truth: a sweep that is stopped (even by SIGKILL) and started again skips finished
+runs, resumes interrupted ones from their checkpoints, and rebuilds results.csv from what is
+there, so no row is lost or repeated. A diverged run is recorded as such and not retried.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from spikerl.errors import SpikerlError
+
+
+@dataclass
+class SweepSpec:
+    config: str
+    overrides: list[str]
+    grid: dict[str, list]  # one or two axes: the heatmap's
+    variants: dict[str, list] = field(default_factory=dict)  # every combination is a panel
+    seeds: list[int] = field(default_factory=lambda: [0])
+    solved_at: float | None = None
+
+
+def parse_axis(text: str, option: str) -> tuple[str, list]:
+    """`key=v1,v2,...`, `key=[v1, v2]` (YAML) or `key=start:stop:count` (evenly spaced, both ends)."""
+    key, sep, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not sep or not key:
+        raise SpikerlError(f"{option} {text!r} must look like key=v1,v2 or key=start:stop:count")
+    if raw.startswith("["):
+        values = yaml.safe_load(raw)
+    elif re.fullmatch(r"[-+.\deE]+:[-+.\deE]+:\d+", raw):
+        start, stop, count = raw.split(":")
+        values = [round(float(v), 10) for v in np.linspace(float(start), float(stop), int(count))]
+    else:
+        values = [yaml.safe_load(v) for v in raw.split(",") if v.strip()]
+    if not values:
+        raise SpikerlError(f"{option} {key} has an empty range of values")
+    return key, values
+
+
+def cell_overrides(spec: SweepSpec) -> list[tuple[dict, dict]]:
+    """Every (variant, grid point) pair as two dicts of key -> value."""
+    def product(axes: dict) -> list[dict]:
+        return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())] if axes else [{}]
+
+    return [(variant, point) for variant in product(spec.variants) for point in product(spec.grid)]
+
+
+def _short(key: str, value) -> str:
+    name = key.split(".")[-1]
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return re.sub(r"[^A-Za-z0-9_.+-]", "", f"{name}{text}")
+
+
+def cell_name(variant: dict, point: dict) -> str:
+    return "-".join(_short(k, v) for k, v in {**variant, **point}.items()) or "base"
+
+
+def validate_spec(spec: SweepSpec) -> None:
+    """Every value of every axis must make a valid config: unknown keys and bad values fail here, not later."""
+    from spikerl.config import load_config
+
+    if not 1 <= len(spec.grid) <= 2:
+        raise SpikerlError(f"a sweep needs one or two --grid axes (the heatmap's), got {len(spec.grid)}")
+    if not spec.seeds:
+        raise SpikerlError("--seeds is empty")
+    for key in [*spec.grid, *spec.variants]:
+        if key in ("seed", "run_dir"):
+            raise SpikerlError(f"{key} is set by the sweep itself; use --seeds")
+    for axes in (spec.grid, spec.variants):
+        for key, values in axes.items():
+            for value in values:
+                try:
+                    load_config(spec.config, [*spec.overrides, f"{key}={json.dumps(value)}"])
+                except SpikerlError as exc:
+                    raise SpikerlError(f"sweep axis {key}={value!r}: {exc}") from None
+
+
+@dataclass
+class RunJob:
+    variant: dict
+    point: dict
+    seed: int
+    run_dir: Path
+
+    def command(self, spec: SweepSpec) -> list[str]:
+        values = [f"{k}={json.dumps(v)}" for k, v in {**self.variant, **self.point}.items()]
+        if (self.run_dir / "config.yaml").is_file():
+            return [sys.executable, "-m", "spikerl.cli", "train", "--resume", str(self.run_dir), "progress=false"]
+        return [sys.executable, "-m", "spikerl.cli", "train", spec.config, *spec.overrides, *values, f"seed={self.seed}",
+                f"run_dir={self.run_dir}", "threads=1", "progress=false"]
+
+
+def status_of(run_dir: Path) -> str:
+    if (run_dir / "final_eval.json").is_file():
+        return "done"
+    if (run_dir / "diverged.json").is_file():
+        return "diverged"
+    if (run_dir / "sweep-error.txt").is_file():
+        return "failed"
+    return "pending"
+
+
+def _die_with_parent() -> None:
+    """Child processes end when the sweep ends, however it ends (Linux), so a restart finds no orphan."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class Sweep:
+    def __init__(self, spec: SweepSpec, out: Path):
+        self.spec, self.out = spec, out
+        self.jobs = [RunJob(variant, point, seed, out / "runs" / cell_name(variant, point) / f"s{seed}")
+                     for variant, point in cell_overrides(spec) for seed in spec.seeds]
+        self._lock = threading.Lock()
+
+    def prepare(self) -> None:
+        """Write sweep.yaml, or check that the folder holds this same sweep."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        path = self.out / "sweep.yaml"
+        text = yaml.safe_dump(asdict(self.spec), sort_keys=False)
+        if path.is_file():
+            if yaml.safe_load(path.read_text()) != yaml.safe_load(text):
+                raise SpikerlError(f"{self.out} holds another sweep (its sweep.yaml differs); choose another --out")
+        else:
+            path.write_text(text)
+
+    def run(self, workers: int, log=print) -> None:
+        todo = [job for job in self.jobs if status_of(job.run_dir) in ("pending", "failed")]
+        log(f"sweep {self.out}: {len(self.jobs)} runs, {len(self.jobs) - len(todo)} already finished, "
+            f"{len(todo)} to run on {workers} worker(s)")
+        done_count = [len(self.jobs) - len(todo)]
+
+        def work(job: RunJob) -> None:
+            job.run_dir.parent.mkdir(parents=True, exist_ok=True)
+            if job.run_dir.exists() and not (job.run_dir / "config.yaml").is_file():
+                shutil.rmtree(job.run_dir)  # killed before its config was written, or failed to start: nothing to keep
+            result = subprocess.run(job.command(self.spec), capture_output=True, text=True, preexec_fn=_die_with_parent,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            error = result.stderr.strip().splitlines()[-1] if result.returncode and result.stderr.strip() else ""
+            if result.returncode != 0 and status_of(job.run_dir) != "diverged":
+                job.run_dir.mkdir(parents=True, exist_ok=True)
+                (job.run_dir / "sweep-error.txt").write_text(result.stderr)
+            with self._lock:
+                done_count[0] += 1
+                self.write_results()
+                log(f"[{done_count[0]}/{len(self.jobs)}] {job.run_dir.relative_to(self.out)}: {status_of(job.run_dir)}"
+                    + (f" ({error})" if error else ""))
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(work, todo))
+        self.write_results()
+
+    def rows(self) -> list[dict]:
+        rows = []
+        for job in self.jobs:
+            status = status_of(job.run_dir)
+            row = {**{k: json.dumps(v) if not isinstance(v, (int, float, str)) else v
+                      for k, v in {**job.variant, **job.point}.items()},
+                   "seed": job.seed, "status": status, "final_return": "", "best_return": "", "steps": "",
+                   "wall_time_s": "", "run_dir": str(job.run_dir.relative_to(self.out))}
+            if status == "done":
+                final = json.loads((job.run_dir / "final_eval.json").read_text())
+                row.update(final_return=final["mean_return"], best_return=final["best_eval_mean_return"],
+                           steps=final["global_step"], wall_time_s=round(final["wall_time_s"], 1))
+            elif status == "diverged":
+                row["steps"] = json.loads((job.run_dir / "diverged.json").read_text())["global_step"]
+            if status != "pending":
+                rows.append(row)
+        return rows
+
+    def write_results(self) -> Path:
+        """results.csv from the run folders, written whole through a rename: never a lost or repeated row."""
+        path = self.out / "results.csv"
+        fields = [*self.spec.variants, *self.spec.grid, "seed", "status", "final_return", "best_return", "steps",
+                  "wall_time_s", "run_dir"]
+        tmp = path.with_name(".results.csv.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(self.rows())
+        os.replace(tmp, path)
+        return path

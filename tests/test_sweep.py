@@ -1,0 +1,78 @@
+"""spikerl sweep: every cell an ordinary run, parallel workers, restart after SIGKILL, heatmaps, bad input."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.conftest import ROOT
+
+TINY = ["configs/cartpole_dqn_snn.yaml", "total_steps=400", "dqn.learning_starts=100", "eval.every=0",
+        "eval.final_episodes=2", "network.hidden=[16, 16]", "checkpoint_every=0"]
+
+
+def rows(out):
+    path = out / "results.csv"
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_sweep_trains_every_cell_and_draws_one_panel_per_variant(cli, tmp_path):
+    out = tmp_path / "sweep"
+    result = cli("sweep", *TINY, "--grid", "network.neuron.beta=0.3:0.7:2", "--variant", "network.timesteps=1,3",
+                 "--seeds", "0", "--workers", "2", "--out", str(out), "--solved-at", "15")
+    assert result.returncode == 0, result.stderr
+    table = rows(out)
+    assert len(table) == 4 and {r["status"] for r in table} == {"done"}
+    assert sorted((r["network.timesteps"], r["network.neuron.beta"]) for r in table) == \
+        [("1", "0.3"), ("1", "0.7"), ("3", "0.3"), ("3", "0.7")]
+    for r in table:  # every cell is an ordinary run folder with the cell's values in its config
+        config = (out / r["run_dir"] / "config.yaml").read_text()
+        assert f"timesteps: {r['network.timesteps']}" in config and f"beta: {r['network.neuron.beta']}" in config
+    assert (out / "heatmaps.png").read_bytes()[:4] == b"\x89PNG"
+    summary = (out / "summary.md").read_text()
+    assert "| timesteps=1 | 2 | 0 |" in summary and "| timesteps=3 | 2 | 0 |" in summary
+
+
+def test_a_sweep_killed_with_sigkill_restarts_without_rerunning_finished_runs(tmp_path):
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "spikerl.cli", "sweep", *TINY, "--grid", "network.neuron.beta=0.2:0.8:3",
+            "--seeds", "0,1", "--workers", "1", "--out", str(out)]
+    sweep = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 600
+    while len(rows(out)) < 2:
+        assert sweep.poll() is None and time.monotonic() < deadline, "the sweep ended or stalled before the kill"
+        time.sleep(0.1)
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    time.sleep(0.5)  # its child (the run in progress) dies with it
+    finished = {r["run_dir"]: (out / r["run_dir"] / "final_eval.json").stat().st_mtime_ns for r in rows(out)}
+    assert 2 <= len(finished) < 6
+
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"6 runs, {len(finished)} already finished, {6 - len(finished)} to run" in result.stdout
+    table = rows(out)
+    assert len(table) == 6 and len({r["run_dir"] for r in table}) == 6 and {r["status"] for r in table} == {"done"}
+    for run_dir, mtime in finished.items():  # not trained again
+        assert (out / run_dir / "final_eval.json").stat().st_mtime_ns == mtime
+
+
+def test_sweep_bad_input_is_one_clear_line(cli, tmp_path):
+    cases = [
+        (["--grid", "network.neuron.alhpa=0.1,0.2"], "unknown config key in network.neuron: 'alhpa'"),
+        (["--grid", "network.neuron.alpha="], "--grid network.neuron.alpha has an empty range of values"),
+        (["--grid", "network.neuron.alpha=0.5,1.5"], "network.neuron.alpha must be in [0, 1]"),
+        (["--grid", "a.b=1", "--grid", "c=2", "--grid", "d=3"], "one or two --grid axes"),
+        (["--grid", "network.neuron.alpha=0.5", "--workers", "0"], "--workers must be >= 1"),
+    ]
+    for extra, message in cases:
+        result = cli("sweep", "configs/cartpole_dqn_snn.yaml", *extra, "--out", str(tmp_path / "bad"))
+        assert result.returncode == 2, (extra, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (extra, result.stderr)
