@@ -68,7 +68,7 @@ def main() -> int:
     ax.plot([p[0] for p in curve], [p[2] for p in curve], "--", label="peak RSS so far")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("MiB")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, max(p[2] for p in curve) * 1.2)  # from zero: flatness at true scale, legend below the line
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     ax.set_title(f"memory of `spikerl train {Path(args.config).name}`")
