@@ -1,0 +1,166 @@
+"""Speed of the paper's spiking TD3 actor, measured side by side in one run.
+
+    python benchmarks/actor_speed.py [--threads 2] [--timesteps 1 5 16] [--batches 1 100 256] [--rounds 5]
+
+The actor is the paper's: HalfCheetah observation (17) -> two-neuron input (34) -> 400 -> 300 -> 6,
+integrator readout, hard reset, alpha (0, 0.5), beta 0.5, theta 0.8. Paths:
+
+    reference   spikerl, backend=reference, inference=reference (the plain loop over the step function)
+    fast        spikerl, backend=fused (update), inference=fast (action)
+    snntorch    snnTorch's Synaptic neurons with the same parameters, stepped T times (if installed)
+    ann         the ANN twin (34 -> 400 -> 300 -> 6, ReLU)
+    floor       the spiking network's matrix products alone (the same shapes, no neuron dynamics)
+
+Per path: the update (forward, backward of mean(output^2), Adam step) at each batch > 1, the
+batch-1 action (no autograd), and the activation memory an update keeps for its backward (bytes
+of the tensors autograd saves). Rounds interleave the paths, and each figure is the median over
+rounds, so the machine's load falls on all paths alike; the ratios are the result, not the
+absolute times. Norse and SpikingJelly are not installed by spikerl's extras and are not measured
+here yet (issue 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from spikerl.config import NetworkConfig, NeuronConfig
+from spikerl.snn.network import build_network
+
+OBS, HIDDEN, ACTIONS = 17, [400, 300], 6
+
+
+def spiking(timesteps: int, backend: str, inference: str) -> nn.Module:
+    cfg = NetworkConfig(hidden=HIDDEN, timesteps=timesteps, encoder="two_neuron", decoder="integrator",
+                        backend=backend, inference=inference,
+                        neuron=NeuronConfig(alpha=[0.0, 0.5], beta=0.5, theta=0.8))
+    return build_network(cfg, OBS, ACTIONS, torch.Generator().manual_seed(0))
+
+
+class DenseFloor(nn.Module):
+    """The spiking network's matrix products without its neurons: [B,34]x[34,400], then T*B rows through the rest."""
+
+    def __init__(self, timesteps: int):
+        super().__init__()
+        self.timesteps = timesteps
+        self.fc0, self.fc1, self.fc2 = nn.Linear(34, 400, bias=False), nn.Linear(400, 300, bias=False), nn.Linear(300, 6, bias=False)
+
+    def forward(self, obs):
+        x = torch.cat([obs.clamp(min=0), (-obs).clamp(min=0)], dim=1)
+        h = self.fc0(x).unsqueeze(0).expand(self.timesteps, -1, -1).reshape(-1, 400)
+        return self.fc2(self.fc1(h)).reshape(self.timesteps, obs.shape[0], ACTIONS).sum(0)
+
+
+class SnnTorchActor(nn.Module):
+    """The same actor with snnTorch's Synaptic neurons (hard reset, as its NIR importer configures them)."""
+
+    def __init__(self, timesteps: int):
+        super().__init__()
+        import snntorch as snn
+
+        self.timesteps = timesteps
+        self.fc0, self.fc1, self.fc2 = nn.Linear(34, 400, bias=False), nn.Linear(400, 300, bias=False), nn.Linear(300, 6, bias=False)
+        self.lif0 = snn.Synaptic(alpha=0.0, beta=0.5, threshold=0.8, reset_mechanism="zero", reset_delay=False)
+        self.lif1 = snn.Synaptic(alpha=0.5, beta=0.5, threshold=0.8, reset_mechanism="zero", reset_delay=False)
+
+    def forward(self, obs):
+        x = torch.cat([obs.clamp(min=0), (-obs).clamp(min=0)], dim=1)
+        syn0, mem0 = self.lif0.reset_mem()
+        syn1, mem1 = self.lif1.reset_mem()
+        drive, out = self.fc0(x), 0.0
+        for _ in range(self.timesteps):
+            spk0, syn0, mem0 = self.lif0(drive, syn0, mem0)
+            spk1, syn1, mem1 = self.lif1(self.fc1(spk0), syn1, mem1)
+            out = out + self.fc2(spk1)
+        return out
+
+
+def paths(timesteps: int) -> dict[str, tuple[nn.Module, nn.Module]]:
+    """name -> (module for the update, module for acting)."""
+    found = {
+        "reference": (spiking(timesteps, "reference", "reference"), spiking(timesteps, "reference", "reference")),
+        "fast": (spiking(timesteps, "fused", "fast"), spiking(timesteps, "fused", "fast")),
+        "ann": (build_network(NetworkConfig(kind="ann", hidden=HIDDEN), OBS, ACTIONS),) * 2,
+        "floor": (DenseFloor(timesteps),) * 2,
+    }
+    try:
+        found["snntorch"] = (SnnTorchActor(timesteps),) * 2
+    except ImportError:
+        pass
+    return found
+
+
+def time_update(net: nn.Module, optimizer, obs, repeats: int) -> float:
+    start = time.perf_counter()
+    for _ in range(repeats):
+        loss = net(obs).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return (time.perf_counter() - start) / repeats
+
+
+@torch.no_grad()
+def time_action(net: nn.Module, obs, repeats: int) -> float:
+    start = time.perf_counter()
+    for _ in range(repeats):
+        net(obs)
+    return (time.perf_counter() - start) / repeats
+
+
+def saved_bytes(net: nn.Module, obs) -> int:
+    """Bytes of the tensors autograd keeps for the backward of one update (activation memory)."""
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        net(obs).square().mean()
+    return total[0]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--timesteps", type=int, nargs="+", default=[1, 5, 16])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 100, 256])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} thread(s); medians over {args.rounds} interleaved rounds\n")
+    print("| T | batch | path | update (ms) | / floor | action (us) | / ann | saved for backward (MiB) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for timesteps in args.timesteps:
+        candidates = paths(timesteps)
+        optimizers = {name: torch.optim.Adam(update.parameters(), lr=1e-4) for name, (update, _) in candidates.items()}
+        for batch in args.batches:
+            obs = torch.randn(batch, OBS)
+            updates: dict[str, list[float]] = {n: [] for n in candidates}
+            actions: dict[str, list[float]] = {n: [] for n in candidates}
+            for _ in range(args.rounds):
+                for name, (update, act) in candidates.items():
+                    if batch > 1:
+                        updates[name].append(time_update(update, optimizers[name], obs, 5 if batch > 100 else 10))
+                    else:
+                        actions[name].append(time_action(act, obs, 200))
+            for name in candidates:
+                if batch > 1:
+                    update_s = statistics.median(updates[name])
+                    floor = statistics.median(updates["floor"])
+                    memory = saved_bytes(candidates[name][0], obs) / 2**20
+                    print(f"| {timesteps} | {batch} | {name} | {update_s * 1e3:.2f} | {update_s / floor:.2f} | | | {memory:.1f} |")
+                else:
+                    action_s = statistics.median(actions[name])
+                    ann = statistics.median(actions["ann"])
+                    print(f"| {timesteps} | 1 | {name} | | | {action_s * 1e6:.0f} | {action_s / ann:.2f} | |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
