@@ -178,7 +178,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     grid = dict(parse_axis(text, "--grid") for text in args.grid)
     variants = dict(parse_axis(text, "--variant") for text in args.variant)
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds.strip() else []
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise SpikerlError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
     if not Path(args.config).is_file():
         raise SpikerlError(f"config file not found: {args.config}")
     if args.workers < 1:
