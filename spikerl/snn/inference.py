@@ -7,7 +7,9 @@ shape and zeroed at each call. Per step and layer it does exactly the reference'
 
     I = alpha * I + x[t];  V = beta * V + I;  S = V > theta;  V = 0 where S (or V -= theta * S)
 
-so spikes and outputs are identical to the reference path (tests/test_inference.py).
+so spikes and outputs are identical to the reference path (tests/test_inference.py). Where alpha is
+0 for a whole layer (the presets' first layer) the current is the input itself, and the integrator
+readout (alpha 0, beta 1) only adds: 0 * I + x and 1 * V + x are x and V + x exactly.
 """
 
 from __future__ import annotations
@@ -44,9 +46,13 @@ def cuba_lif_multistep_inference(input_currents: torch.Tensor, params: CubaLIFPa
     current, voltage, fired = buffers.zeros(batch, size, input_currents)
     spikes = torch.empty_like(input_currents)
     alpha, beta, theta = params.alpha, params.beta, params.theta
+    no_current_memory = not bool(torch.any(alpha != 0))  # the presets' first layer: I[t] = x[t] exactly
     for t in range(steps):
-        current.mul_(alpha).add_(input_currents[t])
-        voltage.mul_(beta).add_(current)
+        if no_current_memory:
+            voltage.mul_(beta).add_(input_currents[t])
+        else:
+            current.mul_(alpha).add_(input_currents[t])
+            voltage.mul_(beta).add_(current)
         torch.gt(voltage, theta, out=fired)
         spikes[t].copy_(fired)
         if reset == "hard":
@@ -61,7 +67,11 @@ def leaky_readout_inference(input_currents: torch.Tensor, alpha: torch.Tensor, b
                             buffers: StateBuffers) -> torch.Tensor:
     """The non-spiking readout's V[T], as `neuron.leaky_readout`."""
     current, voltage, _ = buffers.zeros(input_currents.shape[1], input_currents.shape[2], input_currents)
+    integrator = not bool(torch.any(alpha != 0)) and bool(torch.all(beta == 1))  # TD3's readout: V = sum of x[t]
     for t in range(input_currents.shape[0]):
-        current.mul_(alpha).add_(input_currents[t])
-        voltage.mul_(beta).add_(current)
+        if integrator:
+            voltage.add_(input_currents[t])
+        else:
+            current.mul_(alpha).add_(input_currents[t])
+            voltage.mul_(beta).add_(current)
     return voltage.clone()
