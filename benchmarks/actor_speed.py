@@ -2,12 +2,14 @@
 
     python benchmarks/actor_speed.py [--threads 2] [--timesteps 1 5 16] [--batches 1 100 256] [--rounds 5]
 
-The actor is the paper's: HalfCheetah observation (17) -> two-neuron input (34) -> 400 -> 300 -> 6,
-integrator readout, hard reset, alpha (0, 0.5), beta 0.5, theta 0.8. Paths:
+The actor is the one of ../shared/ANCHORS.md: HalfCheetah observation (17) -> two-neuron input (34)
+-> 400 -> 300 -> 6, integrator readout, hard reset, alpha 0.5, beta 0.5, theta 0.8. Paths:
 
     reference   spikerl, backend=reference, inference=reference (the plain loop over the step function)
     fast        spikerl, backend=fused (update), inference=fast (action)
-    snntorch    snnTorch's Synaptic neurons with the same parameters, stepped T times (if installed)
+    snntorch    snnTorch's Synaptic neurons with the same parameters, stepped T times
+    norse       Norse's LIF over the sequence, layer by layer
+    spikingjelly  SpikingJelly's CUBALIFNode in multi-step mode, layer by layer
     ann         the ANN twin (34 -> 400 -> 300 -> 6, ReLU)
     floor       the spiking network's matrix products alone (the same shapes, no neuron dynamics)
 
@@ -15,8 +17,7 @@ Per path: the update (forward, backward of mean(output^2), Adam step) at each ba
 batch-1 action (no autograd), and the activation memory an update keeps for its backward (bytes
 of the tensors autograd saves). Rounds interleave the paths, and each figure is the median over
 rounds, so the machine's load falls on all paths alike; the ratios are the result, not the
-absolute times. Norse and SpikingJelly are not installed by spikerl's extras and are not measured
-here yet (issue 3).
+absolute times. The peers come with the `bench` extra; a peer that is not installed is skipped.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ OBS, HIDDEN, ACTIONS = 17, [400, 300], 6
 def spiking(timesteps: int, backend: str, inference: str) -> nn.Module:
     cfg = NetworkConfig(hidden=HIDDEN, timesteps=timesteps, encoder="two_neuron", decoder="integrator",
                         backend=backend, inference=inference,
-                        neuron=NeuronConfig(alpha=[0.0, 0.5], beta=0.5, theta=0.8))
+                        neuron=NeuronConfig(alpha=0.5, beta=0.5, theta=0.8))
     return build_network(cfg, OBS, ACTIONS, torch.Generator().manual_seed(0))
 
 
@@ -64,7 +65,7 @@ class SnnTorchActor(nn.Module):
 
         self.timesteps = timesteps
         self.fc0, self.fc1, self.fc2 = nn.Linear(34, 400, bias=False), nn.Linear(400, 300, bias=False), nn.Linear(300, 6, bias=False)
-        self.lif0 = snn.Synaptic(alpha=0.0, beta=0.5, threshold=0.8, reset_mechanism="zero", reset_delay=False)
+        self.lif0 = snn.Synaptic(alpha=0.5, beta=0.5, threshold=0.8, reset_mechanism="zero", reset_delay=False)
         self.lif1 = snn.Synaptic(alpha=0.5, beta=0.5, threshold=0.8, reset_mechanism="zero", reset_delay=False)
 
     def forward(self, obs):
@@ -79,6 +80,58 @@ class SnnTorchActor(nn.Module):
         return out
 
 
+class _MultiStepActor(nn.Module):
+    """Layer by layer over all T steps (a peer's multi-step mode), the first layer's current computed once."""
+
+    def __init__(self, timesteps: int, lif0: nn.Module, lif1: nn.Module):
+        super().__init__()
+        self.timesteps, self.lif0, self.lif1 = timesteps, lif0, lif1
+        self.fc0, self.fc1, self.fc2 = nn.Linear(34, 400, bias=False), nn.Linear(400, 300, bias=False), nn.Linear(300, 6, bias=False)
+
+    def run_lif(self, lif: nn.Module, currents: torch.Tensor) -> torch.Tensor:
+        return lif(currents)
+
+    def forward(self, obs):
+        x = torch.cat([obs.clamp(min=0), (-obs).clamp(min=0)], dim=1)
+        steps, batch = self.timesteps, obs.shape[0]
+        s0 = self.run_lif(self.lif0, self.fc0(x).unsqueeze(0).expand(steps, -1, -1))
+        s1 = self.run_lif(self.lif1, self.fc1(s0.reshape(steps * batch, -1)).reshape(steps, batch, -1))
+        return self.fc2(s1.reshape(steps * batch, -1)).reshape(steps, batch, -1).sum(0)
+
+
+class NorseActor(_MultiStepActor):
+    """Norse's LIF (current-based) over the sequence; dt = 1e-3 and 1/tau = 500 give retentions of 0.5."""
+
+    def __init__(self, timesteps: int):
+        import norse.torch as norse
+
+        p = norse.LIFParameters(tau_syn_inv=torch.tensor(500.0), tau_mem_inv=torch.tensor(500.0), v_th=torch.tensor(0.8))
+        super().__init__(timesteps, norse.LIF(p), norse.LIF(p))
+
+    def run_lif(self, lif, currents):
+        return lif(currents)[0]
+
+
+class SpikingJellyActor(_MultiStepActor):
+    """SpikingJelly's CUBALIFNode in multi-step mode, reset before each forward pass."""
+
+    def __init__(self, timesteps: int):
+        from spikingjelly.activation_based import neuron
+
+        def node():
+            lif = neuron.CUBALIFNode(c_decay=0.5, v_decay=0.5, v_threshold=0.8, v_reset=0.0)
+            lif.step_mode = "m"
+            return lif
+
+        super().__init__(timesteps, node(), node())
+
+    def run_lif(self, lif, currents):
+        from spikingjelly.activation_based import functional
+
+        functional.reset_net(lif)
+        return lif(currents)
+
+
 def paths(timesteps: int) -> dict[str, tuple[nn.Module, nn.Module]]:
     """name -> (module for the update, module for acting)."""
     found = {
@@ -87,10 +140,11 @@ def paths(timesteps: int) -> dict[str, tuple[nn.Module, nn.Module]]:
         "ann": (build_network(NetworkConfig(kind="ann", hidden=HIDDEN), OBS, ACTIONS),) * 2,
         "floor": (DenseFloor(timesteps),) * 2,
     }
-    try:
-        found["snntorch"] = (SnnTorchActor(timesteps),) * 2
-    except ImportError:
-        pass
+    for name, peer in (("snntorch", SnnTorchActor), ("norse", NorseActor), ("spikingjelly", SpikingJellyActor)):
+        try:
+            found[name] = (peer(timesteps),) * 2
+        except ImportError:
+            print(f"({name} is not installed: pip install -e '.[bench]')")
     return found
 
 
@@ -134,8 +188,9 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s); medians over {args.rounds} interleaved rounds\n")
-    print("| T | batch | path | update (ms) | / floor | action (us) | / ann | saved for backward (MiB) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| T | batch | path | update (ms) | / floor | / fastest peer | action (us) | / ann | saved for backward (MiB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    peers = ("snntorch", "norse", "spikingjelly")
     for timesteps in args.timesteps:
         candidates = paths(timesteps)
         optimizers = {name: torch.optim.Adam(update.parameters(), lr=1e-4) for name, (update, _) in candidates.items()}
@@ -149,16 +204,16 @@ def main() -> int:
                         updates[name].append(time_update(update, optimizers[name], obs, 5 if batch > 100 else 10))
                     else:
                         actions[name].append(time_action(act, obs, 200))
-            for name in candidates:
+            times = {n: statistics.median(updates[n] if batch > 1 else actions[n]) for n in candidates}
+            fastest_peer = min((times[n] for n in peers if n in times), default=float("nan"))
+            for name, seconds in times.items():
                 if batch > 1:
-                    update_s = statistics.median(updates[name])
-                    floor = statistics.median(updates["floor"])
                     memory = saved_bytes(candidates[name][0], obs) / 2**20
-                    print(f"| {timesteps} | {batch} | {name} | {update_s * 1e3:.2f} | {update_s / floor:.2f} | | | {memory:.1f} |")
+                    print(f"| {timesteps} | {batch} | {name} | {seconds * 1e3:.2f} | {seconds / times['floor']:.2f} "
+                          f"| {seconds / fastest_peer:.2f} | | | {memory:.1f} |", flush=True)
                 else:
-                    action_s = statistics.median(actions[name])
-                    ann = statistics.median(actions["ann"])
-                    print(f"| {timesteps} | 1 | {name} | | | {action_s * 1e6:.0f} | {action_s / ann:.2f} | |")
+                    print(f"| {timesteps} | 1 | {name} | | | {seconds / fastest_peer:.2f} | {seconds * 1e6:.0f} "
+                          f"| {seconds / times['ann']:.2f} | |", flush=True)
     return 0
 
 
