@@ -17,7 +17,6 @@ Every value is checked here, so a bad one is reported as one line before any wor
 from __future__ import annotations
 
 import dataclasses
-import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from spikerl.errors import ConfigError
+from spikerl.fileio import atomic_write_text
 
 PerLayer = Union[float, list[float]]  # one value for every hidden layer, or one per hidden layer
 
@@ -305,10 +305,7 @@ def _merge_raw(target: dict, source: dict) -> None:
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
     """Write through a temporary file and a rename, so a crash never leaves half a config."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    os.replace(tmp, path)
+    atomic_write_text(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 # ----------------------------------------------------------------------------- validation

@@ -20,6 +20,7 @@ written into the graph's metadata and applied by `load_nir_policy`.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from spikerl.errors import SpikerlError
+from spikerl.fileio import atomic_write_bytes
 
 DT = 1e-4
 FORMAT = "spikerl-nir-1"
@@ -130,12 +132,11 @@ def policy_to_nir(cfg, policy: nn.Module):
 def write_nir(graph, path: Path) -> None:
     nir = _nir()
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    encoded = io.BytesIO()
+    nir.write(encoded, graph)
     try:
-        nir.write(tmp, graph)
-        tmp.replace(path)
+        atomic_write_bytes(path, encoded.getbuffer())
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise SpikerlError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 

@@ -16,42 +16,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from spikerl.errors import SpikerlError
+from spikerl.fileio import atomic_write_bytes
 
 CHECKPOINT_FORMAT = 2
 MAGIC = b"SPIKERL-CHECKPOINT "
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # some systems cannot open folders; the rename is still atomic
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, *chunks: bytes | memoryview) -> None:
-    """Write `chunks` to `path` through a temporary file and a rename; on failure the old file stays."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with tmp.open("wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def write_checkpoint(obj: dict, path: Path) -> None:

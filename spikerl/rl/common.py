@@ -175,7 +175,7 @@ class TrainingLoop:
         self.recent_returns.extend(loop["recent_returns"])
         self.last_eval = tuple(loop["last_eval"]) if loop["last_eval"] else None
         self.start = time.perf_counter() - loop["elapsed_s"]
-        self.last_checkpoint = (checkpoint["step"], str(self.run.checkpoint_dir / f"step_{checkpoint['step']}.pt"))
+        self.last_checkpoint = (checkpoint["step"], str(self.run.checkpoint_path(checkpoint["step"])))
         return checkpoint["step"]
 
     # ------------------------------------------------------------------ every step

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from spikerl.config import TrainConfig, config_to_dict, save_config
 from spikerl.errors import SpikerlError
-from spikerl.rl.checkpoint import atomic_write_bytes, load_checkpoint, write_checkpoint
+from spikerl.fileio import atomic_write_text
+from spikerl.rl.checkpoint import load_checkpoint, write_checkpoint
 
 EPISODE_FIELDS = ["global_step", "episodic_return", "episodic_length"]
 EVAL_FIELDS = ["global_step", "mean_return", "std_return", "min_return", "max_return"]
@@ -97,6 +98,11 @@ def _lock_run_folder(directory: Path):
     return handle
 
 
+def run_finished(run_dir: Path) -> bool:
+    """A run is finished once its final evaluation is written (last of all, after the final model)."""
+    return (run_dir / "final_eval.json").is_file() and (run_dir / "final_model.pt").is_file()
+
+
 class Run:
     """Owns a run folder for one training run, new or resumed."""
 
@@ -116,7 +122,7 @@ class Run:
         self.episodes = self.evals = self.tb = None
 
     def finished(self) -> bool:
-        return (self.dir / "final_eval.json").is_file() and (self.dir / "final_model.pt").is_file()
+        return run_finished(self.dir)
 
     def open_logs(self, resumed_from: dict | None = None) -> None:
         """Open the metric logs; when resuming, first cut them back to what the checkpoint had seen."""
@@ -166,9 +172,12 @@ class Run:
                                f"need about {needed / 2**20:.0f} MiB ({copies} x {checkpoint_bytes / 2**20:.0f} MiB, "
                                "mostly the replay buffer); free space, or lower keep_checkpoints or the buffer size")
 
+    def checkpoint_path(self, step: int) -> Path:
+        return self.checkpoint_dir / f"step_{step}.pt"
+
     def save_checkpoint(self, step: int, state: dict) -> Path:
         """Write step_<step>.pt completely, then drop checkpoints beyond `keep_checkpoints`, oldest first."""
-        path = self.checkpoint_dir / f"step_{step}.pt"
+        path = self.checkpoint_path(step)
         previous = self.checkpoints()
         try:
             write_checkpoint({"step": step, **state}, path)
@@ -202,7 +211,7 @@ class Run:
     def save_final(self, cfg: TrainConfig, policy_state: dict, result: dict, extra: dict) -> None:
         write_checkpoint({"config": config_to_dict(cfg), "policy": policy_state}, self.dir / "final_model.pt")
         # Written last: its presence marks the run as finished.
-        atomic_write_bytes(self.dir / "final_eval.json", json.dumps({**result, **extra}, indent=2).encode())
+        atomic_write_text(self.dir / "final_eval.json", json.dumps({**result, **extra}, indent=2))
 
     def close(self) -> None:
         for log in (self.episodes, self.evals, self.tb):

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
-from spikerl.tune.sweep import SweepSpec, cell_overrides
+from spikerl.tune.sweep import SweepSpec, cell_overrides, csv_value
 
 
 def _key(value) -> str:
-    return json.dumps(value) if not isinstance(value, (int, float, str)) else str(value)
+    """An axis value as it reads back from results.csv."""
+    return str(csv_value(value))
 
 
 def grid_means(spec: SweepSpec, rows: list[dict]) -> list[tuple[dict, np.ndarray]]:

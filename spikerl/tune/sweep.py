@@ -20,6 +20,7 @@ there, so no row is lost or repeated. A diverged run is recorded as such and not
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 import os
@@ -37,6 +38,7 @@ import numpy as np
 import yaml
 
 from spikerl.errors import SpikerlError
+from spikerl.fileio import atomic_write_text
 
 
 @dataclass
@@ -73,6 +75,11 @@ def cell_overrides(spec: SweepSpec) -> list[tuple[dict, dict]]:
         return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())] if axes else [{}]
 
     return [(variant, point) for variant in product(spec.variants) for point in product(spec.grid)]
+
+
+def csv_value(value):
+    """How an axis value stands in results.csv: numbers and strings as they are, anything else as JSON."""
+    return value if isinstance(value, (int, float, str)) else json.dumps(value)
 
 
 def _short(key: str, value) -> str:
@@ -121,7 +128,9 @@ class RunJob:
 
 
 def status_of(run_dir: Path) -> str:
-    if (run_dir / "final_eval.json").is_file():
+    from spikerl.rl.run import run_finished  # imported late: it brings torch, which validating a sweep needs not
+
+    if run_finished(run_dir):
         return "done"
     if (run_dir / "diverged.json").is_file():
         return "diverged"
@@ -188,8 +197,7 @@ class Sweep:
         rows = []
         for job in self.jobs:
             status = status_of(job.run_dir)
-            row = {**{k: json.dumps(v) if not isinstance(v, (int, float, str)) else v
-                      for k, v in {**job.variant, **job.point}.items()},
+            row = {**{k: csv_value(v) for k, v in {**job.variant, **job.point}.items()},
                    "seed": job.seed, "status": status, "final_return": "", "best_return": "", "steps": "",
                    "wall_time_s": "", "run_dir": str(job.run_dir.relative_to(self.out))}
             if status == "done":
@@ -207,10 +215,9 @@ class Sweep:
         path = self.out / "results.csv"
         fields = [*self.spec.variants, *self.spec.grid, "seed", "status", "final_return", "best_return", "steps",
                   "wall_time_s", "run_dir"]
-        tmp = path.with_name(".results.csv.tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(self.rows())
-        os.replace(tmp, path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(self.rows())
+        atomic_write_text(path, text.getvalue())
         return path
