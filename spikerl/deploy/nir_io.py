@@ -65,12 +65,17 @@ def _affine(nir, layer: nn.Linear):
     return nir.Affine(weight=weight, bias=layer.bias.detach().cpu().numpy().astype(np.float32))
 
 
+def _cuba(alpha: np.ndarray, beta: np.ndarray) -> dict[str, np.ndarray]:
+    """CubaLIF/CubaLI parameters whose forward-Euler step with DT is I = alpha I + x, V = beta V + I."""
+    return {"tau_syn": DT / (1 - alpha), "tau_mem": DT / (1 - beta), "r": 1 / (1 - beta),
+            "v_leak": np.zeros_like(beta), "w_in": 1 / (1 - alpha)}
+
+
 def _cuba_lif(nir, membrane, name: str):
     alpha, beta, theta = (_f64(p, membrane.size) for p in (membrane.alpha, membrane.beta, membrane.theta))
     if (alpha >= 1).any() or (beta >= 1).any():
         raise SpikerlError(f"{name} has neurons with alpha or beta = 1 (no leak), which NIR's CubaLIF cannot express")
-    return nir.CubaLIF(tau_syn=DT / (1 - alpha), tau_mem=DT / (1 - beta), r=1 / (1 - beta), v_leak=np.zeros_like(beta),
-                       v_threshold=theta, v_reset=np.zeros_like(theta), w_in=1 / (1 - alpha))
+    return nir.CubaLIF(**_cuba(alpha, beta), v_threshold=theta, v_reset=np.zeros_like(theta))
 
 
 def _readout(nir, alpha: np.ndarray, beta: np.ndarray):
@@ -80,8 +85,7 @@ def _readout(nir, alpha: np.ndarray, beta: np.ndarray):
         raise SpikerlError("the readout has alpha or beta = 1 with a leak elsewhere, which no NIR node expresses")
     if (alpha == 0).all():
         return nir.LI(tau=DT / (1 - beta), r=1 / (1 - beta), v_leak=np.zeros_like(beta))
-    return nir.CubaLI(tau_syn=DT / (1 - alpha), tau_mem=DT / (1 - beta), r=1 / (1 - beta), v_leak=np.zeros_like(beta),
-                      w_in=1 / (1 - alpha))
+    return nir.CubaLI(**_cuba(alpha, beta))
 
 
 def policy_to_nir(cfg, policy: nn.Module):
