@@ -240,9 +240,8 @@ def load_nir_policy(path: Path, env_id: str | None = None):
     env_id = env_id or meta.get("env_id")
     if not env_id:
         raise SpikerlError(f"{path} does not name its environment; pass --env")
-    env = make_env(env_id)
+    env = make_env(env_id, meta.get("algo"))  # a graph that names its algorithm must suit the action space
     algo = meta.get("algo") or ("dqn" if hasattr(env.action_space, "n") else "td3")
-    make_env(env_id, algo).close()  # the action space must suit the policy's algorithm
     obs_dim = env.observation_space.shape[0]
     encoder = meta.get("encoder", "direct")
     if encoder not in ENCODERS:
