@@ -16,6 +16,7 @@ Every value is checked here, so a bad one is reported as one line before any wor
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -289,6 +290,12 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
     merged = config_to_dict(TrainConfig())
     if path is not None:
         _merge_raw(merged, read_config_file(path))
+    return config_with_overrides(merged, overrides)
+
+
+def config_with_overrides(data: dict, overrides: list[str] = ()) -> TrainConfig:
+    """A config from a raw mapping (say, a stored resolved config) with `key=value` overrides applied."""
+    merged = copy.deepcopy(data)
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(merged, key, value)

@@ -10,16 +10,6 @@ from pathlib import Path
 from spikerl.errors import SpikerlError
 
 
-def _algorithm(name: str):
-    if name == "dqn":
-        from spikerl.rl import dqn
-
-        return dqn
-    from spikerl.rl import td3
-
-    return td3
-
-
 RESUMABLE_OVERRIDES = ("total_steps", "progress", "threads", "checkpoint_every", "keep_checkpoints")
 
 
@@ -43,6 +33,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from spikerl.config import load_config
+    from spikerl.rl import algorithm_module
     from spikerl.rl.envs import make_env
     from spikerl.rl.run import Run
 
@@ -67,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if checkpoint is None:
             print(f"spikerl: {run.dir} has no checkpoint yet; training it again from step 0", file=sys.stderr)
     print(f"run folder: {run.dir}", file=sys.stderr)
-    result = _algorithm(cfg.algo).train(cfg, run, checkpoint)
+    result = algorithm_module(cfg.algo).train(cfg, run, checkpoint)
     print(f"final evaluation ({result['episodes']} deterministic episodes, seeds {result['seed']}..."
           f"{result['seed'] + result['episodes'] - 1}): mean return {result['mean_return']:.1f} "
           f"+- {result['std_return']:.1f} after {result['global_step']} steps in {result['wall_time_s']:.0f} s "
@@ -138,19 +129,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_energy(args: argparse.Namespace) -> int:
-    from spikerl.deploy.energy import SpikeRecorder, energy_report, plot_raster
-    from spikerl.rl.evaluate import evaluate
-    from spikerl.snn.network import SpikingMLP
+    from spikerl.deploy.energy import measure_activity, plot_raster
 
     source = Path(args.run_dir)
     cfg, policy = _load_any_policy(source, args.env, args.checkpoint)
-    if not isinstance(policy.net, SpikingMLP):
-        raise SpikerlError(f"{source} holds an ANN policy; energy estimates are for spiking networks")
+    try:
+        report, result, recorder = measure_activity(policy, args.env or cfg.env_id, args.episodes, args.seed,
+                                                    args.raster_decisions, args.e_ac, args.e_mac)
+    except SpikerlError as exc:
+        raise SpikerlError(f"{source}: {exc}") from None
     net = policy.net
-    recorder = SpikeRecorder(net, keep=args.raster_decisions)
-    policy.net = recorder
-    result = evaluate(policy.act, args.env or cfg.env_id, args.episodes, args.seed)
-    report = energy_report(net, recorder, args.e_ac, args.e_mac)
     rates = ", ".join(f"{r:.3f}" for r in report.spikes_per_neuron_per_step)
     print(f"{cfg.env_id}, {report.decisions} decisions over {args.episodes} episode(s) (mean return "
           f"{result['mean_return']:.1f}), T = {net.timesteps}, hidden {report.layer_sizes}\n"

@@ -91,6 +91,28 @@ def energy_report(net: nn.Module, recorder: SpikeRecorder, e_ac_pj: float = E_AC
         e_ac_pj=e_ac_pj, e_mac_pj=e_mac_pj, decisions=recorder.decisions)
 
 
+def measure_activity(policy, env_id: str, episodes: int, seed: int, keep: int = 0,
+                     e_ac_pj: float = E_AC_PJ, e_mac_pj: float = E_MAC_PJ) -> tuple[EnergyReport, dict, SpikeRecorder]:
+    """Run a spiking policy for `episodes` evaluation episodes while counting its spikes.
+
+    Returns the energy report, the evaluation result and the recorder (its kept spike trains).
+    """
+    from spikerl.errors import SpikerlError
+    from spikerl.rl.evaluate import evaluate
+    from spikerl.snn.network import SpikingMLP
+
+    net = policy.net
+    if not isinstance(net, SpikingMLP):
+        raise SpikerlError("this policy is an ANN; spike counts and energy estimates are for spiking networks")
+    recorder = SpikeRecorder(net, keep=keep)
+    policy.net = recorder
+    try:
+        result = evaluate(policy.act, env_id, episodes, seed)
+    finally:
+        policy.net = net
+    return energy_report(net, recorder, e_ac_pj, e_mac_pj), result, recorder
+
+
 def plot_raster(kept: list[list[torch.Tensor]], timesteps: int, path, title: str) -> None:
     """Spike raster of the recorded decisions: x = simulation step (decisions side by side), one panel per layer."""
     import matplotlib

@@ -252,6 +252,8 @@ class TrainingLoop:
         self.best_eval = max(self.best_eval if self.best_eval is not None else -np.inf, result["mean_return"])
         self.progress.write(f"step {step}: eval mean return {result['mean_return']:.1f} "
                             f"+- {result['std_return']:.1f} over {result['episodes']} episodes")
+        for listener in self.run.eval_listeners:
+            listener(step, result)
         target = self.cfg.eval.stop_at_return
         if target is not None and result["mean_return"] >= target:
             self.progress.write(f"step {step}: reached eval.stop_at_return = {target}, stopping")

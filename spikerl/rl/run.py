@@ -120,6 +120,9 @@ class Run:
         self._lock = _lock_run_folder(self.dir)
         save_config(cfg, self.dir / "config.yaml")
         self.episodes = self.evals = self.tb = None
+        # Called as listener(step, result) after every periodic evaluation; a tuner reports to its
+        # pruner here, and may raise to stop the run (the caller then closes it).
+        self.eval_listeners: list = []
 
     def finished(self) -> bool:
         return run_finished(self.dir)
