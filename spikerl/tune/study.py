@@ -1,0 +1,433 @@
+"""Optuna searches over spiking and RL hyperparameters: `spikerl tune`.
+
+    spikerl tune CONFIG [overrides] --space SPACE.yaml --trials 50 --seeds 0,1 --workers 2 --out runs/tune
+    spikerl tune CONFIG ... --storage postgresql://user:pw@host/db --study NAME     (on every machine)
+
+Each trial draws a point of the space (TPE), then trains one ordinary run per seed, in this process,
+under OUT/trials/; its value is the mean final evaluation return over the seeds (and, with
+`--objective return,spikes`, the mean spikes per decision of the final policies, minimized). With
+one objective, every periodic evaluation is reported to a median pruner (seed i's evaluation at
+step s is reported as step i x total_steps + s, so trials are compared on the same seed and step).
+
+Storage: a local Optuna journal file (OUT/study.journal) by default: no server, any number of
+local processes. A database URL (postgresql://...) lets any number of machines join one study,
+each running the same command; the study remembers its base config, space, seeds and objectives
+and refuses a worker that brings others. A worker that dies leaves its trial failed and the study
+goes on: local dead workers are found through their process ids, remote ones through Optuna's
+heartbeat (database storage only). Failed trials do not count towards --trials.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import warnings
+import json
+import math
+import os
+import socket
+import time
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from spikerl.errors import SpikerlError
+from spikerl.fileio import atomic_write_text
+from spikerl.tune.space import Param, overrides_from_params, space_from_data, space_to_data, suggest
+
+OBJECTIVES = {"return": "maximize", "spikes": "minimize"}
+SPEC_ATTR = "spikerl_spec"  # study user attribute holding what every worker must agree on
+
+
+@dataclass
+class TuneSpec:
+    config: str
+    overrides: list[str]
+    space: list[Param]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    objectives: list[str] = field(default_factory=lambda: ["return"])
+    pruner: str = "median"  # median | none
+    prune_after: int = 4  # completed trials before the median pruner starts to prune
+    spike_episodes: int = 2  # evaluation episodes for counting spikes (objective "spikes")
+
+    def base_config(self) -> dict:
+        """The resolved config every trial starts from, without the per-run fields."""
+        from spikerl.config import config_to_dict, load_config
+
+        data = config_to_dict(load_config(self.config, self.overrides))
+        data.update(seed=0, run_dir=None, threads=None, progress=True)
+        return data
+
+    def agreement(self) -> dict:
+        """What two workers of one study must share (the config file's path may differ between machines)."""
+        return {"base_config": self.base_config(), "space": space_to_data(self.space), "seeds": self.seeds,
+                "objectives": self.objectives, "pruner": self.pruner, "prune_after": self.prune_after}
+
+
+# ----------------------------------------------------------------------------- storage and study
+
+
+def _redact(url: str) -> str:
+    """A database URL without its password, for messages."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def open_storage(url: str | None, out: Path, heartbeat_s: int):
+    """A journal file (default OUT/study.journal, or a path) or a database URL with a heartbeat."""
+    import optuna
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if url is None or "://" not in url:
+        path = Path(url) if url else out / "study.journal"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        except OSError as exc:
+            raise SpikerlError(f"cannot open the study journal {path}: {exc.strerror or exc}") from None
+    engine_kwargs = {"connect_args": {"connect_timeout": 10}} if url.startswith("postgresql") else {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ExperimentalWarning on heartbeat_interval, in use since Optuna 2.9
+            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
+                              grace_period=4 * heartbeat_s)
+    except ImportError as exc:
+        raise SpikerlError(f"the storage {_redact(url)} needs a database driver: {exc}; "
+                           "install spikerl[tune]") from None
+    except Exception as exc:  # sqlalchemy's errors for a refused, unknown or unauthorized server
+        if isinstance(exc, optuna.exceptions.OptunaError) and "://" not in str(exc):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SpikerlError(f"cannot reach the study storage {_redact(url)}: {first}") from None
+
+
+def open_study(spec: TuneSpec, storage, name: str, sampler_seed: int | None):
+    """Create the study, or join it after checking it was made with the same base config and space."""
+    import optuna
+
+    directions = [OBJECTIVES[o] for o in spec.objectives]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ExperimentalWarning: multivariate TPE, stable in use since Optuna 2.2
+        # constant_liar: parallel workers do not all draw next to the same running trial.
+        sampler = optuna.samplers.TPESampler(seed=sampler_seed, constant_liar=True, multivariate=True)
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=spec.prune_after, n_warmup_steps=0) if spec.pruner == "median"
+              else optuna.pruners.NopPruner())
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, directions=directions, sampler=sampler,
+                                    pruner=pruner, load_if_exists=True)
+    except ValueError as exc:  # an existing study with other directions
+        raise SpikerlError(f"study {name!r}: {exc}") from None
+    agreement = json.loads(json.dumps(spec.agreement()))  # as it reads back from storage
+    stored = study.user_attrs.get(SPEC_ATTR)
+    if stored is None:
+        study.set_user_attr(SPEC_ATTR, agreement)
+    elif stored != agreement:
+        differ = [k for k in agreement if stored.get(k) != agreement[k]]
+        raise SpikerlError(f"study {name!r} was created with another {' and '.join(differ)}; use the same config, "
+                           "overrides, search space, seeds and objectives, or another --study name")
+    return study
+
+
+# ----------------------------------------------------------------------------- dead workers
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of a local process (jiffies since boot), or None if it does not exist."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+            return "unknown"
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return "unknown"
+
+
+def worker_identity() -> str:
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_process_start(pid)}"
+
+
+def fail_dead_local_trials(study, log=print) -> int:
+    """Mark failed the running trials of workers on this host whose process is gone (or was replaced)."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    host, failed = socket.gethostname(), 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = trial.user_attrs.get("worker", "")
+        worker_host, _, rest = owner.partition(":")
+        pid, _, started = rest.partition(":")
+        if worker_host != host or not pid.isdigit():
+            continue
+        now = _process_start(int(pid))
+        if now is not None and (now == started or "unknown" in (now, started)):
+            continue  # alive
+        try:
+            study._storage.set_trial_user_attr(trial._trial_id, "failed_because", f"worker {owner} died")
+            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            failed += 1
+            log(f"trial {trial.number}: its worker ({owner}) died; marked failed")
+        except UpdateFinishedTrialError:
+            pass  # another worker marked it first
+    return failed
+
+
+def _fail_stale(study, log) -> None:
+    from optuna.storages import fail_stale_trials
+
+    fail_dead_local_trials(study, log)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ExperimentalWarning: the function is stable in use since Optuna 2.9
+        fail_stale_trials(study)  # database storage: trials whose heartbeat stopped (a no-op for journals)
+
+
+# ----------------------------------------------------------------------------- the objective
+
+
+class TrialRunner:
+    """Trains one trial: a run per seed, reports evaluations to the pruner, returns the objective values."""
+
+    def __init__(self, spec: TuneSpec, out: Path, log=print):
+        from spikerl.config import load_config
+
+        self.spec, self.out, self.log = spec, out, log
+        base = load_config(spec.config, spec.overrides)
+        self.n_layers, self.total_steps = len(base.network.hidden), base.total_steps
+
+    def trial_dir(self, number: int) -> Path:
+        path = self.out / "trials" / f"t{number:04d}"
+        if path.exists():  # left by an earlier study of the same name (say, a deleted journal): keep it
+            path = path.with_name(f"{path.name}-{socket.gethostname()}-{os.getpid()}")
+        return path
+
+    def __call__(self, trial) -> float | tuple[float, float]:
+        import numpy as np
+        import optuna
+
+        from spikerl.config import load_config
+        from spikerl.rl import algorithm_module
+        from spikerl.rl.common import TrainingDiverged
+        from spikerl.rl.run import Run
+
+        trial.set_user_attr("worker", worker_identity())
+        overrides = suggest(trial, self.spec.space, self.n_layers)
+        folder = self.trial_dir(trial.number)
+        trial.set_user_attr("run_folder", str(folder.resolve()))
+        returns, spikes = [], []
+        for index, seed in enumerate(self.spec.seeds):
+            cfg = load_config(self.spec.config, [*self.spec.overrides, *overrides, f"seed={seed}",
+                                                 f"run_dir={folder / f's{seed}'}", "threads=1", "progress=false"])
+            run = Run(cfg)
+            if len(self.spec.objectives) == 1 and self.spec.pruner != "none":
+                run.eval_listeners.append(self._reporter(trial, index))
+            try:  # the run's own messages go to its folder; the tuner prints one line per trial
+                with open(folder / f"s{seed}.log", "w") as output, redirect_stdout(output), redirect_stderr(output):
+                    result = algorithm_module(cfg.algo).train(cfg, run)
+            except SpikerlError as exc:
+                if not isinstance(exc, TrainingDiverged):
+                    trial.set_user_attr("error", f"seed {seed}: {exc}")
+                    raise
+                trial.set_user_attr("diverged", f"seed {seed}: {exc}")
+                self.log(f"trial {trial.number}: seed {seed} diverged")
+                raise optuna.TrialPruned(f"seed {seed} diverged") from None
+            finally:
+                run.close()
+            returns.append(float(result["mean_return"]))
+            trial.set_user_attr(f"return_seed{seed}", returns[-1])
+            if "spikes" in self.spec.objectives:
+                spikes.append(self._spikes(Path(cfg.run_dir), cfg.eval.seed))
+                trial.set_user_attr(f"spikes_seed{seed}", spikes[-1])
+        values = {"return": float(np.mean(returns)), "spikes": float(np.mean(spikes)) if spikes else math.nan}
+        return tuple(values[o] for o in self.spec.objectives) if len(self.spec.objectives) > 1 else values["return"]
+
+    def _reporter(self, trial, seed_index: int):
+        import optuna
+
+        def report(step: int, result: dict) -> None:
+            trial.report(float(result["mean_return"]), seed_index * self.total_steps + step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {step} of seed {self.spec.seeds[seed_index]} "
+                                         f"(eval return {result['mean_return']:.1f})")
+        return report
+
+    def _spikes(self, run_dir: Path, seed: int) -> float:
+        from spikerl.deploy.energy import measure_activity
+        from spikerl.rl.evaluate import load_policy
+
+        cfg, policy = load_policy(run_dir)
+        report, _, _ = measure_activity(policy, cfg.env_id, self.spec.spike_episodes, seed)
+        return report.spikes_per_decision
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def counts(study) -> dict[str, int]:
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    return {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
+
+
+def run_worker(spec: TuneSpec, study, out: Path, n_trials: int, log=print, poll_s: float = 2.0) -> None:
+    """Run trials until the study holds n_trials complete or pruned ones (failed ones are replaced).
+
+    Trials run through `study.optimize`, which beats the heartbeat of database storages while a trial runs.
+    """
+    from optuna.trial import TrialState
+
+    runner = TrialRunner(spec, out, log)
+    errors: list[str] = []
+
+    def report(study, trial) -> None:
+        if trial.state == TrialState.COMPLETE:
+            errors.clear()
+            log(f"trial {trial.number}: " + ", ".join(f"{o} {v:.2f}" for o, v in zip(spec.objectives, trial.values))
+                + "; " + ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items()))
+        elif trial.state == TrialState.PRUNED:
+            log(f"trial {trial.number}: pruned")
+        else:
+            errors.append(trial.user_attrs.get("error", "see the run folder"))
+            log(f"trial {trial.number}: failed: {errors[-1]}")
+
+    while True:
+        _fail_stale(study, log)
+        n = counts(study)
+        finished = n["complete"] + n["pruned"]
+        if finished >= n_trials:
+            return
+        if finished + n["running"] >= n_trials:
+            time.sleep(poll_s)  # the last trials run elsewhere; stay to replace any whose worker dies
+            continue
+        # SpikerlError: a drawn combination that cannot train, a full disk: the trial fails, the study goes on.
+        study.optimize(runner, n_trials=1, catch=(SpikerlError,), callbacks=[report], gc_after_trial=False)
+        if len(errors) >= 3:
+            raise SpikerlError(f"three trials in a row failed, the last with: {errors[-1]}")
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def best_trial(study, number: int | None = None):
+    """The chosen trial, the best one, or (several objectives) the Pareto-optimal one with the highest return."""
+    from optuna.trial import TrialState
+
+    if number is not None:
+        trials = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+        if not trials or trials[0].state != TrialState.COMPLETE:
+            raise SpikerlError(f"study {study.study_name!r} has no completed trial number {number}")
+        return trials[0]
+    if not counts(study)["complete"]:
+        raise SpikerlError(f"study {study.study_name!r} has no completed trial yet")
+    if len(study.directions) == 1:
+        return study.best_trial
+    return max(study.best_trials, key=lambda t: t.values[0])
+
+
+def export_preset(study, trial, path: Path) -> Path:
+    """The trial's full config as a preset: `spikerl train PATH` retrains it (seed: the study's first seed)."""
+    from spikerl.config import config_to_dict, config_with_overrides
+
+    agreement = study.user_attrs[SPEC_ATTR]
+    space = space_from_data(agreement["space"])
+    n_layers = len(agreement["base_config"]["network"]["hidden"])
+    overrides = overrides_from_params(space, trial.params, n_layers)
+    # One thread, as the trial ran: the preset then retrains to the trial's own result.
+    cfg = config_with_overrides(agreement["base_config"], [*overrides, f"seed={agreement['seeds'][0]}", "threads=1"])
+    values = ", ".join(f"{o} {v:.2f}" for o, v in zip(agreement["objectives"], trial.values))
+    header = (f"# spikerl tune: study {study.study_name!r}, trial {trial.number} ({values}, mean over seeds "
+              f"{agreement['seeds']}).\n# Retrain with: spikerl train {path}\n# Tuned: "
+              + "; ".join(overrides) + "\n")
+    atomic_write_text(path, header + yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    return path
+
+
+def write_trials_csv(study, path: Path) -> Path:
+    trials = study.get_trials(deepcopy=False)
+    names = sorted({k for t in trials for k in t.params})
+    objectives = study.user_attrs[SPEC_ATTR]["objectives"]
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["number", "state", *objectives, *names, "duration_s", "run_folder"])
+    for t in trials:
+        values = list(t.values) if t.values else [""] * len(objectives)
+        duration = round(t.duration.total_seconds(), 1) if t.duration else ""
+        writer.writerow([t.number, t.state.name, *values, *[t.params.get(k, "") for k in names], duration,
+                         t.user_attrs.get("run_folder", "")])
+    atomic_write_text(path, text.getvalue())
+    return path
+
+
+# ----------------------------------------------------------------------------- the whole search
+
+
+def _worker_process(spec: TuneSpec, storage_url: str | None, name: str, out: str, n_trials: int,
+                    heartbeat_s: int, sampler_seed: int | None, index: int) -> None:
+    """One local worker (a spawned process): joins the study and runs trials; dies with its parent."""
+    import sys
+
+    import optuna
+    import torch
+
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    torch.set_num_threads(1)
+    prefix = f"[worker {index}] "
+    try:
+        study = open_study(spec, open_storage(storage_url, Path(out), heartbeat_s), name, sampler_seed)
+        run_worker(spec, study, Path(out), n_trials, log=lambda line: print(prefix + line, flush=True))
+    except SpikerlError as exc:
+        print(f"{prefix}spikerl: error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def tune(spec: TuneSpec, storage_url: str | None, name: str, out: Path, n_trials: int, workers: int,
+         heartbeat_s: int = 30, sampler_seed: int | None = None, log=print):
+    """Run (or join) the study with `workers` local processes until it holds n_trials finished trials."""
+    import multiprocessing
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = open_study(spec, open_storage(storage_url, out, heartbeat_s), name, sampler_seed)
+    n = counts(study)
+    log(f"study {name!r} in {_redact(storage_url) if storage_url else out / 'study.journal'}: "
+        f"{n['complete']} complete, {n['pruned']} pruned, {n['fail']} failed, {n['running']} running; "
+        f"aiming at {n_trials} complete or pruned trials with {workers} local worker(s)")
+    if workers == 1:
+        import torch
+
+        torch.set_num_threads(1)
+        run_worker(spec, study, out, n_trials, log)
+        return study
+    context = multiprocessing.get_context("spawn")  # fresh interpreters: no torch threads or locks inherited
+    processes = [context.Process(target=_worker_process, args=(
+        spec, storage_url, name, str(out), n_trials, heartbeat_s,
+        None if sampler_seed is None else sampler_seed + i, i)) for i in range(workers)]
+    for process in processes:
+        process.start()
+    for i, process in enumerate(processes):
+        process.join()
+        if process.exitcode != 0:
+            log(f"worker {i} ended with exit code {process.exitcode}")
+    _fail_stale(study, log)
+    return study

@@ -1,0 +1,222 @@
+"""spikerl tune: search spaces, TPE trials as ordinary runs, pruning, several objectives, workers sharing
+a study through a journal file or PostgreSQL, a worker killed mid-trial, presets that retrain, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from spikerl.errors import SpikerlError  # noqa: E402
+from spikerl.tune.space import Param, load_space, overrides_from_params, parse_param, suggest  # noqa: E402
+from tests.conftest import ROOT  # noqa: E402
+
+TINY = ["configs/cartpole_dqn_snn.yaml", "total_steps=800", "dqn.learning_starts=100", "eval.every=400",
+        "eval.episodes=2", "eval.final_episodes=3", "network.hidden=[16, 16]", "checkpoint_every=0"]
+BETA = ["--param", "network.neuron.beta=float:0.1:0.9"]
+POSTGRES_URL = os.environ.get("SPIKERL_TEST_POSTGRES_URL")
+
+
+def load(storage: str, name: str):
+    from spikerl.tune.study import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    return optuna.load_study(study_name=name, storage=open_storage(storage, ROOT, 30))
+
+
+# ----------------------------------------------------------------------------- search spaces
+
+
+def test_params_parse_from_the_command_line_and_from_yaml(tmp_path):
+    assert parse_param("network.neuron.theta=float:0.05:2:log") == Param("network.neuron.theta", "float", 0.05, 2.0, log=True)
+    assert parse_param("network.timesteps=int:2:16") == Param("network.timesteps", "int", 2, 16)
+    assert parse_param("network.encoder=choice:direct,two_neuron").choices == ["direct", "two_neuron"]
+    assert parse_param("network.neuron.alpha=float:0:0.9:per_layer").per_layer
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text("network.neuron.alpha: {low: 0.0, high: 0.9, per_layer: true}\n"
+                          "dqn.learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}\n"
+                          "network.encoder: {choices: [direct, two_neuron]}\n")
+    space = load_space(str(space_file), ["dqn.learning_rate=float:0.001:0.002"])  # --param wins over the file
+    assert [p.key for p in space] == ["network.neuron.alpha", "dqn.learning_rate", "network.encoder"]
+    assert (space[1].low, space[1].high, space[1].log) == (0.001, 0.002, False)
+
+    trial = optuna.trial.FixedTrial({"network.neuron.alpha.0": 0.1, "network.neuron.alpha.1": 0.7,
+                                     "dqn.learning_rate": 0.0015, "network.encoder": "direct"})
+    overrides = suggest(trial, space, n_layers=2)
+    assert overrides == ["network.neuron.alpha=[0.1, 0.7]", "dqn.learning_rate=0.0015", 'network.encoder="direct"']
+    assert overrides_from_params(space, trial.params, 2) == overrides
+    for bad in ("network.timesteps=2:16", "network.timesteps=int:2", "network.neuron.theta=float:a:b",
+                "network.neuron.theta=float:0.1:1:sqrt"):
+        with pytest.raises(SpikerlError, match="--param"):
+            parse_param(bad)
+
+
+@pytest.mark.parametrize("param, message", [
+    ("network.neuron.bogus=float:0.1:0.9", "unknown config key in network.neuron: 'bogus'"),
+    ("dqn.learning_rat=float:0.001:0.01", "unknown config key in dqn: 'learning_rat'"),
+    ("network.neuron.beta=float:0.9:0.1", "empty range, low 0.9 is not below high 0.1"),
+    ("network.encoder=choice:", "empty list of choices"),
+    ("network.neuron.beta=float:0.1:2", "network.neuron.beta must be in [0, 1]"),
+])
+def test_a_bad_search_space_is_one_line_and_exit_2_before_any_trial(cli, tmp_path, param, message):
+    result = cli("tune", *TINY, "--param", param, "--trials", "2", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unreachable_storage_url_is_one_line_and_exit_2(cli, tmp_path):
+    result = cli("tune", *TINY, *BETA, "--trials", "2", "--out", str(tmp_path / "out"),
+                 "--storage", "postgresql://spikerl:secret@127.0.0.1:1/nowhere")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "cannot reach the study storage postgresql://spikerl:***@127.0.0.1:1/nowhere" in result.stderr
+    assert "secret" not in result.stderr
+
+
+# ----------------------------------------------------------------------------- trials
+
+
+def test_two_local_workers_share_a_journal_and_the_best_trial_retrains_from_its_preset(cli, tmp_path):
+    out = tmp_path / "tune"
+    args = ["tune", *TINY, *BETA, "--param", "network.neuron.theta=float:0.05:1.0:log", "--trials", "3",
+            "--workers", "2", "--sampler-seed", "0", "--out", str(out), "--study", "journal-test"]
+    result = cli(*args, timeout=600)
+    assert result.returncode == 0, result.stderr
+    study = load(str(out / "study.journal"), "journal-test")
+    done = [t for t in study.trials if t.state.is_finished()]
+    assert len(done) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in done)
+    assert len({t.user_attrs["worker"] for t in done}) == 2  # both local processes ran trials
+    for t in done:  # every trial is an ordinary run folder trained with the drawn values
+        config = (out / "trials" / f"t{t.number:04d}" / "s0" / "config.yaml").read_text()
+        assert f"beta: {t.params['network.neuron.beta']}" in config
+        final = json.loads((out / "trials" / f"t{t.number:04d}" / "s0" / "final_eval.json").read_text())
+        assert final["mean_return"] == pytest.approx(t.value)
+    assert (out / "trials.csv").read_text().count("COMPLETE") == 3
+
+    # The same command again finds the study complete and runs nothing.
+    again = cli(*args, timeout=120)
+    assert again.returncode == 0 and "3 complete" in again.stdout and len(load(str(out / "study.journal"), "journal-test").trials) == 3
+
+    # The preset retrains (a plain `spikerl train`) to the best trial's return.
+    best = study.best_trial
+    assert f"trial {best.number}" in (out / "best.yaml").read_text().splitlines()[0]
+    retrain = cli("train", str(out / "best.yaml"), f"run_dir={tmp_path / 'retrain'}", "progress=false")
+    assert retrain.returncode == 0, retrain.stderr
+    final = json.loads((tmp_path / "retrain" / "final_eval.json").read_text())
+    assert final["mean_return"] == pytest.approx(best.value, abs=1e-6)
+
+    # tune-export writes any completed trial the same way.
+    other = next(t for t in done if t.number != best.number)
+    exported = cli("tune-export", "--storage", str(out / "study.journal"), "--trial", str(other.number),
+                   "-o", str(tmp_path / "other.yaml"))
+    assert exported.returncode == 0, exported.stderr
+    assert f"beta: {other.params['network.neuron.beta']}" in (tmp_path / "other.yaml").read_text()
+
+
+def test_joining_a_study_with_another_search_space_is_refused(cli, tmp_path):
+    out = tmp_path / "tune"
+    first = cli("tune", *TINY, *BETA, "--trials", "1", "--out", str(out), "--study", "s")
+    assert first.returncode == 0, first.stderr
+    other = cli("tune", *TINY, "--param", "network.neuron.beta=float:0.2:0.9", "--trials", "2", "--out", str(out),
+                "--study", "s")
+    assert other.returncode == 2 and "was created with another space" in other.stderr, other.stderr
+
+
+def test_pruning_compares_the_same_seed_and_step_and_stops_the_trial(tmp_path):
+    """Seed i's evaluation at step s is reported at i x total_steps + s; a trial below the median there stops."""
+    from spikerl.tune.study import TuneSpec, open_storage, open_study, run_worker
+
+    spec = TuneSpec(config=TINY[0], overrides=TINY[1:], space=[Param("network.neuron.beta", "float", 0.1, 0.9)],
+                    seeds=[0, 1], pruner="median", prune_after=1)
+    study = open_study(spec, open_storage(None, tmp_path, 30), "prune", sampler_seed=0)
+    # A finished trial that scored 500 at seed 1's first evaluation (step 800 + 400) and nothing before.
+    study.add_trial(optuna.trial.create_trial(
+        params={"network.neuron.beta": 0.5}, distributions={"network.neuron.beta": optuna.distributions.FloatDistribution(0.1, 0.9)},
+        value=500.0, intermediate_values={1200: 500.0}))
+    run_worker(spec, study, tmp_path, n_trials=2, log=lambda line: None)
+    trial = study.trials[1]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert sorted(trial.intermediate_values) == [400, 800, 1200]  # seed 0 ran whole; seed 1 stopped at its first eval
+    runs = tmp_path / "trials" / "t0001"
+    assert (runs / "s0" / "final_eval.json").is_file()
+    assert not (runs / "s1" / "final_eval.json").exists()
+    assert (runs / "s1" / "eval.csv").read_text().count("\n") == 2  # header and the one evaluation
+    assert "eval mean return" in (runs / "s1.log").read_text()  # the run's messages went to its folder
+
+
+def test_return_against_spikes_is_a_two_objective_study(cli, tmp_path):
+    out = tmp_path / "tune"
+    bad = cli("tune", *TINY, *BETA, "--trials", "2", "--objective", "return,spikes", "--pruner", "median",
+              "--out", str(out))
+    assert bad.returncode == 2 and "cannot prune a multi-objective study" in bad.stderr
+    result = cli("tune", *TINY, *BETA, "--trials", "2", "--objective", "return,spikes", "--spike-episodes", "1",
+                 "--seeds", "0,1", "--out", str(out), "--study", "mo", timeout=600)
+    assert result.returncode == 0, result.stderr
+    study = load(str(out / "study.journal"), "mo")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    for t in study.trials:
+        assert t.state == optuna.trial.TrialState.COMPLETE
+        assert t.values[0] == pytest.approx((t.user_attrs["return_seed0"] + t.user_attrs["return_seed1"]) / 2)
+        assert t.values[1] == pytest.approx((t.user_attrs["spikes_seed0"] + t.user_attrs["spikes_seed1"]) / 2)
+        assert t.values[1] > 0
+    assert "return,spikes" in (out / "trials.csv").read_text().splitlines()[0]
+    assert (out / "best.yaml").is_file()
+
+
+# ----------------------------------------------------------------------------- a worker that dies
+
+
+def _storage_for(kind: str, tmp_path):
+    if kind == "journal":
+        return str(tmp_path / "shared.journal")
+    if not POSTGRES_URL:
+        pytest.skip("SPIKERL_TEST_POSTGRES_URL is not set (.ci/run sets it; scripts/postgres_for_tests.sh "
+                    "starts a server and prints it)")
+    return POSTGRES_URL
+
+
+@pytest.mark.parametrize("kind", ["journal", "postgres"])
+def test_a_worker_killed_mid_trial_leaves_it_failed_and_the_study_completes(tmp_path, kind):
+    storage, name = _storage_for(kind, tmp_path), f"kill-{uuid.uuid4().hex[:8]}"
+    args = [sys.executable, "-m", "spikerl.cli", "tune", *TINY, "total_steps=2000", "eval.every=1000", *BETA,
+            "--trials", "3", "--storage", storage, "--study", name, "--heartbeat", "2"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Two workers, as two machines would start them: the same command, each with its own folder for runs.
+    victim = subprocess.Popen([*args, "--out", str(tmp_path / "a")], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    survivor = subprocess.Popen([*args, "--out", str(tmp_path / "b")], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, killed = time.time() + 180, None
+        while killed is None and time.time() < deadline:
+            time.sleep(0.3)
+            try:
+                running = load(storage, name).get_trials(states=(optuna.trial.TrialState.RUNNING,))
+            except KeyError:  # the study is not created yet
+                continue
+            mine = [t for t in running if f":{victim.pid}:" in t.user_attrs.get("worker", "")]
+            if mine:
+                time.sleep(1.0)  # well inside the trial: its run folder is being trained
+                os.kill(victim.pid, signal.SIGKILL)
+                killed = mine[0].number
+        assert killed is not None, "the first worker never started a trial"
+        victim.wait(timeout=30)
+        out, err = survivor.communicate(timeout=600)
+    finally:
+        for proc in (victim, survivor):
+            if proc.poll() is None:
+                proc.kill()
+    assert survivor.returncode == 0, err
+    study = load(storage, name)
+    states = {t.number: t.state for t in study.trials}
+    assert states[killed] == optuna.trial.TrialState.FAIL
+    assert str(victim.pid) in study.trials[killed].user_attrs["failed_because"]
+    finished = [n for n, s in states.items() if s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(finished) >= 3
+    assert not [n for n, s in states.items() if s == optuna.trial.TrialState.RUNNING]
