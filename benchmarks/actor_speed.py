@@ -7,6 +7,7 @@ The actor is the one of ../shared/ANCHORS.md: HalfCheetah observation (17) -> tw
 
     reference   spikerl, backend=reference, inference=reference (the plain loop over the step function)
     fast        spikerl, backend=fused (update), inference=fast (action)
+    native      spikerl, backend=native (update), inference=native (action): the compiled C kernels
     snntorch    snnTorch's Synaptic neurons with the same parameters, stepped T times
     norse       Norse's LIF over the sequence, layer by layer
     spikingjelly  SpikingJelly's CUBALIFNode in multi-step mode, layer by layer
@@ -137,6 +138,7 @@ def paths(timesteps: int) -> dict[str, tuple[nn.Module, nn.Module]]:
     found = {
         "reference": (spiking(timesteps, "reference", "reference"), spiking(timesteps, "reference", "reference")),
         "fast": (spiking(timesteps, "fused", "fast"), spiking(timesteps, "fused", "fast")),
+        "native": (spiking(timesteps, "native", "native"), spiking(timesteps, "native", "native")),
         "ann": (build_network(NetworkConfig(kind="ann", hidden=HIDDEN), OBS, ACTIONS),) * 2,
         "floor": (DenseFloor(timesteps),) * 2,
     }

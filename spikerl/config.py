@@ -54,8 +54,10 @@ class NetworkConfig:
     """A spiking MLP (kind snn) or its ANN twin of the same sizes (kind ann)."""
 
     kind: Literal["snn", "ann"] = "snn"
-    backend: Literal["reference", "fused"] = "reference"  # spiking layers: plain loop, or fused autograd node
-    inference: Literal["fast", "reference"] = "fast"  # no-grad passes (acting, targets): in-place loop, or `backend`
+    # Spiking layers in updates: plain loop, fused autograd node, or compiled C kernels (CPU; spikerl.snn.native).
+    backend: Literal["reference", "fused", "native"] = "reference"
+    # No-grad passes (acting, targets, evaluation): in-place loop, `backend`, or the compiled forward kernel.
+    inference: Literal["fast", "reference", "native"] = "fast"
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     timesteps: int = 5  # T: integration steps per forward pass
     encoder: Literal["two_neuron", "direct", "population", "poisson"] = "two_neuron"

@@ -1,4 +1,5 @@
-"""The fused CUBA-LIF path gives the reference path's spikes exactly and its gradients to float tolerance."""
+"""The fast CUBA-LIF backends (fused autograd node, native C kernels) give the reference path's spikes
+exactly and its gradients to float tolerance."""
 
 import itertools
 
@@ -8,12 +9,14 @@ import torch
 from spikerl.config import NetworkConfig, NeuronConfig
 from spikerl.snn.fused import cuba_lif_multistep_fused
 from spikerl.snn.membrane import MembraneParameters
+from spikerl.snn.native import cuba_lif_multistep_native
 from spikerl.snn.network import build_network
 from spikerl.snn.neuron import cuba_lif_multistep
 from spikerl.snn.surrogate import SpikeFunction
 
 CASES = list(itertools.product(["hard", "subtract"], [True, False], ["fast_sigmoid", "atan", "rectangular"],
                                ["uniform", "randomized", "learnable"]))
+BACKENDS = {"fused": cuba_lif_multistep_fused, "native": cuba_lif_multistep_native}
 
 
 def membrane(kind, size):
@@ -38,14 +41,15 @@ def run(multistep, currents, m, spike_fn, reset, detach):
     return spikes.detach(), grads
 
 
+@pytest.mark.parametrize("backend", list(BACKENDS))
 @pytest.mark.parametrize("reset, detach, surrogate, kind", CASES)
-def test_fused_equals_reference(reset, detach, surrogate, kind):
+def test_fast_backends_equal_reference(reset, detach, surrogate, kind, backend):
     torch.manual_seed(0)
     currents = torch.randn(6, 5, 7) * 0.6 + 0.2
     m = membrane(kind, 7)
     spike_fn = SpikeFunction(surrogate, slope=5.0 if surrogate != "rectangular" else None, width=1.0)
     ref_spikes, ref_grads = run(cuba_lif_multistep, currents, m, spike_fn, reset, detach)
-    fused_spikes, fused_grads = run(cuba_lif_multistep_fused, currents, m, spike_fn, reset, detach)
+    fused_spikes, fused_grads = run(BACKENDS[backend], currents, m, spike_fn, reset, detach)
     assert 0 < ref_spikes.mean() < 1  # some neurons spike, some don't: the comparison means something
     assert torch.equal(ref_spikes, fused_spikes)
     assert ref_grads.keys() == fused_grads.keys()
@@ -55,23 +59,50 @@ def test_fused_equals_reference(reset, detach, surrogate, kind):
         assert {"alpha_raw", "beta_raw", "theta_raw"} <= ref_grads.keys()
 
 
-def test_fused_without_gradients_matches_and_records_nothing():
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_fast_backends_without_gradients_match_and_record_nothing(backend):
     currents = torch.randn(4, 3, 5)
     m = membrane("randomized", 5)
     spike_fn = SpikeFunction()
     with torch.no_grad():
-        out = cuba_lif_multistep_fused(currents, m.params(), spike_fn)
+        out = BACKENDS[backend](currents, m.params(), spike_fn)
     assert out.grad_fn is None
     assert torch.equal(out, cuba_lif_multistep(currents, m.params(), spike_fn))
 
 
+@pytest.mark.parametrize("kind", ["uniform", "learnable"])
+def test_native_constant_input_is_given_once_and_its_gradient_summed_over_steps(kind):
+    """The first layer's encoded observation is one [B, n] current for all T steps: never copied T times."""
+    torch.manual_seed(0)
+    m, spike_fn = membrane(kind, 7), SpikeFunction("fast_sigmoid", slope=5.0)
+    constant = (torch.randn(5, 7) * 0.6 + 0.3).requires_grad_(True)
+    ref = cuba_lif_multistep(constant.unsqueeze(0).expand(6, -1, -1), m.params(), spike_fn)
+    ref_grads = torch.autograd.grad((ref * torch.linspace(-1, 2, ref.numel()).reshape(ref.shape)).sum(),
+                                    [constant, *m.parameters()])
+    out = cuba_lif_multistep_native(constant, m.params(), spike_fn, steps=6)
+    grads = torch.autograd.grad((out * torch.linspace(-1, 2, out.numel()).reshape(out.shape)).sum(),
+                                [constant, *m.parameters()])
+    assert 0 < ref.mean() < 1 and torch.equal(ref, out)
+    for a, b in zip(ref_grads, grads):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_native_backend_refuses_what_it_cannot_run():
+    from spikerl.errors import SpikerlError
+
+    m = membrane("uniform", 3)
+    with pytest.raises(SpikerlError, match="float32 on the CPU"):
+        cuba_lif_multistep_native(torch.randn(2, 2, 3, dtype=torch.float64), m.params(), SpikeFunction())
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
 @pytest.mark.parametrize("decoder", ["membrane", "integrator", "population"])
-def test_networks_agree_across_backends(decoder):
+def test_networks_agree_across_backends(decoder, backend):
     cfg = NetworkConfig(hidden=[32, 16], timesteps=5, decoder=decoder, population_size=3,
                         neuron=NeuronConfig(alpha=[0.0, 0.5], beta=0.5, theta=0.3, randomize="normal", learnable=True))
     torch.manual_seed(0)
     reference = build_network(cfg, 4, 2, torch.Generator().manual_seed(0))
-    cfg.backend = "fused"
+    cfg.backend = backend
     fused = build_network(cfg, 4, 2, torch.Generator().manual_seed(0))
     fused.load_state_dict(reference.state_dict())
     obs = torch.randn(9, 4)
@@ -83,3 +114,14 @@ def test_networks_agree_across_backends(decoder):
     out_f.square().sum().backward()
     for (name, p_r), (_, p_f) in zip(reference.named_parameters(), fused.named_parameters()):
         assert torch.allclose(p_r.grad, p_f.grad, atol=1e-5, rtol=1e-4), name
+
+
+def test_native_backend_without_a_c_compiler_is_one_clear_error(monkeypatch):
+    from spikerl.errors import SpikerlError
+    from spikerl.snn import native
+
+    monkeypatch.setattr(native, "_library", None)
+    monkeypatch.setattr(native.shutil, "which", lambda name: None)
+    cfg = NetworkConfig(hidden=[8], backend="native")
+    with pytest.raises(SpikerlError, match="found no C compiler"):
+        build_network(cfg, 4, 2)

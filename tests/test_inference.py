@@ -16,11 +16,11 @@ NEURONS = {
 }
 
 
-def twins(encoder: str, decoder: str, neuron: str, bias: bool = False):
+def twins(encoder: str, decoder: str, neuron: str, bias: bool = False, inference: str = "fast"):
     cfg = NetworkConfig(hidden=[24, 16], timesteps=5, encoder=encoder, decoder=decoder, population_size=3,
                         bias=bias, neuron=copy.deepcopy(NEURONS[neuron]), inference="reference")
     reference = build_network(cfg, 4, 3, torch.Generator().manual_seed(0))
-    cfg.inference = "fast"
+    cfg.inference = inference
     fast = build_network(cfg, 4, 3, torch.Generator().manual_seed(0))
     fast.load_state_dict(reference.state_dict())
     return reference, fast
@@ -30,8 +30,9 @@ def twins(encoder: str, decoder: str, neuron: str, bias: bool = False):
 @pytest.mark.parametrize("encoder, decoder", [("two_neuron", "membrane"), ("two_neuron", "integrator"),
                                               ("direct", "population"), ("population", "membrane"),
                                               ("poisson", "integrator")])
-def test_fast_inference_is_identical_to_the_reference(encoder, decoder, neuron):
-    reference, fast = twins(encoder, decoder, neuron, bias=True)
+@pytest.mark.parametrize("inference", ["fast", "native"])
+def test_fast_inference_is_identical_to_the_reference(encoder, decoder, neuron, inference):
+    reference, fast = twins(encoder, decoder, neuron, bias=True, inference=inference)
     obs = torch.randn(33, 4) * 1.5
     with torch.no_grad():
         torch.manual_seed(5)  # the Poisson encoder draws: the same draws on both paths
@@ -44,8 +45,9 @@ def test_fast_inference_is_identical_to_the_reference(encoder, decoder, neuron):
     assert torch.equal(out_r, out_f)
 
 
-def test_repeated_and_interleaved_batch_shapes_do_not_leak_state():
-    reference, fast = twins("two_neuron", "membrane", "randomized")
+@pytest.mark.parametrize("inference", ["fast", "native"])
+def test_repeated_and_interleaved_batch_shapes_do_not_leak_state(inference):
+    reference, fast = twins("two_neuron", "membrane", "randomized", inference=inference)
     one, many = torch.randn(1, 4), torch.randn(100, 4)
     with torch.no_grad():
         expected_one, expected_many = reference(one), reference(many)

@@ -17,7 +17,6 @@ import torch
 from gymnasium.envs.classic_control import CartPoleEnv
 
 from spikerl import cli as spikerl_cli
-from spikerl.rl import checkpoint as checkpoint_module
 from spikerl.rl.checkpoint import load_checkpoint, write_checkpoint
 from spikerl.errors import SpikerlError
 from tests.conftest import ROOT, run_cli

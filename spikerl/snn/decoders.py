@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from spikerl.snn.membrane import MembraneParameters
-from spikerl.snn.inference import leaky_readout_inference
 from spikerl.snn.neuron import cuba_lif_multistep, leaky_readout
 from spikerl.snn.surrogate import SpikeFunction
 
@@ -40,11 +39,9 @@ class MembraneDecoder(nn.Module):
         self.register_buffer("alpha", torch.tensor(float(alpha)))
         self.register_buffer("beta", torch.tensor(float(beta)))
 
-    def forward(self, spikes: torch.Tensor, multistep=None, buffers=None) -> torch.Tensor:
-        """`buffers` given: the no-grad in-place path (see spikerl.snn.inference)."""
-        if buffers is not None:
-            return leaky_readout_inference(time_linear(self.fc, spikes), self.alpha, self.beta, buffers)
-        return leaky_readout(time_linear(self.fc, spikes), self.alpha, self.beta)
+    def forward(self, spikes: torch.Tensor, multistep=None, readout=None) -> torch.Tensor:
+        """`readout(currents, alpha, beta)`: a no-grad path instead of `neuron.leaky_readout`."""
+        return (readout or leaky_readout)(time_linear(self.fc, spikes), self.alpha, self.beta)
 
 
 class PopulationDecoder(nn.Module):
@@ -60,7 +57,7 @@ class PopulationDecoder(nn.Module):
         nn.init.normal_(self.readout_weight, std=population_size**-0.5)
         self.readout_bias = nn.Parameter(torch.zeros(out_features))
 
-    def forward(self, spikes: torch.Tensor, multistep=None, buffers=None) -> torch.Tensor:
+    def forward(self, spikes: torch.Tensor, multistep=None, readout=None) -> torch.Tensor:
         out_spikes = (multistep or self.multistep)(time_linear(self.fc, spikes), self.membrane.params(), self.spike_fn,
                                                    self.reset, self.detach_reset)
         rates = out_spikes.mean(dim=0).reshape(-1, self.out_features, self.population_size)

@@ -9,13 +9,15 @@ from spikerl.config import NetworkConfig
 from spikerl.snn.decoders import MembraneDecoder, PopulationDecoder, snn_linear, time_linear
 from spikerl.snn.encoders import build_encoder
 from spikerl.snn.fused import cuba_lif_multistep_fused
-from spikerl.snn.inference import StateBuffers, cuba_lif_multistep_inference
+from spikerl.snn.inference import StateBuffers, cuba_lif_multistep_inference, leaky_readout_inference
 from spikerl.snn.membrane import MembraneParameters
+from spikerl.snn.native import cuba_lif_multistep_native, leaky_readout_native, library
 from spikerl.snn.neuron import cuba_lif_multistep
 from spikerl.snn.surrogate import SpikeFunction
 
 
-MULTISTEP_BACKENDS = {"reference": cuba_lif_multistep, "fused": cuba_lif_multistep_fused}
+MULTISTEP_BACKENDS = {"reference": cuba_lif_multistep, "fused": cuba_lif_multistep_fused,
+                      "native": cuba_lif_multistep_native}
 
 
 def per_layer(value, n_layers: int) -> list[float]:
@@ -31,6 +33,8 @@ class SpikingMLP(nn.Module):
         self.timesteps, self.reset, self.detach_reset = cfg.timesteps, n.reset, n.detach_reset
         self.backend, self.inference = cfg.backend, cfg.inference
         self.multistep = MULTISTEP_BACKENDS[cfg.backend]
+        if "native" in (cfg.backend, cfg.inference):
+            library()  # compile (or load) the kernel now: a missing compiler fails before any training
         self.state_buffers = StateBuffers()
         self.spike_fn = SpikeFunction(n.surrogate, n.surrogate_slope, n.surrogate_width)
         self.encoder = build_encoder(cfg.encoder, in_dim, cfg.population_size, cfg.population_range,
@@ -58,22 +62,36 @@ class SpikingMLP(nn.Module):
     def _inference_multistep(self, current, params, spike_fn, reset, detach_reset):
         return cuba_lif_multistep_inference(current, params, reset, self.state_buffers)
 
+    def _inference_readout(self, current, alpha, beta):
+        return leaky_readout_inference(current, alpha, beta, self.state_buffers)
+
     def forward_with_spikes(self, obs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Outputs [B, out] and the spikes [T, B, n] of every hidden layer."""
-        fast = self.inference == "fast" and not torch.is_grad_enabled()
-        multistep = self._inference_multistep if fast else self.multistep
+        no_grad = not torch.is_grad_enabled()
+        fast = no_grad and self.inference in ("fast", "native")
+        if fast:
+            multistep = self._inference_multistep if self.inference == "fast" else cuba_lif_multistep_native
+        else:
+            multistep = self.multistep
         x = self.encoder(obs, self.timesteps)
         hidden_spikes = []
         for i, (layer, membrane) in enumerate(zip(self.layers, self.membranes)):
+            params = membrane.params()
             if i == 0 and self.encoder.constant:
                 # The same input at every step: one product for all T steps.
-                current = layer(x[0]).unsqueeze(0).expand(self.timesteps, -1, -1)
+                current = layer(x[0])
+                if getattr(multistep, "takes_constant_input", False):
+                    x = multistep(current, params, self.spike_fn, self.reset, self.detach_reset, steps=self.timesteps)
+                    hidden_spikes.append(x)
+                    continue
+                current = current.unsqueeze(0).expand(self.timesteps, -1, -1)
             else:
                 current = time_linear(layer, x)
-            x = multistep(current, membrane.params(), self.spike_fn, self.reset, self.detach_reset)
+            x = multistep(current, params, self.spike_fn, self.reset, self.detach_reset)
             hidden_spikes.append(x)
         if fast:
-            return self.decoder(x, multistep=multistep, buffers=self.state_buffers), hidden_spikes
+            readout = leaky_readout_native if self.inference == "native" else self._inference_readout
+            return self.decoder(x, multistep=multistep, readout=readout), hidden_spikes
         return self.decoder(x), hidden_spikes
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
