@@ -36,18 +36,29 @@ static const float *per_neuron(const float *p, int per_neuron, int64_t n, float 
     return into;
 }
 
+/* Scratch for one layer: two n-long state rows, then alpha, beta, theta spread per neuron. */
+typedef struct { float *state; const float *alpha, *beta, *theta; } Layer;
+
+static int layer_open(Layer *layer, int64_t n, const float *alpha_p, int alpha_n, const float *beta_p, int beta_n,
+                      const float *theta_p, int theta_n) {
+    layer->state = malloc(sizeof(float) * 5 * n);
+    if (!layer->state) return -1;
+    layer->alpha = per_neuron(alpha_p, alpha_n, n, layer->state + 2 * n);
+    layer->beta = per_neuron(beta_p, beta_n, n, layer->state + 3 * n);
+    layer->theta = per_neuron(theta_p, theta_n, n, layer->state + 4 * n);
+    return 0;
+}
+
 /* Returns 0, or -1 when scratch memory cannot be had. vpre, cur, vpost may be NULL (not kept).
  * alpha_n, beta_n, theta_n: 1 when the parameter has one value per neuron, 0 when it is one value. */
 int cuba_lif_forward(const float *x, int64_t x_step, int64_t steps, int64_t batch, int64_t n,
                      const float *alpha_p, int alpha_n, const float *beta_p, int beta_n,
                      const float *theta_p, int theta_n, int hard,
                      float *spikes, float *vpre, float *cur, float *vpost) {
-    float *state = malloc(sizeof(float) * 5 * n);
-    if (!state) return -1;
-    float *ci = state, *vi = state + n;
-    const float *alpha = per_neuron(alpha_p, alpha_n, n, state + 2 * n);
-    const float *beta = per_neuron(beta_p, beta_n, n, state + 3 * n);
-    const float *theta = per_neuron(theta_p, theta_n, n, state + 4 * n);
+    Layer layer;
+    if (layer_open(&layer, n, alpha_p, alpha_n, beta_p, beta_n, theta_p, theta_n)) return -1;
+    float *state = layer.state, *ci = state, *vi = state + n;
+    const float *alpha = layer.alpha, *beta = layer.beta, *theta = layer.theta;
     const int64_t plane = batch * n;
     for (int64_t b = 0; b < batch; ++b) {
         memset(state, 0, sizeof(float) * 2 * n);  /* ci, vi: every row starts at rest */
@@ -83,12 +94,10 @@ int cuba_lif_backward(const float *grad_spikes, const float *vpre, const float *
                       const float *theta_p, int theta_n, int hard, int detach,
                       int kind, float scale, int sum_over_steps,
                       float *grad_x, float *g_alpha, float *g_beta, float *g_theta) {
-    float *state = malloc(sizeof(float) * 5 * n);
-    if (!state) return -1;
-    float *gi_next = state, *gv = state + n;
-    const float *alpha = per_neuron(alpha_p, alpha_n, n, state + 2 * n);
-    const float *beta = per_neuron(beta_p, beta_n, n, state + 3 * n);
-    const float *theta = per_neuron(theta_p, theta_n, n, state + 4 * n);
+    Layer layer;
+    if (layer_open(&layer, n, alpha_p, alpha_n, beta_p, beta_n, theta_p, theta_n)) return -1;
+    float *state = layer.state, *gi_next = state, *gv = state + n;
+    const float *alpha = layer.alpha, *beta = layer.beta, *theta = layer.theta;
     const int64_t plane = batch * n;
     if (g_alpha) memset(g_alpha, 0, sizeof(float) * n);
     if (g_beta) memset(g_beta, 0, sizeof(float) * n);
