@@ -68,22 +68,27 @@ def plot_heatmaps(spec: SweepSpec, rows: list[dict], path: Path, title: str | No
     axes_keys = list(spec.grid)
     xs = spec.grid[axes_keys[0]]
     ys = spec.grid[axes_keys[1]] if len(axes_keys) > 1 else [""]
-    cols = len(panels)
-    fig, axes = plt.subplots(1, cols, figsize=(2.6 * cols + 1.2, 2.8), squeeze=False)
+    # At most four panels a row, so many variants wrap instead of crowding their titles.
+    cols = min(len(panels), 4)
+    rows_n = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(2.7 * cols + 1.2, 3.2 * rows_n), squeeze=False, layout="constrained")
     image = None
-    for ax, (variant, grid) in zip(axes[0], panels):
+    flat = axes.ravel().tolist()
+    for index, (ax, (variant, grid)) in enumerate(zip(flat, panels)):
         image = ax.imshow(grid, origin="lower", vmin=vmin, vmax=vmax, cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(xs)), [f"{x:g}" if isinstance(x, float) else str(x) for x in xs], fontsize=7)
         ax.set_yticks(range(len(ys)), [f"{y:g}" if isinstance(y, float) else str(y) for y in ys], fontsize=7)
         ax.set_xlabel(axes_keys[0].split(".")[-1])
-        if ax is axes[0][0] and len(axes_keys) > 1:
+        if index % cols == 0 and len(axes_keys) > 1:
             ax.set_ylabel(axes_keys[1].split(".")[-1])
-        ax.set_title(", ".join(f"{k.split('.')[-1]}={v}" for k, v in variant.items()) or "base", fontsize=8)
+        ax.set_title("\n".join(f"{k.split('.')[-1]}={v}" for k, v in variant.items()) or "base", fontsize=8)
         for (j, i), value in np.ndenumerate(grid):
             if np.isfinite(value):
-                ax.text(i, j, f"{value:.0f}", ha="center", va="center", fontsize=6,
+                ax.text(i, j, f"{value:.0f}", ha="center", va="center", fontsize=7,
                         color="white" if value < (vmin + vmax) / 2 else "black")
-    fig.colorbar(image, ax=axes[0].tolist(), label="final eval return (mean over seeds)", shrink=0.9)
+    for ax in flat[len(panels):]:
+        ax.set_visible(False)
+    fig.colorbar(image, ax=flat, label="final eval return (mean over seeds)", shrink=0.9)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.savefig(path, dpi=130, bbox_inches="tight")
