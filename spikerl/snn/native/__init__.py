@@ -90,7 +90,8 @@ def _ptr(tensor: torch.Tensor | None):
 
 def _param(value: torch.Tensor) -> tuple[torch.Tensor, int]:
     """A parameter as the kernels take it: float32 data and 1 if it holds one value per neuron, else 0."""
-    value = value.detach()
+    if value.requires_grad:
+        value = value.detach()
     if value.dtype != torch.float32:
         value = value.float()
     return (value.contiguous(), 1) if value.dim() else (value, 0)
