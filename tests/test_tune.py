@@ -79,6 +79,19 @@ def test_an_unreachable_storage_url_is_one_line_and_exit_2(cli, tmp_path):
     assert "secret" not in result.stderr
 
 
+def test_bad_tune_options_are_one_line_each(cli, tmp_path):
+    cases = [(["tune", *TINY, *BETA, "--trials", "0"], "--trials must be >= 1"),
+             (["tune", *TINY, "--trials", "2"], "the search space is empty"),
+             (["tune", *TINY, *BETA, "--trials", "2", "--objective", "spikes"], "--objective must be"),
+             (["tune", *TINY, *BETA, "--trials", "2", "--space", str(tmp_path / "none.yaml")],
+              "search space file not found"),
+             (["tune-export", "--storage", str(tmp_path / "none.journal"), "-o", str(tmp_path / "p.yaml")],
+              "study journal not found")]
+    for args, message in cases:
+        result = cli(*args)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, (args, result.stderr)
+
+
 # ----------------------------------------------------------------------------- trials
 
 
