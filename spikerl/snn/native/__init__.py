@@ -28,7 +28,8 @@ from spikerl.snn.neuron import CubaLIFParams
 from spikerl.snn.surrogate import SpikeFunction
 
 SOURCE = Path(__file__).with_name("cuba_lif.c")
-FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-std=c99", "-shared", "-fPIC"]
+FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-std=gnu99", "-shared", "-fPIC"]
+THREADING = ["-fopenmp"]  # batch rows over torch.get_num_threads() threads; left out if the compiler lacks it
 _SURROGATES = {"fast_sigmoid": 0, "atan": 1, "rectangular": 2}
 _library: ctypes.CDLL | None = None
 
@@ -56,7 +57,7 @@ def library() -> ctypes.CDLL:
         return _library
     compiler = _compiler()
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, version, _cpu_signature(), *FLAGS]).encode())
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, version, _cpu_signature(), *FLAGS, *THREADING]).encode())
     cache = Path(os.environ.get("SPIKERL_CACHE", Path.home() / ".cache" / "spikerl"))
     path = cache / f"cuba_lif-{key.hexdigest()[:16]}.so"
     if not path.is_file():
@@ -64,8 +65,11 @@ def library() -> ctypes.CDLL:
             cache.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=cache) as tmp:  # then a rename: concurrent builds never clash
                 built = Path(tmp) / path.name
-                result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built), "-lm"],
-                                        capture_output=True, text=True)
+                for threading in (THREADING, []):
+                    result = subprocess.run([compiler, *FLAGS, *threading, str(SOURCE), "-o", str(built), "-lm"],
+                                            capture_output=True, text=True)
+                    if result.returncode == 0:
+                        break
                 if result.returncode != 0:
                     raise SpikerlError(f"compiling the native backend's kernel with {compiler} failed: "
                                        + (result.stderr.strip().splitlines() or ["no message"])[-1])
@@ -74,9 +78,10 @@ def library() -> ctypes.CDLL:
             raise SpikerlError(f"cannot build the native backend's kernel in {cache}: {exc.strerror or exc}") from None
     lib = ctypes.CDLL(str(path))
     i64, ptr, i32, f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_float
-    lib.cuba_lif_forward.argtypes = [ptr, i64, i64, i64, i64, ptr, i32, ptr, i32, ptr, i32, i32, ptr, ptr, ptr, ptr]
+    lib.cuba_lif_forward.argtypes = [ptr, i64, i64, i64, i64, ptr, i32, ptr, i32, ptr, i32, i32, ptr, ptr, ptr, ptr,
+                                     i32]
     lib.cuba_lif_backward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, ptr, i32, ptr, i32, ptr, i32, i32, i32, i32,
-                                      f32, i32, ptr, ptr, ptr, ptr]
+                                      f32, i32, ptr, ptr, ptr, ptr, i32]
     lib.leaky_readout_forward.argtypes = [ptr, i64, i64, i64, ptr, i32, ptr, i32, ptr]
     for kernel in (lib.cuba_lif_forward, lib.cuba_lif_backward, lib.leaky_readout_forward):
         kernel.restype = i32
@@ -125,7 +130,7 @@ def _forward(currents: torch.Tensor, steps: int, params: list, hard: bool, keep:
     vpost = currents.new_empty(steps, batch, n) if keep == "all" else None
     _check(library().cuba_lif_forward(
         _ptr(currents), 0 if constant else batch * n, steps, batch, n,
-        *_args(params), int(hard), _ptr(spikes), _ptr(vpre), _ptr(cur), _ptr(vpost)))
+        *_args(params), int(hard), _ptr(spikes), _ptr(vpre), _ptr(cur), _ptr(vpost), torch.get_num_threads()))
     return spikes, vpre, cur, vpost
 
 
@@ -157,7 +162,7 @@ class _NativeCubaLIF(torch.autograd.Function):
             *_args([alpha, ctx.per_neuron[0], beta, ctx.per_neuron[1], theta, ctx.per_neuron[2]]),
             int(ctx.hard), int(ctx.detach),
             _SURROGATES[ctx.spike_fn.name], float(ctx.spike_fn.scale), int(ctx.constant),
-            _ptr(grad_x), *[_ptr(s) for s in sums]))
+            _ptr(grad_x), *[_ptr(s) for s in sums], torch.get_num_threads()))
         grads = [None if s is None else (s.sum() if len(shape) == 0 else s.reshape(shape))
                  for s, shape in zip(sums, ctx.shapes)]
         return grad_x, *grads, None, None, None, None
