@@ -92,7 +92,7 @@ class SpikingMLP(nn.Module):
         if fast:
             readout = leaky_readout_native if self.inference == "native" else self._inference_readout
             return self.decoder(x, multistep=multistep, readout=readout), hidden_spikes
-        return self.decoder(x), hidden_spikes
+        return self.decoder(x, readout=leaky_readout_native if self.backend == "native" else None), hidden_spikes
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.forward_with_spikes(obs)[0]

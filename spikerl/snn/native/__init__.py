@@ -83,21 +83,23 @@ def library() -> ctypes.CDLL:
     lib.cuba_lif_backward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, ptr, i32, ptr, i32, ptr, i32, i32, i32, i32,
                                       f32, i32, ptr, ptr, ptr, ptr, i32]
     lib.leaky_readout_forward.argtypes = [ptr, i64, i64, i64, ptr, i32, ptr, i32, ptr]
-    for kernel in (lib.cuba_lif_forward, lib.cuba_lif_backward, lib.leaky_readout_forward):
+    lib.leaky_readout_backward.argtypes = [ptr, i64, i64, i64, ptr, i32, ptr, i32, ptr]
+    for kernel in (lib.cuba_lif_forward, lib.cuba_lif_backward, lib.leaky_readout_forward, lib.leaky_readout_backward):
         kernel.restype = i32
     _library = lib
     return lib
 
 
-def _ptr(tensor: torch.Tensor | None):
-    return None if tensor is None else ctypes.c_void_p(tensor.data_ptr())
+def _ptr(tensor: torch.Tensor | None) -> int | None:
+    """The address ctypes passes for a c_void_p argument (a plain int: the cheapest conversion per call)."""
+    return None if tensor is None else tensor.data_ptr()
 
 
 def _param(value: torch.Tensor) -> tuple[torch.Tensor, int]:
     """A parameter as the kernels take it: float32 data and 1 if it holds one value per neuron, else 0."""
     if value.requires_grad:
         value = value.detach()
-    if value.dtype != torch.float32:
+    if value.dtype is not torch.float32:
         value = value.float()
     return (value.contiguous(), 1) if value.dim() else (value, 0)
 
@@ -169,7 +171,7 @@ class _NativeCubaLIF(torch.autograd.Function):
 
 
 def _check_tensor(currents: torch.Tensor) -> None:
-    if currents.device.type != "cpu" or currents.dtype != torch.float32:
+    if not currents.is_cpu or currents.dtype is not torch.float32:
         raise SpikerlError(f"the native backend runs float32 on the CPU; got {currents.dtype} on {currents.device}")
 
 
@@ -193,13 +195,38 @@ def cuba_lif_multistep_native(input_currents: torch.Tensor, params: CubaLIFParam
 cuba_lif_multistep_native.takes_constant_input = True  # the network passes [B, n] and steps for a constant input
 
 
-@torch.no_grad()
-def leaky_readout_native(input_currents: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """The non-spiking readout's V[T] (as `neuron.leaky_readout`) for [T, B, n] currents, without gradients."""
-    _check_tensor(input_currents)
-    steps, batch, n = input_currents.shape
-    out = input_currents.new_empty(batch, n)
-    input_currents = input_currents.contiguous()  # held here: a temporary would be freed before the call
-    _check(library().leaky_readout_forward(_ptr(input_currents), steps, batch, n,
-                                           *_args(_params(alpha, beta)), _ptr(out)))
+def _readout_forward(currents: torch.Tensor, params: list) -> torch.Tensor:
+    steps, batch, n = currents.shape
+    out = currents.new_empty(batch, n)
+    _check(library().leaky_readout_forward(_ptr(currents), steps, batch, n, *_args(params), _ptr(out)))
     return out
+
+
+class _NativeReadout(torch.autograd.Function):
+    """The readout's V[T]; gradients flow to the input currents (the readout's alpha and beta are fixed)."""
+
+    @staticmethod
+    def forward(ctx, currents, alpha, beta):
+        params = _params(alpha, beta)
+        ctx.save_for_backward(*params[::2])
+        ctx.per_neuron, ctx.steps = params[1::2], currents.shape[0]
+        return _readout_forward(currents.contiguous(), params)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        alpha, beta = ctx.saved_tensors
+        grad_out = grad_out.contiguous()  # held here: a temporary would be freed before the call
+        batch, n = grad_out.shape
+        grad_x = grad_out.new_empty(ctx.steps, batch, n)
+        _check(library().leaky_readout_backward(_ptr(grad_out), ctx.steps, batch, n,
+                                                *_args([alpha, ctx.per_neuron[0], beta, ctx.per_neuron[1]]),
+                                                _ptr(grad_x)))
+        return grad_x, None, None
+
+
+def leaky_readout_native(input_currents: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """The non-spiking readout's V[T] (as `neuron.leaky_readout`) for [T, B, n] currents; differentiable in them."""
+    _check_tensor(input_currents)
+    if torch.is_grad_enabled() and input_currents.requires_grad:
+        return _NativeReadout.apply(input_currents, alpha, beta)
+    return _readout_forward(input_currents.detach().contiguous(), _params(alpha, beta))

@@ -238,3 +238,29 @@ int leaky_readout_forward(const float *x, int64_t steps, int64_t batch, int64_t 
     free(p.alpha);
     return 0;
 }
+
+/* Its backward: grad_out [B, n] -> grad_x [T, B, n]; gV[t] = beta gV[t+1], gI[t] = gV[t] + alpha gI[t+1]. */
+int leaky_readout_backward(const float *grad_out, int64_t steps, int64_t batch, int64_t n,
+                           const float *alpha_p, int alpha_n, const float *beta_p, int beta_n, float *grad_x) {
+    Params p;
+    if (params_open(&p, n, alpha_p, alpha_n, beta_p, beta_n, beta_p, beta_n)) return -1;
+    float *state = malloc(sizeof(float) * 2 * n);
+    if (!state) { free(p.alpha); return -1; }
+    float *restrict gv = state, *restrict gi = state + n;
+    for (int64_t b = 0; b < batch; ++b) {
+        memcpy(gv, grad_out + b * n, sizeof(float) * n);
+        memset(gi, 0, sizeof(float) * n);
+        for (int64_t t = steps - 1; t >= 0; --t) {
+            float *restrict gx = grad_x + (t * batch + b) * n;
+            for (int64_t j = 0; j < n; ++j) {
+                float g = gv[j] + p.alpha[j] * gi[j];
+                gx[j] = g;
+                gi[j] = g;
+                gv[j] = p.beta[j] * gv[j];
+            }
+        }
+    }
+    free(state);
+    free(p.alpha);
+    return 0;
+}
