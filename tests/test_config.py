@@ -77,3 +77,13 @@ def test_base_file_is_merged_underneath(tmp_path):
     (tmp_path / "b.yaml").write_text("base: a.yaml\nnetwork: {neuron: {beta: 0.1}}\n")
     cfg = load_config(tmp_path / "b.yaml")
     assert (cfg.seed, cfg.network.hidden, cfg.network.neuron.theta, cfg.network.neuron.beta) == (4, [8, 8], 0.9, 0.1)
+
+
+def test_every_search_space_preset_fits_its_config():
+    from spikerl.tune.space import load_space, validate_space
+
+    for space in sorted((Path(__file__).parent.parent / "configs" / "spaces").glob("*.yaml")):
+        # The config it is meant for: the one its usage line names, as in `spikerl tune CONFIG --space SPACE`.
+        config = next(word for line in space.read_text().splitlines() if "spikerl tune configs/" in line
+                      for word in line.split() if word.startswith("configs/") and "spaces/" not in word)
+        validate_space(load_space(str(space), []), config, [])

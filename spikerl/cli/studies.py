@@ -129,7 +129,7 @@ def add_commands(sub) -> None:
         "the same command on another machine joins it. Running the command again continues the study."))
     tune.add_argument("config")
     tune.add_argument("overrides", nargs="*", help="key=value overrides applied to every trial")
-    tune.add_argument("--space", help="YAML search space (see configs/tune_*.yaml)")
+    tune.add_argument("--space", help="YAML search space (see configs/spaces/)")
     tune.add_argument("--param", action="append", default=[], metavar="KEY=SPEC",
                       help="KEY=float:LOW:HIGH[:log][:per_layer], KEY=int:LOW:HIGH or KEY=choice:A,B")
     tune.add_argument("--trials", type=int, required=True, help="complete or pruned trials the study should hold")
