@@ -6,7 +6,7 @@ The actor is the one of ../shared/ANCHORS.md: HalfCheetah observation (17) -> tw
 -> 400 -> 300 -> 6, integrator readout, hard reset, alpha 0.5, beta 0.5, theta 0.8. Paths:
 
     reference   spikerl, backend=reference, inference=reference (the plain loop over the step function)
-    fast        spikerl, backend=fused (update), inference=fast (action)
+    fused       spikerl, backend=fused (update), inference=fast (action): PyTorch operations only
     native      spikerl, backend=native (update), inference=native (action): the compiled C kernels
     snntorch    snnTorch's Synaptic neurons with the same parameters, stepped T times
     norse       Norse's LIF over the sequence, layer by layer
@@ -24,6 +24,7 @@ absolute times. The peers come with the `bench` extra; a peer that is not instal
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -137,7 +138,7 @@ def paths(timesteps: int) -> dict[str, tuple[nn.Module, nn.Module]]:
     """name -> (module for the update, module for acting)."""
     found = {
         "reference": (spiking(timesteps, "reference", "reference"), spiking(timesteps, "reference", "reference")),
-        "fast": (spiking(timesteps, "fused", "fast"), spiking(timesteps, "fused", "fast")),
+        "fused": (spiking(timesteps, "fused", "fast"), spiking(timesteps, "fused", "fast")),
         "native": (spiking(timesteps, "native", "native"), spiking(timesteps, "native", "native")),
         "ann": (build_network(NetworkConfig(kind="ann", hidden=HIDDEN), OBS, ACTIONS),) * 2,
         "floor": (DenseFloor(timesteps),) * 2,
@@ -189,7 +190,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s); medians over {args.rounds} interleaved rounds\n")
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    print(f"{cpu}, {os.cpu_count()} CPUs; torch {torch.__version__}, {args.threads} thread(s); "
+          f"medians over {args.rounds} interleaved rounds\n")
     print("| T | batch | path | update (ms) | / floor | / fastest peer | action (us) | / ann | saved for backward (MiB) |")
     print("|---|---|---|---|---|---|---|---|---|")
     peers = ("snntorch", "norse", "spikingjelly")
