@@ -24,7 +24,7 @@ POSTGRES_URL = os.environ.get("SPIKERL_TEST_POSTGRES_URL")
 
 
 def load(storage: str, name: str):
-    from spikerl.tune.study import open_storage
+    from spikerl.tune.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     return optuna.load_study(study_name=name, storage=open_storage(storage, ROOT, 30))
@@ -143,7 +143,8 @@ def test_joining_a_study_with_another_search_space_is_refused(cli, tmp_path):
 
 def test_pruning_compares_the_same_seed_and_step_and_stops_the_trial(tmp_path):
     """Seed i's evaluation at step s is reported at i x total_steps + s; a trial below the median there stops."""
-    from spikerl.tune.study import TuneSpec, open_storage, open_study, run_worker
+    from spikerl.tune.storage import open_storage
+    from spikerl.tune.study import TuneSpec, open_study, run_worker
 
     spec = TuneSpec(config=TINY[0], overrides=TINY[1:], space=[Param("network.neuron.beta", "float", 0.1, 0.9)],
                     seeds=[0, 1], pruner="median", prune_after=1)

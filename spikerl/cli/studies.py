@@ -88,7 +88,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_tune_export(args: argparse.Namespace) -> int:
     import optuna
 
-    from spikerl.tune.study import best_trial, export_preset, open_storage
+    from spikerl.tune.storage import open_storage
+    from spikerl.tune.study import best_trial, export_preset
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if "://" not in args.storage and not Path(args.storage).is_file():

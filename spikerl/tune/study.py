@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import csv
 import io
-import warnings
 import json
 import math
 import os
 import socket
 import time
+import warnings
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +35,14 @@ import yaml
 
 from spikerl.errors import SpikerlError
 from spikerl.fileio import atomic_write_text
-from spikerl.tune.space import Param, overrides_from_params, space_from_data, space_to_data, suggest
+from spikerl.tune.space import (
+    Param,
+    overrides_from_params,
+    space_from_data,
+    space_to_data,
+    suggest,
+)
+from spikerl.tune.storage import fail_stale, open_storage, redact, worker_identity
 
 OBJECTIVES = {"return": "maximize", "spikes": "minimize"}
 SPEC_ATTR = "spikerl_spec"  # study user attribute holding what every worker must agree on
@@ -66,45 +73,7 @@ class TuneSpec:
                 "objectives": self.objectives, "pruner": self.pruner, "prune_after": self.prune_after}
 
 
-# ----------------------------------------------------------------------------- storage and study
-
-
-def _redact(url: str) -> str:
-    """A database URL without its password, for messages."""
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
-    return url
-
-
-def open_storage(url: str | None, out: Path, heartbeat_s: int):
-    """A journal file (default OUT/study.journal, or a path) or a database URL with a heartbeat."""
-    import optuna
-    from optuna.storages import JournalStorage, RDBStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    if url is None or "://" not in url:
-        path = Path(url) if url else out / "study.journal"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return JournalStorage(JournalFileBackend(str(path)))
-        except OSError as exc:
-            raise SpikerlError(f"cannot open the study journal {path}: {exc.strerror or exc}") from None
-    engine_kwargs = {"connect_args": {"connect_timeout": 10}} if url.startswith("postgresql") else {}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # ExperimentalWarning on heartbeat_interval, in use since Optuna 2.9
-            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
-                              grace_period=4 * heartbeat_s)
-    except ImportError as exc:
-        raise SpikerlError(f"the storage {_redact(url)} needs a database driver: {exc}; "
-                           "install spikerl[tune]") from None
-    except Exception as exc:  # sqlalchemy's errors for a refused, unknown or unauthorized server
-        if isinstance(exc, optuna.exceptions.OptunaError) and "://" not in str(exc):
-            raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SpikerlError(f"cannot reach the study storage {_redact(url)}: {first}") from None
+# ----------------------------------------------------------------------------- the study
 
 
 def open_study(spec: TuneSpec, storage, name: str, sampler_seed: int | None):
@@ -132,62 +101,6 @@ def open_study(spec: TuneSpec, storage, name: str, sampler_seed: int | None):
         raise SpikerlError(f"study {name!r} was created with another {' and '.join(differ)}; use the same config, "
                            "overrides, search space, seeds and objectives, or another --study name")
     return study
-
-
-# ----------------------------------------------------------------------------- dead workers
-
-
-def _process_start(pid: int) -> str | None:
-    """The start time of a local process (jiffies since boot), or None if it does not exist."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-            return "unknown"
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return "unknown"
-
-
-def worker_identity() -> str:
-    pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_process_start(pid)}"
-
-
-def fail_dead_local_trials(study, log=print) -> int:
-    """Mark failed the running trials of workers on this host whose process is gone (or was replaced)."""
-    from optuna.exceptions import UpdateFinishedTrialError
-    from optuna.trial import TrialState
-
-    host, failed = socket.gethostname(), 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = trial.user_attrs.get("worker", "")
-        worker_host, _, rest = owner.partition(":")
-        pid, _, started = rest.partition(":")
-        if worker_host != host or not pid.isdigit():
-            continue
-        now = _process_start(int(pid))
-        if now is not None and (now == started or "unknown" in (now, started)):
-            continue  # alive
-        try:
-            study._storage.set_trial_user_attr(trial._trial_id, "failed_because", f"worker {owner} died")
-            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-            failed += 1
-            log(f"trial {trial.number}: its worker ({owner}) died; marked failed")
-        except UpdateFinishedTrialError:
-            pass  # another worker marked it first
-    return failed
-
-
-def _fail_stale(study, log) -> None:
-    from optuna.storages import fail_stale_trials
-
-    fail_dead_local_trials(study, log)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ExperimentalWarning: the function is stable in use since Optuna 2.9
-        fail_stale_trials(study)  # database storage: trials whose heartbeat stopped (a no-op for journals)
 
 
 # ----------------------------------------------------------------------------- the objective
@@ -300,7 +213,7 @@ def run_worker(spec: TuneSpec, study, out: Path, n_trials: int, log=print, poll_
             log(f"trial {trial.number}: failed: {errors[-1]}")
 
     while True:
-        _fail_stale(study, log)
+        fail_stale(study, log)
         n = counts(study)
         finished = n["complete"] + n["pruned"]
         if finished >= n_trials:
@@ -410,7 +323,7 @@ def tune(spec: TuneSpec, storage_url: str | None, name: str, out: Path, n_trials
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = open_study(spec, open_storage(storage_url, out, heartbeat_s), name, sampler_seed)
     n = counts(study)
-    log(f"study {name!r} in {_redact(storage_url) if storage_url else out / 'study.journal'}: "
+    log(f"study {name!r} in {redact(storage_url) if storage_url else out / 'study.journal'}: "
         f"{n['complete']} complete, {n['pruned']} pruned, {n['fail']} failed, {n['running']} running; "
         f"aiming at {n_trials} complete or pruned trials with {workers} local worker(s)")
     if workers == 1:
@@ -429,5 +342,5 @@ def tune(spec: TuneSpec, storage_url: str | None, name: str, out: Path, n_trials
         process.join()
         if process.exitcode != 0:
             log(f"worker {i} ended with exit code {process.exitcode}")
-    _fail_stale(study, log)
+    fail_stale(study, log)
     return study
