@@ -37,6 +37,13 @@ def test_a_sweep_trains_every_cell_and_draws_one_panel_per_variant(cli, tmp_path
     summary = (out / "summary.md").read_text()
     assert "| timesteps=1 | 2 | 0 |" in summary and "| timesteps=3 | 2 | 0 |" in summary
 
+    # Another --solved-at only redraws the report: nothing trains again.
+    again = cli("sweep", *TINY, "--grid", "network.neuron.beta=0.3:0.7:2", "--variant", "network.timesteps=1,3",
+                "--seeds", "0", "--workers", "2", "--out", str(out), "--solved-at", "1e9")
+    assert again.returncode == 0, again.stderr
+    assert "4 already finished, 0 to run" in again.stdout
+    assert "| timesteps=1 | 2 | 0 | 0% |" in (out / "summary.md").read_text()
+
 
 def test_a_sweep_killed_with_sigkill_restarts_without_rerunning_finished_runs(tmp_path):
     out = tmp_path / "killed"

@@ -157,15 +157,19 @@ class Sweep:
         self._lock = threading.Lock()
 
     def prepare(self) -> None:
-        """Write sweep.yaml, or check that the folder holds this same sweep."""
+        """Write sweep.yaml, or check that the folder holds this same sweep.
+
+        `solved_at` only changes the summary, so a restart may change it (the report is redrawn, nothing retrains).
+        """
         self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / "sweep.yaml"
         text = yaml.safe_dump(asdict(self.spec), sort_keys=False)
         if path.is_file():
-            if yaml.safe_load(path.read_text()) != yaml.safe_load(text):
+            stored, wanted = yaml.safe_load(path.read_text()), yaml.safe_load(text)
+            stored.pop("solved_at", None), wanted.pop("solved_at", None)
+            if stored != wanted:
                 raise SpikerlError(f"{self.out} holds another sweep (its sweep.yaml differs); choose another --out")
-        else:
-            path.write_text(text)
+        atomic_write_text(path, text)
 
     def run(self, workers: int, log=print) -> None:
         todo = [job for job in self.jobs if status_of(job.run_dir) in ("pending", "failed")]
