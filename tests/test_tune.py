@@ -234,3 +234,26 @@ def test_a_worker_killed_mid_trial_leaves_it_failed_and_the_study_completes(tmp_
     finished = [n for n, s in states.items() if s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     assert len(finished) >= 3
     assert not [n for n, s in states.items() if s == optuna.trial.TrialState.RUNNING]
+
+
+def test_workers_started_together_on_a_fresh_database_all_join(tmp_path):
+    """Optuna creates its tables on first contact; workers racing to do so must all get in."""
+    if not POSTGRES_URL:
+        pytest.skip("SPIKERL_TEST_POSTGRES_URL is not set")
+    import psycopg
+
+    base, _, _ = POSTGRES_URL.rpartition("/")
+    name = f"spikerl_fresh_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        args = [sys.executable, "-m", "spikerl.cli", "tune", *TINY, "total_steps=300", "eval.every=0", *BETA,
+                "--trials", "3", "--storage", f"{base}/{name}", "--study", "fresh"]
+        workers = [subprocess.Popen([*args, "--out", str(tmp_path / f"w{i}")], cwd=ROOT, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True) for i in range(3)]
+        results = [w.communicate(timeout=300) for w in workers]
+        assert [w.returncode for w in workers] == [0, 0, 0], [err for _, err in results]
+        assert len(load(f"{base}/{name}", "fresh").trials) >= 3
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

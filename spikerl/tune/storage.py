@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import warnings
 from pathlib import Path
 
@@ -39,19 +40,27 @@ def open_storage(url: str | None, out: Path, heartbeat_s: int):
         except OSError as exc:
             raise SpikerlError(f"cannot open the study journal {path}: {exc.strerror or exc}") from None
     engine_kwargs = {"connect_args": {"connect_timeout": 10}} if url.startswith("postgresql") else {}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # ExperimentalWarning on heartbeat_interval, in use since Optuna 2.9
-            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
-                              grace_period=4 * heartbeat_s)
-    except ImportError as exc:
-        raise SpikerlError(f"the storage {redact(url)} needs a database driver: {exc}; "
-                           "install spikerl[tune]") from None
-    except Exception as exc:  # sqlalchemy's errors for a refused, unknown or unauthorized server
-        if isinstance(exc, optuna.exceptions.OptunaError) and "://" not in str(exc):
-            raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SpikerlError(f"cannot reach the study storage {redact(url)}: {first}") from None
+    attempts = 5
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # ExperimentalWarning on heartbeat_interval, in use since Optuna 2.9
+                return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
+                                  grace_period=4 * heartbeat_s)
+        except ImportError as exc:
+            raise SpikerlError(f"the storage {redact(url)} needs a database driver: {exc}; "
+                               "install spikerl[tune]") from None
+        except Exception as exc:  # sqlalchemy's errors for a refused, unknown or unauthorized server
+            if isinstance(exc, optuna.exceptions.OptunaError) and "://" not in str(exc):
+                raise
+            # Workers started together on a fresh database race to create Optuna's tables; the loser
+            # sees a unique-constraint violation and tries again. A server that cannot be reached
+            # (sqlalchemy's OperationalError) is reported at once.
+            if type(exc).__name__ != "OperationalError" and attempt + 1 < attempts:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SpikerlError(f"cannot reach the study storage {redact(url)}: {first}") from None
 
 
 def _process_start(pid: int) -> str | None:
