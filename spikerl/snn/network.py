@@ -67,32 +67,30 @@ class SpikingMLP(nn.Module):
 
     def forward_with_spikes(self, obs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Outputs [B, out] and the spikes [T, B, n] of every hidden layer."""
-        no_grad = not torch.is_grad_enabled()
-        fast = no_grad and self.inference in ("fast", "native")
-        if fast:
-            multistep = self._inference_multistep if self.inference == "fast" else cuba_lif_multistep_native
-        else:
+        # Updates use `backend`; passes without gradients use `inference` (reference: the backend too).
+        if torch.is_grad_enabled() or self.inference == "reference":
             multistep = self.multistep
+            readout = leaky_readout_native if self.backend == "native" else None
+        elif self.inference == "native":
+            multistep, readout = cuba_lif_multistep_native, leaky_readout_native
+        else:
+            multistep, readout = self._inference_multistep, self._inference_readout
         x = self.encoder(obs, self.timesteps)
         hidden_spikes = []
         for i, (layer, membrane) in enumerate(zip(self.layers, self.membranes)):
             params = membrane.params()
             if i == 0 and self.encoder.constant:
-                # The same input at every step: one product for all T steps.
+                # The same input at every step: one product for all T steps, given once where the backend can take it.
                 current = layer(x[0])
                 if getattr(multistep, "takes_constant_input", False):
                     x = multistep(current, params, self.spike_fn, self.reset, self.detach_reset, steps=self.timesteps)
-                    hidden_spikes.append(x)
-                    continue
-                current = current.unsqueeze(0).expand(self.timesteps, -1, -1)
+                else:
+                    x = multistep(current.unsqueeze(0).expand(self.timesteps, -1, -1), params, self.spike_fn,
+                                  self.reset, self.detach_reset)
             else:
-                current = time_linear(layer, x)
-            x = multistep(current, params, self.spike_fn, self.reset, self.detach_reset)
+                x = multistep(time_linear(layer, x), params, self.spike_fn, self.reset, self.detach_reset)
             hidden_spikes.append(x)
-        if fast:
-            readout = leaky_readout_native if self.inference == "native" else self._inference_readout
-            return self.decoder(x, multistep=multistep, readout=readout), hidden_spikes
-        return self.decoder(x, readout=leaky_readout_native if self.backend == "native" else None), hidden_spikes
+        return self.decoder(x, multistep=multistep, readout=readout), hidden_spikes
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.forward_with_spikes(obs)[0]

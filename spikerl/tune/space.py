@@ -35,12 +35,6 @@ class Param:
     choices: list = field(default_factory=list)
     per_layer: bool = False
 
-    def describe(self) -> str:
-        if self.type == "choice":
-            return f"{self.key} in {self.choices}"
-        return f"{self.key} {self.type} [{self.low}, {self.high}]" + (" log" if self.log else "") + (
-            " per layer" if self.per_layer else "")
-
 
 def param_from_mapping(key: str, spec) -> Param:
     if not isinstance(spec, dict):

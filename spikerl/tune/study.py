@@ -295,13 +295,9 @@ def _worker_process(spec: TuneSpec, storage_url: str | None, name: str, out: str
     import optuna
     import torch
 
-    try:
-        import ctypes
-        import signal
+    from spikerl.tune.sweep import die_with_parent
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
-    except (OSError, AttributeError):
-        pass
+    die_with_parent()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     torch.set_num_threads(1)
     prefix = f"[worker {index}] "

@@ -139,8 +139,10 @@ def status_of(run_dir: Path) -> str:
     return "pending"
 
 
-def _die_with_parent() -> None:
-    """Child processes end when the sweep ends, however it ends (Linux), so a restart finds no orphan."""
+def die_with_parent() -> None:
+    """Make this process end when its parent ends, however it ends (Linux), so a restart finds no orphan.
+
+    Called in sweep children (before exec) and in tune's local worker processes."""
     try:
         import ctypes
 
@@ -181,7 +183,7 @@ class Sweep:
             job.run_dir.parent.mkdir(parents=True, exist_ok=True)
             if job.run_dir.exists() and not (job.run_dir / "config.yaml").is_file():
                 shutil.rmtree(job.run_dir)  # killed before its config was written, or failed to start: nothing to keep
-            result = subprocess.run(job.command(self.spec), capture_output=True, text=True, preexec_fn=_die_with_parent,
+            result = subprocess.run(job.command(self.spec), capture_output=True, text=True, preexec_fn=die_with_parent,
                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
             error = result.stderr.strip().splitlines()[-1] if result.returncode and result.stderr.strip() else ""
             if result.returncode != 0 and status_of(job.run_dir) != "diverged":

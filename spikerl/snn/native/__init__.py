@@ -5,7 +5,7 @@ without gradients), never switched to on its own. The C source (cuba_lif.c) is c
 with the system's C compiler ($CC, else cc or gcc) into ~/.cache/spikerl (or $SPIKERL_CACHE), once
 per source, compiler and CPU; a missing compiler is one clear error when the network is built.
 CPU and float32 only. The arithmetic is torch's, rounding for rounding, so spikes equal the
-reference path's and gradients agree to float tolerance (tests/test_native.py); the kernels keep
+reference path's and gradients agree to float tolerance (tests/test_fused.py, test_inference.py); the kernels keep
 only the pre-reset voltages for the backward (plus currents and post-reset voltages when alpha or
 beta are learned), like the fused backend.
 """

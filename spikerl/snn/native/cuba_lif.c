@@ -216,7 +216,7 @@ int cuba_lif_backward(const float *grad_spikes, const float *vpre, const float *
 int leaky_readout_forward(const float *x, int64_t steps, int64_t batch, int64_t n,
                           const float *alpha_p, int alpha_n, const float *beta_p, int beta_n, float *out) {
     Params p;
-    if (params_open(&p, n, alpha_p, alpha_n, beta_p, beta_n, beta_p, beta_n)) return -1;
+    if (params_open(&p, n, alpha_p, alpha_n, beta_p, beta_n, beta_p, beta_n)) return -1;  /* no threshold: beta fills its slot */
     float *ci = malloc(sizeof(float) * n);
     if (!ci) { free(p.alpha); return -1; }
     for (int64_t b = 0; b < batch; ++b) {
@@ -243,7 +243,7 @@ int leaky_readout_forward(const float *x, int64_t steps, int64_t batch, int64_t 
 int leaky_readout_backward(const float *grad_out, int64_t steps, int64_t batch, int64_t n,
                            const float *alpha_p, int alpha_n, const float *beta_p, int beta_n, float *grad_x) {
     Params p;
-    if (params_open(&p, n, alpha_p, alpha_n, beta_p, beta_n, beta_p, beta_n)) return -1;
+    if (params_open(&p, n, alpha_p, alpha_n, beta_p, beta_n, beta_p, beta_n)) return -1;  /* no threshold: beta fills its slot */
     float *state = malloc(sizeof(float) * 2 * n);
     if (!state) { free(p.alpha); return -1; }
     float *restrict gv = state, *restrict gi = state + n;
