@@ -87,6 +87,29 @@ def test_native_constant_input_is_given_once_and_its_gradient_summed_over_steps(
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
 
 
+def test_native_wide_layers_over_threads_match_reference():
+    """Rows shared among threads, and scratch rows too wide for the stack (taken from the heap)."""
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    m, spike_fn = membrane("learnable", 6000), SpikeFunction("atan", slope=2.0)
+    currents = torch.randn(4, 20, 6000) * 0.6 + 0.2
+    ref_spikes, ref_grads = run(cuba_lif_multistep, currents, m, spike_fn, "subtract", False)
+    spikes, grads = run(cuba_lif_multistep_native, currents, m, spike_fn, "subtract", False)
+    assert torch.equal(ref_spikes, spikes)
+    for name in ref_grads:
+        assert torch.allclose(ref_grads[name], grads[name], atol=1e-5, rtol=1e-4), name
+
+
+def test_native_keeps_only_its_input_for_the_backward():
+    """The states are recomputed in the backward: a constant input keeps one [B, n] row, not T of them."""
+    m, spike_fn = membrane("randomized", 7), SpikeFunction()
+    constant = torch.randn(5, 7).requires_grad_(True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        cuba_lif_multistep_native(constant, m.params(), spike_fn, steps=6)
+    assert max(t.numel() for t in saved) == 5 * 7
+
+
 def test_native_backend_refuses_what_it_cannot_run():
     from spikerl.errors import SpikerlError
 

@@ -5,9 +5,9 @@ without gradients), never switched to on its own. The C source (cuba_lif.c) is c
 with the system's C compiler ($CC, else cc or gcc) into ~/.cache/spikerl (or $SPIKERL_CACHE), once
 per source, compiler and CPU; a missing compiler is one clear error when the network is built.
 CPU and float32 only. The arithmetic is torch's, rounding for rounding, so spikes equal the
-reference path's and gradients agree to float tolerance (tests/test_fused.py, test_inference.py); the kernels keep
-only the pre-reset voltages for the backward (plus currents and post-reset voltages when alpha or
-beta are learned), like the fused backend.
+reference path's and gradients agree to float tolerance (tests/test_fused.py, test_inference.py). The
+forward keeps only its input currents for the backward, which recomputes the neuron states from them
+(the first layer's constant current is one [B, n] row, so its saved activations shrink T times).
 """
 
 from __future__ import annotations
@@ -78,10 +78,9 @@ def library() -> ctypes.CDLL:
             raise SpikerlError(f"cannot build the native backend's kernel in {cache}: {exc.strerror or exc}") from None
     lib = ctypes.CDLL(str(path))
     i64, ptr, i32, f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_float
-    lib.cuba_lif_forward.argtypes = [ptr, i64, i64, i64, i64, ptr, i32, ptr, i32, ptr, i32, i32, ptr, ptr, ptr, ptr,
-                                     i32]
-    lib.cuba_lif_backward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, ptr, i32, ptr, i32, ptr, i32, i32, i32, i32,
-                                      f32, i32, ptr, ptr, ptr, ptr, i32]
+    lib.cuba_lif_forward.argtypes = [ptr, i64, i64, i64, i64, ptr, i32, ptr, i32, ptr, i32, i32, ptr, i32]
+    lib.cuba_lif_backward.argtypes = [ptr, ptr, i64, i64, i64, i64, ptr, i32, ptr, i32, ptr, i32, i32, i32, i32, f32,
+                                      ptr, ptr, ptr, ptr, i32]
     lib.leaky_readout_forward.argtypes = [ptr, i64, i64, i64, ptr, i32, ptr, i32, ptr]
     lib.leaky_readout_backward.argtypes = [ptr, i64, i64, i64, ptr, i32, ptr, i32, ptr]
     for kernel in (lib.cuba_lif_forward, lib.cuba_lif_backward, lib.leaky_readout_forward, lib.leaky_readout_backward):
@@ -122,48 +121,43 @@ def _check(code: int) -> None:
         raise MemoryError("the native CUBA-LIF kernel could not allocate its scratch rows")
 
 
-def _forward(currents: torch.Tensor, steps: int, params: list, hard: bool, keep: str):
-    """currents [T, B, n] or [B, n] (constant); keep: 'none', 'vpre' or 'all'."""
+def _forward(currents: torch.Tensor, steps: int, params: list, hard: bool) -> torch.Tensor:
+    """Spikes [T, B, n] for contiguous currents [T, B, n], or [B, n] given at every step (constant)."""
     constant = currents.dim() == 2
     batch, n = currents.shape[-2:]
     spikes = currents.new_empty(steps, batch, n)
-    vpre = currents.new_empty(steps, batch, n) if keep != "none" else None
-    cur = currents.new_empty(steps, batch, n) if keep == "all" else None
-    vpost = currents.new_empty(steps, batch, n) if keep == "all" else None
-    _check(library().cuba_lif_forward(
-        _ptr(currents), 0 if constant else batch * n, steps, batch, n,
-        *_args(params), int(hard), _ptr(spikes), _ptr(vpre), _ptr(cur), _ptr(vpost), torch.get_num_threads()))
-    return spikes, vpre, cur, vpost
+    _check(library().cuba_lif_forward(_ptr(currents), 0 if constant else batch * n, steps, batch, n,
+                                      *_args(params), int(hard), _ptr(spikes), torch.get_num_threads()))
+    return spikes
 
 
 class _NativeCubaLIF(torch.autograd.Function):
+    """Keeps only its input currents (the first layer's as one [B, n] row): the backward recomputes the
+    states from them, which costs less than writing them out in the forward and reading them back."""
+
     @staticmethod
     def forward(ctx, currents, alpha, beta, theta, steps, spike_fn, reset, detach_reset):
         params = _params(alpha, beta, theta)
-        keep_states = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
         currents = currents.contiguous()
-        spikes, vpre, cur, vpost = _forward(currents, steps, params, reset == "hard",
-                                            "all" if keep_states else "vpre")
-        ctx.save_for_backward(vpre, *params[::2], *([cur, vpost] if keep_states else []))
-        ctx.per_neuron = params[1::2]
+        ctx.save_for_backward(currents, *params[::2])
+        ctx.per_neuron, ctx.steps = params[1::2], steps
         ctx.shapes = (alpha.shape, beta.shape, theta.shape)
-        ctx.constant, ctx.spike_fn, ctx.hard, ctx.detach = currents.dim() == 2, spike_fn, reset == "hard", detach_reset
-        return spikes
+        ctx.spike_fn, ctx.hard, ctx.detach = spike_fn, reset == "hard", detach_reset
+        return _forward(currents, steps, params, ctx.hard)
 
     @staticmethod
     def backward(ctx, grad_spikes):
-        vpre, alpha, beta, theta, *states = ctx.saved_tensors
-        cur, vpost = states if states else (None, None)
-        steps, batch, n = vpre.shape
+        currents, alpha, beta, theta = ctx.saved_tensors
+        batch, n = currents.shape[-2:]
+        constant = currents.dim() == 2
         need_alpha, need_beta, need_theta = ctx.needs_input_grad[1:4]
-        grad_x = vpre.new_empty(batch, n) if ctx.constant else torch.empty_like(vpre)
+        grad_x = torch.empty_like(currents)
         grad_spikes = grad_spikes.contiguous()  # held here: a temporary would be freed before the call
-        sums = [vpre.new_empty(n) if need else None for need in (need_alpha, need_beta, need_theta)]
+        sums = [currents.new_empty(n) if need else None for need in (need_alpha, need_beta, need_theta)]
         _check(library().cuba_lif_backward(
-            _ptr(grad_spikes), _ptr(vpre), _ptr(cur), _ptr(vpost), steps, batch, n,
+            _ptr(grad_spikes), _ptr(currents), 0 if constant else batch * n, ctx.steps, batch, n,
             *_args([alpha, ctx.per_neuron[0], beta, ctx.per_neuron[1], theta, ctx.per_neuron[2]]),
-            int(ctx.hard), int(ctx.detach),
-            _SURROGATES[ctx.spike_fn.name], float(ctx.spike_fn.scale), int(ctx.constant),
+            int(ctx.hard), int(ctx.detach), _SURROGATES[ctx.spike_fn.name], float(ctx.spike_fn.scale),
             _ptr(grad_x), *[_ptr(s) for s in sums], torch.get_num_threads()))
         grads = [None if s is None else (s.sum() if len(shape) == 0 else s.reshape(shape))
                  for s, shape in zip(sums, ctx.shapes)]
@@ -187,7 +181,7 @@ def cuba_lif_multistep_native(input_currents: torch.Tensor, params: CubaLIFParam
                                               or params.beta.requires_grad or params.theta.requires_grad)
     if not needs_grad:
         currents = input_currents.detach().contiguous()
-        return _forward(currents, steps, _params(params.alpha, params.beta, params.theta), reset == "hard", "none")[0]
+        return _forward(currents, steps, _params(params.alpha, params.beta, params.theta), reset == "hard")
     return _NativeCubaLIF.apply(input_currents, params.alpha, params.beta, params.theta, steps, spike_fn, reset,
                                 detach_reset)
 

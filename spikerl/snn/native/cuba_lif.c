@@ -20,6 +20,17 @@
 #define INLINE static inline __attribute__((always_inline))
 #define ROWS_PER_THREAD_MIN 8 /* below this many rows a second thread costs more than it saves */
 
+/* Scratch rows of up to STACK_FLOATS floats (64 KiB) live on the stack. A malloc/free here, on the
+ * thread that runs PyTorch, lets glibc trim the top of its heap, and the next update's tensors then
+ * fault their pages in again: ~500 page faults, about a tenth of an update of the paper's actor. */
+#define STACK_FLOATS 16384
+INLINE float *scratch_take(float *stack, int64_t count) {
+    return count <= STACK_FLOATS ? stack : malloc(sizeof(float) * count);
+}
+INLINE void scratch_give(float *stack, float *rows) {
+    if (rows != stack) free(rows);
+}
+
 enum { FAST_SIGMOID = 0, ATAN = 1, RECTANGULAR = 2 };
 
 INLINE float surrogate(float x, const int kind, float scale) {
@@ -37,9 +48,10 @@ INLINE float surrogate(float x, const int kind, float scale) {
 /* alpha, beta, theta spread over n neurons (a parameter given as one value is repeated). */
 typedef struct { float *alpha, *beta, *theta; } Params;
 
-static int params_open(Params *p, int64_t n, const float *alpha, int alpha_n, const float *beta, int beta_n,
-                       const float *theta, int theta_n) {
-    float *block = malloc(sizeof(float) * 3 * n);
+/* Fills p from `stack` (or the heap for very wide layers); close with scratch_give(stack, p.alpha). */
+static int params_open(Params *p, float *stack, int64_t n, const float *alpha, int alpha_n, const float *beta,
+                       int beta_n, const float *theta, int theta_n) {
+    float *block = scratch_take(stack, 3 * n);
     if (!block) return -1;
     const float *src[3] = {alpha, beta, theta};
     const int per_neuron[3] = {alpha_n, beta_n, theta_n};
@@ -73,38 +85,37 @@ INLINE void forward_step(int64_t n, const float *restrict x, const float *restri
     }
 }
 
-/* Returns 0, or -1 when scratch memory cannot be had. vpre, cur, vpost may be NULL (not kept). */
+/* Returns 0, or -1 when scratch memory cannot be had. Writes the spikes only: the backward
+ * recomputes the states from the same inputs, bit for bit, instead of reading them back. */
 int cuba_lif_forward(const float *x, int64_t x_step, int64_t steps, int64_t batch, int64_t n,
                      const float *alpha_p, int alpha_n, const float *beta_p, int beta_n,
-                     const float *theta_p, int theta_n, int hard,
-                     float *spikes, float *vpre, float *cur, float *vpost, int threads) {
+                     const float *theta_p, int theta_n, int hard, float *spikes, int threads) {
     Params p;
-    if (params_open(&p, n, alpha_p, alpha_n, beta_p, beta_n, theta_p, theta_n)) return -1;
+    float params_stack[STACK_FLOATS];
+    if (params_open(&p, params_stack, n, alpha_p, alpha_n, beta_p, beta_n, theta_p, theta_n)) return -1;
     const int64_t plane = batch * n;
     int failed = 0;
 #pragma omp parallel num_threads(threads_for(threads, batch)) reduction(|| : failed)
     {
-        float *state = malloc(sizeof(float) * 3 * n); /* current, voltage, and a row for unkept voltages */
+        float stack[STACK_FLOATS];
+        float *state = scratch_take(stack, 3 * n); /* current, voltage, and a row for the unkept voltages */
         if (!state) failed = 1;
         else {
-            float *ci = state, *vi = state + n, *scratch = state + 2 * n;
+            float *ci = state, *vi = state + n, *vpre = state + 2 * n;
 #pragma omp for schedule(static)
             for (int64_t b = 0; b < batch; ++b) {
                 memset(state, 0, sizeof(float) * 2 * n); /* every row starts at rest */
                 const int64_t row = b * n;
                 for (int64_t t = 0; t < steps; ++t) {
-                    const int64_t o = t * plane + row;
-                    float *vp = vpre ? vpre + o : scratch;
-                    if (hard) forward_step(n, x + t * x_step + row, p.alpha, p.beta, p.theta, ci, vi, spikes + o, vp, 1);
-                    else forward_step(n, x + t * x_step + row, p.alpha, p.beta, p.theta, ci, vi, spikes + o, vp, 0);
-                    if (cur) memcpy(cur + o, ci, sizeof(float) * n);
-                    if (vpost) memcpy(vpost + o, vi, sizeof(float) * n);
+                    const float *xt = x + t * x_step + row;
+                    if (hard) forward_step(n, xt, p.alpha, p.beta, p.theta, ci, vi, spikes + t * plane + row, vpre, 1);
+                    else forward_step(n, xt, p.alpha, p.beta, p.theta, ci, vi, spikes + t * plane + row, vpre, 0);
                 }
             }
-            free(state);
+            scratch_give(stack, state);
         }
     }
-    free(p.alpha);
+    scratch_give(params_stack, p.alpha);
     return failed ? -1 : 0;
 }
 
@@ -159,40 +170,57 @@ INLINE void backward_step(int64_t n, const float *restrict gs, const float *rest
         else BY_KIND(0, 0, A);                       \
     } while (0)
 
-/* grad_x: [T, B, n], or [B, n] summed over steps when the input was constant. g_alpha, g_beta,
- * g_theta: [n] sums over the batch (NULL when not needed; g_alpha needs cur, g_beta needs vpost). */
-int cuba_lif_backward(const float *grad_spikes, const float *vpre, const float *cur, const float *vpost,
+/* x, x_step: the forward's input, as cuba_lif_forward took it. Each row's states are recomputed
+ * into scratch first (the forward's arithmetic, so the same bits), then walked back in time.
+ * grad_x: [T, B, n], or [B, n] summed over steps when the input was constant (x_step 0).
+ * g_alpha, g_beta, g_theta: [n] sums over the batch, or NULL when not needed. */
+int cuba_lif_backward(const float *grad_spikes, const float *x, int64_t x_step,
                       int64_t steps, int64_t batch, int64_t n,
                       const float *alpha_p, int alpha_n, const float *beta_p, int beta_n,
-                      const float *theta_p, int theta_n, int hard, int detach,
-                      int kind, float scale, int sum_over_steps,
+                      const float *theta_p, int theta_n, int hard, int detach, int kind, float scale,
                       float *grad_x, float *g_alpha, float *g_beta, float *g_theta, int threads) {
     Params p;
-    if (params_open(&p, n, alpha_p, alpha_n, beta_p, beta_n, theta_p, theta_n)) return -1;
-    const int64_t plane = batch * n;
+    float params_stack[STACK_FLOATS];
+    if (params_open(&p, params_stack, n, alpha_p, alpha_n, beta_p, beta_n, theta_p, theta_n)) return -1;
+    const int64_t plane = batch * n, history = steps * n;
+    const int sum_over_steps = x_step == 0;
     float *outs[3] = {g_alpha, g_beta, g_theta};
     for (int k = 0; k < 3; ++k)
         if (outs[k]) memset(outs[k], 0, sizeof(float) * n);
     int failed = 0;
 #pragma omp parallel num_threads(threads_for(threads, batch)) reduction(|| : failed)
     {
-        /* gi_next, gv, a zero row, then this thread's sums of g_alpha, g_beta, g_theta */
-        float *state = malloc(sizeof(float) * 6 * n);
+        /* gi_next, gv, a zero row, this thread's sums of g_alpha, g_beta, g_theta, the recomputed
+         * current, voltage and spike rows, then one row's pre-reset voltages over all steps, and its
+         * currents and post-reset voltages when alpha or beta are learned */
+        const int64_t rows = 9 * n + history * (1 + (g_alpha != NULL) + (g_beta != NULL));
+        float stack[STACK_FLOATS];
+        float *state = scratch_take(stack, rows);
         if (!state) failed = 1;
         else {
             float *gi_next = state, *gv = state + n, *zero = state + 2 * n;
             float *ga = state + 3 * n, *gb = state + 4 * n, *gth = state + 5 * n;
+            float *ci = state + 6 * n, *vi = state + 7 * n, *spike_row = state + 8 * n;
+            float *vpres = state + 9 * n, *curs = vpres + history;
+            float *vposts = g_alpha ? curs + history : curs;
             memset(zero, 0, sizeof(float) * 4 * n);
 #pragma omp for schedule(static)
             for (int64_t b = 0; b < batch; ++b) {
-                memset(state, 0, sizeof(float) * 2 * n);
                 const int64_t row = b * n;
+                memset(ci, 0, sizeof(float) * 2 * n);
+                for (int64_t t = 0; t < steps; ++t) {
+                    const float *xt = x + t * x_step + row;
+                    if (hard) forward_step(n, xt, p.alpha, p.beta, p.theta, ci, vi, spike_row, vpres + t * n, 1);
+                    else forward_step(n, xt, p.alpha, p.beta, p.theta, ci, vi, spike_row, vpres + t * n, 0);
+                    if (g_alpha) memcpy(curs + t * n, ci, sizeof(float) * n);
+                    if (g_beta) memcpy(vposts + t * n, vi, sizeof(float) * n);
+                }
+                memset(state, 0, sizeof(float) * 2 * n);
                 for (int64_t t = steps - 1; t >= 0; --t) {
-                    const int64_t o = t * plane + row;
-                    const float *gs = grad_spikes + o, *vp = vpre + o;
-                    const float *cp = (t > 0 && cur) ? cur + o - plane : zero;
-                    const float *vq = (t > 0 && vpost) ? vpost + o - plane : zero;
-                    float *gx = sum_over_steps ? grad_x + row : grad_x + o;
+                    const float *gs = grad_spikes + t * plane + row, *vp = vpres + t * n;
+                    const float *cp = (t > 0 && g_alpha) ? curs + (t - 1) * n : zero;
+                    const float *vq = (t > 0 && g_beta) ? vposts + (t - 1) * n : zero;
+                    float *gx = sum_over_steps ? grad_x + row : grad_x + t * plane + row;
                     if (sum_over_steps && t == steps - 1) memset(gx, 0, sizeof(float) * n);
                     if (sum_over_steps) BY_RESET(1);
                     else BY_RESET(0);
@@ -202,10 +230,10 @@ int cuba_lif_backward(const float *grad_spikes, const float *vpre, const float *
             for (int k = 0; k < 3; ++k)
                 if (outs[k])
                     for (int64_t j = 0; j < n; ++j) outs[k][j] += state[(3 + k) * n + j];
-            free(state);
+            scratch_give(stack, state);
         }
     }
-    free(p.alpha);
+    scratch_give(params_stack, p.alpha);
     return failed ? -1 : 0;
 }
 
@@ -216,9 +244,11 @@ int cuba_lif_backward(const float *grad_spikes, const float *vpre, const float *
 int leaky_readout_forward(const float *x, int64_t steps, int64_t batch, int64_t n,
                           const float *alpha_p, int alpha_n, const float *beta_p, int beta_n, float *out) {
     Params p;
-    if (params_open(&p, n, alpha_p, alpha_n, beta_p, beta_n, beta_p, beta_n)) return -1;  /* no threshold: beta fills its slot */
-    float *ci = malloc(sizeof(float) * n);
-    if (!ci) { free(p.alpha); return -1; }
+    float params_stack[STACK_FLOATS], stack[STACK_FLOATS];
+    /* no threshold: beta fills its slot */
+    if (params_open(&p, params_stack, n, alpha_p, alpha_n, beta_p, beta_n, beta_p, beta_n)) return -1;
+    float *ci = scratch_take(stack, n);
+    if (!ci) { scratch_give(params_stack, p.alpha); return -1; }
     for (int64_t b = 0; b < batch; ++b) {
         float *restrict vi = out + b * n;
         memset(ci, 0, sizeof(float) * n);
@@ -234,8 +264,8 @@ int leaky_readout_forward(const float *x, int64_t steps, int64_t batch, int64_t 
             }
         }
     }
-    free(ci);
-    free(p.alpha);
+    scratch_give(stack, ci);
+    scratch_give(params_stack, p.alpha);
     return 0;
 }
 
@@ -243,9 +273,11 @@ int leaky_readout_forward(const float *x, int64_t steps, int64_t batch, int64_t 
 int leaky_readout_backward(const float *grad_out, int64_t steps, int64_t batch, int64_t n,
                            const float *alpha_p, int alpha_n, const float *beta_p, int beta_n, float *grad_x) {
     Params p;
-    if (params_open(&p, n, alpha_p, alpha_n, beta_p, beta_n, beta_p, beta_n)) return -1;  /* no threshold: beta fills its slot */
-    float *state = malloc(sizeof(float) * 2 * n);
-    if (!state) { free(p.alpha); return -1; }
+    float params_stack[STACK_FLOATS], stack[STACK_FLOATS];
+    /* no threshold: beta fills its slot */
+    if (params_open(&p, params_stack, n, alpha_p, alpha_n, beta_p, beta_n, beta_p, beta_n)) return -1;
+    float *state = scratch_take(stack, 2 * n);
+    if (!state) { scratch_give(params_stack, p.alpha); return -1; }
     float *restrict gv = state, *restrict gi = state + n;
     for (int64_t b = 0; b < batch; ++b) {
         memcpy(gv, grad_out + b * n, sizeof(float) * n);
@@ -260,7 +292,7 @@ int leaky_readout_backward(const float *grad_out, int64_t steps, int64_t batch, 
             }
         }
     }
-    free(state);
-    free(p.alpha);
+    scratch_give(stack, state);
+    scratch_give(params_stack, p.alpha);
     return 0;
 }
