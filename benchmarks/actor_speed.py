@@ -1,13 +1,16 @@
 """Speed of the paper's spiking TD3 actor, measured side by side in one run.
 
     python benchmarks/actor_speed.py [--threads 2] [--timesteps 1 5 16] [--batches 1 100 256] [--rounds 5]
+                                     [--device cpu|cuda]
 
 The actor is the one of ../shared/ANCHORS.md: HalfCheetah observation (17) -> two-neuron input (34)
 -> 400 -> 300 -> 6, integrator readout, hard reset, alpha 0.5, beta 0.5, theta 0.8. Paths:
 
     reference   spikerl, backend=reference, inference=reference (the plain loop over the step function)
     fused       spikerl, backend=fused (update), inference=fast (action): PyTorch operations only
-    native      spikerl, backend=native (update), inference=native (action): the compiled C kernels
+    native      spikerl, backend=native (update), inference=native (action): the compiled C kernels (CPU only)
+    compiled    spikerl, backend=compiled, inference=compiled: the fused loops through torch.compile
+                (C++ kernels on the CPU, Triton kernels on CUDA); compiled before the timed rounds
     snntorch    snnTorch's Synaptic neurons with the same parameters, stepped T times
     norse       Norse's LIF over the sequence, layer by layer
     spikingjelly  SpikingJelly's CUBALIFNode in multi-step mode, layer by layer
@@ -19,6 +22,8 @@ batch-1 action (no autograd), and the activation memory an update keeps for its 
 of the tensors autograd saves). Rounds interleave the paths, and each figure is the median over
 rounds, so the machine's load falls on all paths alike; the ratios are the result, not the
 absolute times. The peers come with the `bench` extra; a peer that is not installed is skipped.
+With --device cuda every path runs on the GPU (native is CPU-only and left out) and each timing
+ends with a synchronize.
 """
 
 from __future__ import annotations
@@ -134,38 +139,50 @@ class SpikingJellyActor(_MultiStepActor):
         return lif(currents)
 
 
-def paths(timesteps: int) -> dict[str, tuple[nn.Module, nn.Module]]:
-    """name -> (module for the update, module for acting)."""
+def paths(timesteps: int, device: torch.device) -> dict[str, tuple[nn.Module, nn.Module]]:
+    """name -> (module for the update, module for acting), on `device`."""
     found = {
         "reference": (spiking(timesteps, "reference", "reference"), spiking(timesteps, "reference", "reference")),
         "fused": (spiking(timesteps, "fused", "fast"), spiking(timesteps, "fused", "fast")),
         "native": (spiking(timesteps, "native", "native"), spiking(timesteps, "native", "native")),
+        "compiled": (spiking(timesteps, "compiled", "compiled"), spiking(timesteps, "compiled", "compiled")),
         "ann": (build_network(NetworkConfig(kind="ann", hidden=HIDDEN), OBS, ACTIONS),) * 2,
         "floor": (DenseFloor(timesteps),) * 2,
     }
+    if device.type != "cpu":
+        del found["native"]
     for name, peer in (("snntorch", SnnTorchActor), ("norse", NorseActor), ("spikingjelly", SpikingJellyActor)):
         try:
             found[name] = (peer(timesteps),) * 2
         except ImportError:
             print(f"({name} is not installed: pip install -e '.[bench]')")
-    return found
+    return {name: (update.to(device), act.to(device)) for name, (update, act) in found.items()}
+
+
+def synchronize(obs: torch.Tensor) -> None:
+    if obs.is_cuda:
+        torch.cuda.synchronize(obs.device)
 
 
 def time_update(net: nn.Module, optimizer, obs, repeats: int) -> float:
+    synchronize(obs)
     start = time.perf_counter()
     for _ in range(repeats):
         loss = net(obs).square().mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    synchronize(obs)
     return (time.perf_counter() - start) / repeats
 
 
 @torch.no_grad()
 def time_action(net: nn.Module, obs, repeats: int) -> float:
+    synchronize(obs)
     start = time.perf_counter()
     for _ in range(repeats):
         net(obs)
+    synchronize(obs)
     return (time.perf_counter() - start) / repeats
 
 
@@ -188,21 +205,26 @@ def main() -> int:
     parser.add_argument("--timesteps", type=int, nargs="+", default=[1, 5, 16])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 100, 256])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (every path on the GPU; native left out)")
     args = parser.parse_args()
+    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    print(f"{cpu}, {os.cpu_count()} CPUs; torch {torch.__version__}, {args.threads} thread(s); "
+    gpu = f"; {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    print(f"{cpu}, {os.cpu_count()} CPUs{gpu}; torch {torch.__version__}, {args.threads} thread(s); "
           f"medians over {args.rounds} interleaved rounds\n")
     print("| T | batch | path | update (ms) | / floor | / fastest peer | action (us) | / ann | saved for backward (MiB) |")
     print("|---|---|---|---|---|---|---|---|---|")
     peers = ("snntorch", "norse", "spikingjelly")
     for timesteps in args.timesteps:
-        candidates = paths(timesteps)
+        candidates = paths(timesteps, device)
         optimizers = {name: torch.optim.Adam(update.parameters(), lr=1e-4) for name, (update, _) in candidates.items()}
         for batch in args.batches:
-            obs = torch.randn(batch, OBS)
+            obs = torch.randn(batch, OBS, device=device)
             updates: dict[str, list[float]] = {n: [] for n in candidates}
             actions: dict[str, list[float]] = {n: [] for n in candidates}
+            for name, (update, act) in candidates.items():  # untimed: compiles what compiles, warms the rest
+                time_update(update, optimizers[name], obs, 2) if batch > 1 else time_action(act, obs, 2)
             for _ in range(args.rounds):
                 for name, (update, act) in candidates.items():
                     if batch > 1:

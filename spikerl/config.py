@@ -54,10 +54,12 @@ class NetworkConfig:
     """A spiking MLP (kind snn) or its ANN twin of the same sizes (kind ann)."""
 
     kind: Literal["snn", "ann"] = "snn"
-    # Spiking layers in updates: plain loop, fused autograd node, or compiled C kernels (CPU; spikerl.snn.native).
-    backend: Literal["reference", "fused", "native"] = "reference"
-    # No-grad passes (acting, targets, evaluation): in-place loop, `backend`, or the compiled forward kernel.
-    inference: Literal["fast", "reference", "native"] = "fast"
+    # Spiking layers in updates: plain loop, fused autograd node, C kernels (CPU; spikerl.snn.native), or the
+    # fused node through torch.compile (CPU or CUDA: Triton kernels there).
+    backend: Literal["reference", "fused", "native", "compiled"] = "reference"
+    # No-grad passes (acting, targets, evaluation): in-place loop, `backend`, the C forward kernel, or the
+    # compiled forward loop.
+    inference: Literal["fast", "reference", "native", "compiled"] = "fast"
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     timesteps: int = 5  # T: integration steps per forward pass
     encoder: Literal["two_neuron", "direct", "population", "poisson"] = "two_neuron"

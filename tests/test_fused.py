@@ -1,5 +1,5 @@
-"""The fast CUBA-LIF backends (fused autograd node, native C kernels) give the reference path's spikes
-exactly and its gradients to float tolerance."""
+"""The fast CUBA-LIF backends (fused autograd node, native C kernels, the fused node through
+torch.compile) give the reference path's spikes exactly and its gradients to float tolerance."""
 
 import itertools
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from spikerl.config import NetworkConfig, NeuronConfig
-from spikerl.snn.fused import cuba_lif_multistep_fused
+from spikerl.snn.fused import cuba_lif_multistep_compiled, cuba_lif_multistep_fused
 from spikerl.snn.membrane import MembraneParameters
 from spikerl.snn.native import cuba_lif_multistep_native
 from spikerl.snn.network import build_network
@@ -16,7 +16,12 @@ from spikerl.snn.surrogate import SpikeFunction
 
 CASES = list(itertools.product(["hard", "subtract"], [True, False], ["fast_sigmoid", "atan", "rectangular"],
                                ["uniform", "randomized", "learnable"]))
-BACKENDS = {"fused": cuba_lif_multistep_fused, "native": cuba_lif_multistep_native}
+BACKENDS = {"fused": cuba_lif_multistep_fused, "native": cuba_lif_multistep_native,
+            "compiled": cuba_lif_multistep_compiled}
+# torch.compile takes seconds per variant on a CPU: the compiled backend runs a cross-section of the cases.
+COMPILED_CASES = [("hard", True, "fast_sigmoid", "uniform"), ("subtract", False, "atan", "learnable"),
+                  ("hard", False, "rectangular", "randomized")]
+BACKEND_CASES = [(b, *case) for b in ("fused", "native") for case in CASES] + [("compiled", *c) for c in COMPILED_CASES]
 
 
 def membrane(kind, size):
@@ -41,8 +46,7 @@ def run(multistep, currents, m, spike_fn, reset, detach):
     return spikes.detach(), grads
 
 
-@pytest.mark.parametrize("backend", list(BACKENDS))
-@pytest.mark.parametrize("reset, detach, surrogate, kind", CASES)
+@pytest.mark.parametrize("backend, reset, detach, surrogate, kind", BACKEND_CASES)
 def test_fast_backends_equal_reference(reset, detach, surrogate, kind, backend):
     torch.manual_seed(0)
     currents = torch.randn(6, 5, 7) * 0.6 + 0.2
@@ -70,8 +74,9 @@ def test_fast_backends_without_gradients_match_and_record_nothing(backend):
     assert torch.equal(out, cuba_lif_multistep(currents, m.params(), spike_fn))
 
 
+@pytest.mark.parametrize("backend", list(BACKENDS))
 @pytest.mark.parametrize("kind", ["uniform", "learnable"])
-def test_native_constant_input_is_given_once_and_its_gradient_summed_over_steps(kind):
+def test_constant_input_is_given_once_and_its_gradient_summed_over_steps(kind, backend):
     """The first layer's encoded observation is one [B, n] current for all T steps: never copied T times."""
     torch.manual_seed(0)
     m, spike_fn = membrane(kind, 7), SpikeFunction("fast_sigmoid", slope=5.0)
@@ -79,7 +84,7 @@ def test_native_constant_input_is_given_once_and_its_gradient_summed_over_steps(
     ref = cuba_lif_multistep(constant.unsqueeze(0).expand(6, -1, -1), m.params(), spike_fn)
     ref_grads = torch.autograd.grad((ref * torch.linspace(-1, 2, ref.numel()).reshape(ref.shape)).sum(),
                                     [constant, *m.parameters()])
-    out = cuba_lif_multistep_native(constant, m.params(), spike_fn, steps=6)
+    out = BACKENDS[backend](constant, m.params(), spike_fn, steps=6)
     grads = torch.autograd.grad((out * torch.linspace(-1, 2, out.numel()).reshape(out.shape)).sum(),
                                 [constant, *m.parameters()])
     assert 0 < ref.mean() < 1 and torch.equal(ref, out)

@@ -32,6 +32,17 @@ def twins(encoder: str, decoder: str, neuron: str, bias: bool = False, inference
                                               ("poisson", "integrator")])
 @pytest.mark.parametrize("inference", ["fast", "native"])
 def test_fast_inference_is_identical_to_the_reference(encoder, decoder, neuron, inference):
+    check_identical_to_the_reference(encoder, decoder, neuron, inference)
+
+
+@pytest.mark.parametrize("encoder, decoder, neuron", [("two_neuron", "integrator", "learnable"),
+                                                      ("direct", "population", "randomized")])
+def test_compiled_inference_is_identical_to_the_reference(encoder, decoder, neuron):
+    """torch.compile takes seconds per variant on a CPU: a cross-section of the fast path's cases."""
+    check_identical_to_the_reference(encoder, decoder, neuron, "compiled")
+
+
+def check_identical_to_the_reference(encoder, decoder, neuron, inference):
     reference, fast = twins(encoder, decoder, neuron, bias=True, inference=inference)
     obs = torch.randn(33, 4) * 1.5
     with torch.no_grad():
@@ -45,7 +56,7 @@ def test_fast_inference_is_identical_to_the_reference(encoder, decoder, neuron, 
     assert torch.equal(out_r, out_f)
 
 
-@pytest.mark.parametrize("inference", ["fast", "native"])
+@pytest.mark.parametrize("inference", ["fast", "native", "compiled"])
 def test_repeated_and_interleaved_batch_shapes_do_not_leak_state(inference):
     reference, fast = twins("two_neuron", "membrane", "randomized", inference=inference)
     one, many = torch.randn(1, 4), torch.randn(100, 4)

@@ -8,7 +8,7 @@ from torch import nn
 from spikerl.config import NetworkConfig
 from spikerl.snn.decoders import MembraneDecoder, PopulationDecoder, snn_linear, time_linear
 from spikerl.snn.encoders import build_encoder
-from spikerl.snn.fused import cuba_lif_multistep_fused
+from spikerl.snn.fused import check_compiled_available, cuba_lif_multistep_compiled, cuba_lif_multistep_fused
 from spikerl.snn.inference import StateBuffers, cuba_lif_multistep_inference, leaky_readout_inference
 from spikerl.snn.membrane import MembraneParameters
 from spikerl.snn.native import cuba_lif_multistep_native, leaky_readout_native, library
@@ -17,7 +17,7 @@ from spikerl.snn.surrogate import SpikeFunction
 
 
 MULTISTEP_BACKENDS = {"reference": cuba_lif_multistep, "fused": cuba_lif_multistep_fused,
-                      "native": cuba_lif_multistep_native}
+                      "native": cuba_lif_multistep_native, "compiled": cuba_lif_multistep_compiled}
 
 
 def per_layer(value, n_layers: int) -> list[float]:
@@ -35,6 +35,8 @@ class SpikingMLP(nn.Module):
         self.multistep = MULTISTEP_BACKENDS[cfg.backend]
         if "native" in (cfg.backend, cfg.inference):
             library()  # compile (or load) the kernel now: a missing compiler fails before any training
+        if "compiled" in (cfg.backend, cfg.inference):
+            check_compiled_available()
         self.state_buffers = StateBuffers()
         self.spike_fn = SpikeFunction(n.surrogate, n.surrogate_slope, n.surrogate_width)
         self.encoder = build_encoder(cfg.encoder, in_dim, cfg.population_size, cfg.population_range,
@@ -73,6 +75,8 @@ class SpikingMLP(nn.Module):
             readout = leaky_readout_native if self.backend == "native" else None
         elif self.inference == "native":
             multistep, readout = cuba_lif_multistep_native, leaky_readout_native
+        elif self.inference == "compiled":
+            multistep, readout = cuba_lif_multistep_compiled, None
         else:
             multistep, readout = self._inference_multistep, self._inference_readout
         x = self.encoder(obs, self.timesteps)
