@@ -153,3 +153,28 @@ def test_native_backend_without_a_c_compiler_is_one_clear_error(monkeypatch):
     cfg = NetworkConfig(hidden=[8], backend="native")
     with pytest.raises(SpikerlError, match="found no C compiler"):
         build_network(cfg, 4, 2)
+
+
+def test_compiled_backend_without_a_cpp_compiler_is_one_clear_error(monkeypatch):
+    import shutil
+
+    from spikerl.errors import SpikerlError
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(SpikerlError, match="needs a C\\+\\+ compiler"):
+        build_network(NetworkConfig(hidden=[8], backend="compiled"), 4, 2)
+
+
+def test_a_torch_compile_failure_is_one_clear_error():
+    import torch._dynamo.exc
+
+    from spikerl.errors import SpikerlError
+    from spikerl.snn.fused import _compile_errors
+
+    def fails(*args):
+        raise torch._dynamo.exc.TorchRuntimeError("the compiler's own message\nlast line: boom")
+
+    with pytest.raises(SpikerlError, match="torch.compile failed \\(last line: boom\\); choose fused"):
+        _compile_errors(fails)(1)
+    with pytest.raises(ValueError):  # anything else is not the compiler's and passes through unchanged
+        _compile_errors(lambda: int("x"))()
