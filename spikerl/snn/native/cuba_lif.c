@@ -122,13 +122,15 @@ int cuba_lif_forward(const float *x, int64_t x_step, int64_t steps, int64_t batc
 /* ---------------------------------------------------------------------------------- backward */
 
 /* One step t of one row, reversed. gi_next, gv: carried from step t+1. cur_prev, vpost_prev: the
- * state after step t-1 (a zero row at t = 0). Sums go to ga, gb, gth (scratch rows when unneeded). */
+ * state after step t-1 (a zero row at t = 0). With `sums`, the parameters' gradients go to ga, gb, gth
+ * (scratch rows for those not needed); without, they are skipped: no parameter is learned. */
 INLINE void backward_step(int64_t n, const float *restrict gs, const float *restrict vpre,
                           const float *restrict cur_prev, const float *restrict vpost_prev,
                           const float *restrict alpha, const float *restrict beta, const float *restrict theta,
                           float *restrict gi_next, float *restrict gv, float *restrict gx,
                           float *restrict ga, float *restrict gb, float *restrict gth,
-                          const int hard, const int detach, const int kind, float scale, const int accumulate) {
+                          const int hard, const int detach, const int kind, float scale, const int accumulate,
+                          const int sums) {
     for (int64_t j = 0; j < n; ++j) {
         float vp = vpre[j];
         float xs = vp - theta[j];
@@ -146,28 +148,30 @@ INLINE void backward_step(int64_t n, const float *restrict gs, const float *rest
         float g_vpre = g_spike + gv[j] * dv_dvpre;
         float g_i = g_vpre + alpha[j] * gi_next[j];
         gx[j] = accumulate ? gx[j] + g_i : g_i;
-        gth[j] += g_th;
-        ga[j] += g_i * cur_prev[j];
-        gb[j] += g_vpre * vpost_prev[j];
+        if (sums) {
+            gth[j] += g_th;
+            ga[j] += g_i * cur_prev[j];
+            gb[j] += g_vpre * vpost_prev[j];
+        }
         gv[j] = beta[j] * g_vpre;
         gi_next[j] = g_i;
     }
 }
 
-#define BACKWARD_STEP(H, D, K, A) \
-    backward_step(n, gs, vp, cp, vq, p.alpha, p.beta, p.theta, gi_next, gv, gx, ga, gb, gth, H, D, K, scale, A)
-#define BY_KIND(H, D, A)                                              \
-    do {                                                              \
-        if (kind == FAST_SIGMOID) BACKWARD_STEP(H, D, FAST_SIGMOID, A); \
-        else if (kind == ATAN) BACKWARD_STEP(H, D, ATAN, A);          \
-        else BACKWARD_STEP(H, D, RECTANGULAR, A);                     \
+#define BACKWARD_STEP(H, D, K, A, S) \
+    backward_step(n, gs, vp, cp, vq, p.alpha, p.beta, p.theta, gi_next, gv, gx, ga, gb, gth, H, D, K, scale, A, S)
+#define BY_KIND(H, D, A, S)                                                \
+    do {                                                                   \
+        if (kind == FAST_SIGMOID) BACKWARD_STEP(H, D, FAST_SIGMOID, A, S); \
+        else if (kind == ATAN) BACKWARD_STEP(H, D, ATAN, A, S);            \
+        else BACKWARD_STEP(H, D, RECTANGULAR, A, S);                       \
     } while (0)
-#define BY_RESET(A)                                  \
-    do {                                             \
-        if (hard && detach) BY_KIND(1, 1, A);        \
-        else if (hard) BY_KIND(1, 0, A);             \
-        else if (detach) BY_KIND(0, 1, A);           \
-        else BY_KIND(0, 0, A);                       \
+#define BY_RESET(A, S)                                  \
+    do {                                                \
+        if (hard && detach) BY_KIND(1, 1, A, S);        \
+        else if (hard) BY_KIND(1, 0, A, S);             \
+        else if (detach) BY_KIND(0, 1, A, S);           \
+        else BY_KIND(0, 0, A, S);                       \
     } while (0)
 
 /* x, x_step: the forward's input, as cuba_lif_forward took it. Each row's states are recomputed
@@ -183,7 +187,7 @@ int cuba_lif_backward(const float *grad_spikes, const float *x, int64_t x_step,
     float params_stack[STACK_FLOATS];
     if (params_open(&p, params_stack, n, alpha_p, alpha_n, beta_p, beta_n, theta_p, theta_n)) return -1;
     const int64_t plane = batch * n, history = steps * n;
-    const int sum_over_steps = x_step == 0;
+    const int sum_over_steps = x_step == 0, sums = g_alpha || g_beta || g_theta;
     float *outs[3] = {g_alpha, g_beta, g_theta};
     for (int k = 0; k < 3; ++k)
         if (outs[k]) memset(outs[k], 0, sizeof(float) * n);
@@ -222,8 +226,10 @@ int cuba_lif_backward(const float *grad_spikes, const float *x, int64_t x_step,
                     const float *vq = (t > 0 && g_beta) ? vposts + (t - 1) * n : zero;
                     float *gx = sum_over_steps ? grad_x + row : grad_x + t * plane + row;
                     if (sum_over_steps && t == steps - 1) memset(gx, 0, sizeof(float) * n);
-                    if (sum_over_steps) BY_RESET(1);
-                    else BY_RESET(0);
+                    if (sum_over_steps && sums) BY_RESET(1, 1);
+                    else if (sum_over_steps) BY_RESET(1, 0);
+                    else if (sums) BY_RESET(0, 1);
+                    else BY_RESET(0, 0);
                 }
             }
 #pragma omp critical
