@@ -94,7 +94,8 @@ class SpikingMLP(nn.Module):
             else:
                 x = multistep(time_linear(layer, x), params, self.spike_fn, self.reset, self.detach_reset)
             hidden_spikes.append(x)
-        return self.decoder(x, multistep=multistep, readout=readout), hidden_spikes
+        return self.decoder(x, multistep=multistep, readout=readout,
+                            summed_backward=self.backend != "reference"), hidden_spikes
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.forward_with_spikes(obs)[0]

@@ -79,8 +79,8 @@ def library() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     i64, ptr, i32, f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_float
     lib.cuba_lif_forward.argtypes = [ptr, i64, i64, i64, i64, ptr, i32, ptr, i32, ptr, i32, i32, ptr, i32]
-    lib.cuba_lif_backward.argtypes = [ptr, ptr, i64, i64, i64, i64, ptr, i32, ptr, i32, ptr, i32, i32, i32, i32, f32,
-                                      ptr, ptr, ptr, ptr, i32]
+    lib.cuba_lif_backward.argtypes = [ptr, i64, ptr, i64, i64, i64, i64, ptr, i32, ptr, i32, ptr, i32, i32, i32, i32,
+                                      f32, ptr, ptr, ptr, ptr, i32]
     lib.leaky_readout_forward.argtypes = [ptr, i64, i64, i64, ptr, i32, ptr, i32, ptr]
     lib.leaky_readout_backward.argtypes = [ptr, i64, i64, i64, ptr, i32, ptr, i32, ptr]
     for kernel in (lib.cuba_lif_forward, lib.cuba_lif_backward, lib.leaky_readout_forward, lib.leaky_readout_backward):
@@ -152,10 +152,13 @@ class _NativeCubaLIF(torch.autograd.Function):
         constant = currents.dim() == 2
         need_alpha, need_beta, need_theta = ctx.needs_input_grad[1:4]
         grad_x = torch.empty_like(currents)
-        grad_spikes = grad_spikes.contiguous()  # held here: a temporary would be freed before the call
+        # One gradient for every step (an integrator readout's, expanded over T) is read as one [B, n] row.
+        same_each_step = grad_spikes.stride(0) == 0
+        grad_spikes = (grad_spikes[0] if same_each_step else grad_spikes).contiguous()  # held: passed by address
         sums = [currents.new_empty(n) if need else None for need in (need_alpha, need_beta, need_theta)]
         _check(library().cuba_lif_backward(
-            _ptr(grad_spikes), _ptr(currents), 0 if constant else batch * n, ctx.steps, batch, n,
+            _ptr(grad_spikes), 0 if same_each_step else batch * n,
+            _ptr(currents), 0 if constant else batch * n, ctx.steps, batch, n,
             *_args([alpha, ctx.per_neuron[0], beta, ctx.per_neuron[1], theta, ctx.per_neuron[2]]),
             int(ctx.hard), int(ctx.detach), _SURROGATES[ctx.spike_fn.name], float(ctx.spike_fn.scale),
             _ptr(grad_x), *[_ptr(s) for s in sums], torch.get_num_threads()))

@@ -174,11 +174,12 @@ INLINE void backward_step(int64_t n, const float *restrict gs, const float *rest
         else BY_KIND(0, 0, A, S);                       \
     } while (0)
 
-/* x, x_step: the forward's input, as cuba_lif_forward took it. Each row's states are recomputed
+/* grad_spikes: [T, B, n] with gs_step = B n, or one [B, n] gradient for every step with gs_step = 0
+ * (an integrator readout's). x, x_step: the forward's input, as cuba_lif_forward took it. Each row's states are recomputed
  * into scratch first (the forward's arithmetic, so the same bits), then walked back in time.
  * grad_x: [T, B, n], or [B, n] summed over steps when the input was constant (x_step 0).
  * g_alpha, g_beta, g_theta: [n] sums over the batch, or NULL when not needed. */
-int cuba_lif_backward(const float *grad_spikes, const float *x, int64_t x_step,
+int cuba_lif_backward(const float *grad_spikes, int64_t gs_step, const float *x, int64_t x_step,
                       int64_t steps, int64_t batch, int64_t n,
                       const float *alpha_p, int alpha_n, const float *beta_p, int beta_n,
                       const float *theta_p, int theta_n, int hard, int detach, int kind, float scale,
@@ -221,7 +222,7 @@ int cuba_lif_backward(const float *grad_spikes, const float *x, int64_t x_step,
                 }
                 memset(state, 0, sizeof(float) * 2 * n);
                 for (int64_t t = steps - 1; t >= 0; --t) {
-                    const float *gs = grad_spikes + t * plane + row, *vp = vpres + t * n;
+                    const float *gs = grad_spikes + t * gs_step + row, *vp = vpres + t * n;
                     const float *cp = (t > 0 && g_alpha) ? curs + (t - 1) * n : zero;
                     const float *vq = (t > 0 && g_beta) ? vposts + (t - 1) * n : zero;
                     float *gx = sum_over_steps ? grad_x + row : grad_x + t * plane + row;
