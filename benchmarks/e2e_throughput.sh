@@ -13,7 +13,7 @@ common=("total_steps=$STEPS" td3.learning_starts=100 eval.every=0 eval.final_epi
 rm -rf "$OUT"; mkdir -p "$OUT"
 for backend in "${BACKENDS[@]}"; do
     # One spiking run beside one ANN run, so both see the same machine load.
-    inference=$([ "$backend" = native ] && echo native || echo fast)
+    inference=$(case "$backend" in native|compiled) echo "$backend" ;; *) echo fast ;; esac)
     "$spikerl" train configs/halfcheetah_td3_snn.yaml "${common[@]}" "network.backend=$backend" \
         "network.inference=$inference" "run_dir=$OUT/snn-$backend" > "$OUT/snn-$backend.log" 2>&1 &
     "$spikerl" train configs/halfcheetah_td3_ann.yaml "${common[@]}" "run_dir=$OUT/ann-beside-$backend" \
