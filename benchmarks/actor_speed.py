@@ -224,7 +224,10 @@ def main() -> int:
             updates: dict[str, list[float]] = {n: [] for n in candidates}
             actions: dict[str, list[float]] = {n: [] for n in candidates}
             for name, (update, act) in candidates.items():  # untimed: compiles what compiles, warms the rest
-                time_update(update, optimizers[name], obs, 2) if batch > 1 else time_action(act, obs, 2)
+                if batch > 1:
+                    time_update(update, optimizers[name], obs, 2)
+                else:
+                    time_action(act, obs, 2)
             for _ in range(args.rounds):
                 for name, (update, act) in candidates.items():
                     if batch > 1:

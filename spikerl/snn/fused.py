@@ -27,7 +27,7 @@ from typing import NamedTuple
 import torch
 
 from spikerl.errors import SpikerlError
-from spikerl.snn.neuron import CubaLIFParams
+from spikerl.snn.neuron import CubaLIFParams, check_reset, records_gradient
 from spikerl.snn.surrogate import SpikeFunction, heaviside
 
 
@@ -144,11 +144,9 @@ class _FusedCubaLIF(torch.autograd.Function):
 
 def _multistep(loops: Loops, input_currents: torch.Tensor, params: CubaLIFParams, spike_fn: SpikeFunction,
                reset: str, detach_reset: bool, steps: int | None) -> torch.Tensor:
-    if reset not in ("hard", "subtract"):
-        raise ValueError(f"unknown reset {reset!r}; choose 'hard' or 'subtract'")
+    check_reset(reset)
     steps = input_currents.shape[0] if steps is None else steps
-    if not torch.is_grad_enabled() or not (input_currents.requires_grad or params.alpha.requires_grad
-                                           or params.beta.requires_grad or params.theta.requires_grad):
+    if not records_gradient(input_currents, params):
         with torch.no_grad():
             return loops.forward(input_currents, params.alpha, params.beta, params.theta, steps, reset == "hard",
                                  False, False)[0]

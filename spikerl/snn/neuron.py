@@ -58,8 +58,20 @@ def cuba_lif_step(
     elif reset == "subtract":
         voltage = voltage - params.theta * gate
     else:
-        raise ValueError(f"unknown reset {reset!r}; choose 'hard' or 'subtract'")
+        check_reset(reset)
     return spikes, CubaLIFState(current, voltage)
+
+
+def check_reset(reset: str) -> None:
+    if reset not in ("hard", "subtract"):
+        raise ValueError(f"unknown reset {reset!r}; choose 'hard' or 'subtract'")
+
+
+def records_gradient(input_currents: torch.Tensor, params: CubaLIFParams) -> bool:
+    """Whether a fast multi-step path must build its autograd node: gradients are on and the input or a
+    membrane parameter asks for one. Otherwise it runs its forward alone and keeps nothing."""
+    return torch.is_grad_enabled() and (input_currents.requires_grad or params.alpha.requires_grad
+                                        or params.beta.requires_grad or params.theta.requires_grad)
 
 
 def cuba_lif_multistep(

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from spikerl.errors import SpikerlError
-from spikerl.snn.neuron import CubaLIFParams
+from spikerl.snn.neuron import CubaLIFParams, check_reset, records_gradient
 from spikerl.snn.surrogate import SpikeFunction
 
 SOURCE = Path(__file__).with_name("cuba_lif.c")
@@ -176,13 +176,10 @@ def cuba_lif_multistep_native(input_currents: torch.Tensor, params: CubaLIFParam
                               reset: str = "hard", detach_reset: bool = True, steps: int | None = None) -> torch.Tensor:
     """As `neuron.cuba_lif_multistep`: [T, B, n] currents in, [T, B, n] spikes out. With `steps`, the input
     is one [B, n] current given at every step (the first layer's constant encoding), never copied T times."""
-    if reset not in ("hard", "subtract"):
-        raise ValueError(f"unknown reset {reset!r}; choose 'hard' or 'subtract'")
+    check_reset(reset)
     _check_tensor(input_currents)
     steps = input_currents.shape[0] if steps is None else steps
-    needs_grad = torch.is_grad_enabled() and (input_currents.requires_grad or params.alpha.requires_grad
-                                              or params.beta.requires_grad or params.theta.requires_grad)
-    if not needs_grad:
+    if not records_gradient(input_currents, params):
         currents = input_currents.detach().contiguous()
         return _forward(currents, steps, _params(params.alpha, params.beta, params.theta), reset == "hard")
     return _NativeCubaLIF.apply(input_currents, params.alpha, params.beta, params.theta, steps, spike_fn, reset,
