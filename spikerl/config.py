@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from spikerl.errors import ConfigError
 from spikerl.fileio import atomic_write_text
 
 PerLayer = Union[float, list[float]]  # one value for every hidden layer, or one per hidden layer
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
 @dataclass
@@ -54,12 +56,10 @@ class NetworkConfig:
     """A spiking MLP (kind snn) or its ANN twin of the same sizes (kind ann)."""
 
     kind: Literal["snn", "ann"] = "snn"
-    # Spiking layers in updates: plain loop, fused autograd node, C kernels (CPU; spikerl.snn.native), or the
-    # fused node through torch.compile (CPU or CUDA: Triton kernels there).
-    backend: Literal["reference", "fused", "native", "compiled"] = "reference"
-    # No-grad passes (acting, targets, evaluation): in-place loop, `backend`, the C forward kernel, or the
-    # compiled forward loop.
-    inference: Literal["fast", "reference", "native", "compiled"] = "fast"
+    # How spiking layers compute their T steps (spikerl.snn.backends), with and without gradients: auto (native
+    # on a CPU that can build it, else fused; fused on CUDA), reference (the plain loop), fused (one autograd
+    # node per layer), native (C++ operators, CPU), compiled (the fused loops through torch.compile).
+    backend: Literal["auto", "reference", "fused", "native", "compiled"] = "auto"
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     timesteps: int = 5  # T: integration steps per forward pass
     encoder: Literal["two_neuron", "direct", "population", "poisson"] = "two_neuron"
@@ -133,7 +133,7 @@ class TrainConfig:
     env_id: str = "CartPole-v1"
     seed: int = 0
     total_steps: int = 100_000
-    device: str = "cpu"
+    device: str = "cpu"  # auto (CUDA where available), cpu, cuda or cuda:N
     threads: int | None = None  # torch CPU threads; None leaves torch's default
     run_dir: str | None = None  # None: runs/<env>-<algo>-<kind>-s<seed>-<time>
     checkpoint_every: int = 20_000  # 0: none; taken at the first episode end at or after each multiple
@@ -371,6 +371,7 @@ def validate(cfg: TrainConfig) -> None:
     _check(cfg.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {cfg.keep_checkpoints}")
     _check(cfg.threads is None or cfg.threads >= 1, f"threads must be >= 1, got {cfg.threads}")
     _check(bool(cfg.env_id.strip()), "env_id must name a Gymnasium environment")
+    _check(bool(DEVICE_PATTERN.match(cfg.device)), f"device must be auto, cpu, cuda or cuda:N; got {cfg.device!r}")
     validate_network(cfg.network, "network")
     _check(cfg.eval.every >= 0, f"eval.every must be >= 0, got {cfg.eval.every}")
     _check(cfg.eval.episodes >= 1, f"eval.episodes must be >= 1, got {cfg.eval.episodes}")

@@ -7,3 +7,11 @@ class SpikerlError(Exception):
 
 class ConfigError(SpikerlError):
     """A config value is missing, unknown, of the wrong type or out of range."""
+
+
+class TrainingDiverged(SpikerlError):
+    """A loss, parameter or state became NaN or infinite."""
+
+
+class CheckpointFormatError(SpikerlError):
+    """A sound checkpoint written in another format version than this spikerl reads (not corruption)."""

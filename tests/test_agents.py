@@ -1,5 +1,6 @@
 """Agent pieces: epsilon schedules, spiking critics, soft targets, replay buffer."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -44,15 +45,16 @@ def test_td3_with_a_spiking_critic_trains(tmp_path):
     result = td3.train(cfg, Run(cfg))
     assert result["global_step"] == 250
     critics = newest_checkpoint(tmp_path / "run")["components"]
-    assert any(k.startswith("net.membranes") for k in critics["critic1"])  # the critic is spiking
+    assert any(k.startswith("net.neurons") for k in critics["critic1"])  # the critic is spiking
     assert not torch.equal(critics["critic1"]["net.layers.0.weight"], critics["critic2"]["net.layers.0.weight"])
 
 
 def test_network_kind_switch_swaps_the_whole_network():
     snn = load_config("configs/cartpole_dqn_snn.yaml")
     ann = load_config("configs/cartpole_dqn_ann.yaml")
-    assert isinstance(dqn.QPolicy(snn, 4, 2).net, SpikingMLP)
-    assert isinstance(dqn.QPolicy(ann, 4, 2).net, ANNMLP)
+    env = gym.make("CartPole-v1")
+    assert isinstance(dqn.make_policy(snn, env).net, SpikingMLP)
+    assert isinstance(dqn.make_policy(ann, env).net, ANNMLP)
 
 
 def test_dqn_soft_target_updates_and_double_q_run(tmp_path):

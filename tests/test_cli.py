@@ -71,10 +71,10 @@ def test_run_folder_holds_everything(tiny_runs):
 def test_target_network_holds_the_online_networks_random_draw(tiny_runs):
     ckpt = newest_checkpoint(tiny_runs[0])
     online, target = ckpt["components"]["q_net"], ckpt["components"]["target_net"]
-    theta = online["net.membranes.0.theta_fixed"]
+    theta = online["net.neurons.0.membrane.theta_fixed"]
     assert theta.unique().numel() > 1  # really drawn per neuron
     for key in online:
-        if "membranes" in key:
+        if ".membrane." in key:
             assert torch.equal(online[key], target[key]), key
 
 
@@ -132,9 +132,9 @@ def test_td3_target_actor_holds_the_actors_random_draw(cli, tmp_path):
     assert result.returncode == 0, result.stderr
     ckpt = newest_checkpoint(run_dir)
     actor, target = ckpt["components"]["actor"], ckpt["components"]["actor_target"]
-    assert actor["net.membranes.1.beta_fixed"].unique().numel() > 1
+    assert actor["net.neurons.1.membrane.beta_fixed"].unique().numel() > 1
     for key in actor:
-        if "membranes" in key or "max_abs" in key:
+        if ".membrane." in key or "max_abs" in key:
             assert torch.equal(actor[key], target[key]), key
     # The weights have moved apart by now (soft updates), so the comparison above is not vacuous.
     assert not torch.equal(actor["net.layers.0.weight"], target["net.layers.0.weight"])

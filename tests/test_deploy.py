@@ -13,6 +13,7 @@ from spikerl.deploy.nir_io import DT, load_nir_policy, policy_to_nir, write_nir
 from spikerl.deploy.quantize import QuantizationSpec, QuantizedSpikingMLP, quantized_policy
 from spikerl.errors import SpikerlError
 from spikerl.rl import dqn, td3
+from spikerl.snn.encoders import RunningMaxAbs
 from tests.conftest import ROOT
 
 nir = pytest.importorskip("nir")
@@ -84,7 +85,7 @@ def test_the_graph_states_what_nir_cannot_say(tmp_path):
     assert [type(graph.nodes[n]).__name__ for n in ("fc0", "lif0", "fc1", "lif1", "readout_fc", "readout")] == \
         ["Affine", "CubaLIF", "Affine", "CubaLIF", "Affine", "I"]
     lif = graph.nodes["lif1"]
-    alpha = policy.net.membranes[1].alpha.detach().double().numpy()
+    alpha = policy.net.neurons[1].membrane.alpha.detach().double().numpy()
     assert lif.tau_syn.shape == (30,) and np.allclose(lif.tau_syn, DT / (1 - alpha))  # per-neuron arrays
     assert np.allclose(lif.w_in * (1 - alpha), 1.0) and np.allclose(graph.nodes["readout"].r, 1 / DT)
     meta = graph.metadata
@@ -159,7 +160,7 @@ def test_fixed_point_layer_matches_hand_computed_integers():
     cfg = load_config(ROOT / "configs" / "cartpole_dqn_snn.yaml", [
         "network.hidden=[2]", "network.timesteps=3", "network.encoder=direct", "network.neuron.alpha=0.5",
         "network.neuron.beta=0.75", "network.neuron.theta=1.0", "network.readout_alpha=0.0", "network.readout_beta=1.0"])
-    policy = dqn.QPolicy(cfg, 2, 1)
+    policy = dqn.QPolicy(cfg, RunningMaxAbs(2, enabled=False), 1)
     with torch.no_grad():
         policy.net.layers[0].weight.copy_(torch.tensor([[1.27, 0.0], [0.0, -0.5]]))
         policy.net.decoder.fc.weight.copy_(torch.tensor([[0.5, 0.25]]))

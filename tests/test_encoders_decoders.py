@@ -6,8 +6,7 @@ import torch
 from spikerl.snn.decoders import MembraneDecoder, PopulationDecoder
 from spikerl.snn.encoders import (DirectEncoder, PoissonEncoder, PopulationEncoder, RunningMaxAbs,
                                   TwoNeuronEncoder)
-from spikerl.snn.membrane import MembraneParameters
-from spikerl.snn.surrogate import SpikeFunction
+from spikerl.snn.layer import CubaLIF
 
 
 def test_two_neuron_splits_sign_and_repeats_over_time():
@@ -88,9 +87,35 @@ def test_integrator_decoder_sums_weighted_spikes():
     assert torch.allclose(dec(spikes), dec.fc(spikes.sum(dim=0)), atol=1e-6)
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_integrator_backward_through_spike_counts_equals_autograd_through_the_steps(bias):
+    """The integrator's summed backward (every step's spikes get g W, dW = g^T sum_t s) against autograd
+    through the plain step-by-step readout, with two leading batch dimensions."""
+    from spikerl.snn.backends.reference import leaky_readout
+
+    torch.manual_seed(0)
+    dec = MembraneDecoder(6, 3, alpha=0.0, beta=1.0, bias=bias)
+    if bias:
+        torch.nn.init.normal_(dec.fc.bias)
+    spikes = (torch.rand(5, 2, 4, 6) > 0.5).float()
+    weights = torch.randn(2, 4, 3)
+    a, b = spikes.clone().requires_grad_(True), spikes.clone().requires_grad_(True)
+    out = dec(a)
+    assert type(out.grad_fn).__name__ == "IntegratorReadoutBackward"
+    (out * weights).sum().backward()
+    grads = [p.grad.clone() for p in dec.parameters()]
+    dec.zero_grad()
+    expected = leaky_readout(dec.fc(b), dec.alpha, dec.beta)
+    (expected * weights).sum().backward()
+    assert torch.equal(out, expected.detach())
+    assert torch.allclose(a.grad, b.grad, atol=1e-6)
+    for g, p in zip(grads, dec.parameters()):
+        assert torch.allclose(g, p.grad, atol=1e-5)
+
+
 def test_population_decoder_reads_out_rates_per_dimension():
-    membrane = MembraneParameters(2 * 3, 0.0, 0.0, 0.5)  # no memory: a neuron spikes when W s > 0.5
-    dec = PopulationDecoder(1, 2, 3, membrane, SpikeFunction(), "hard", True)
+    neurons = CubaLIF(2 * 3, 0.0, 0.0, 0.5)  # no memory: a neuron spikes when W s > 0.5
+    dec = PopulationDecoder(1, 2, 3, neurons)
     with torch.no_grad():
         dec.fc.weight.copy_(torch.tensor([[1.0], [1.0], [0.0], [0.0], [1.0], [1.0]]))
         dec.readout_weight.copy_(torch.tensor([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]]))

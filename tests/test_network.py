@@ -33,6 +33,7 @@ def test_constant_input_shortcut_equals_the_stepwise_path():
     obs = torch.randn(7, 3)
     out, spikes = net.forward_with_spikes(obs)
     # The same network with the encoder declared time-varying computes W x at every step.
+    net.encoder = copy.copy(net.encoder)
     net.encoder.constant = False
     out2, spikes2 = net.forward_with_spikes(obs)
     assert all(torch.equal(a, b) for a, b in zip(spikes, spikes2))
@@ -41,10 +42,10 @@ def test_constant_input_shortcut_equals_the_stepwise_path():
 
 def test_per_layer_membrane_values_reach_each_layer():
     net = build_network(make_cfg(neuron=NeuronConfig(alpha=[0.0, 0.5], beta=[0.9, 0.7], theta=[0.2, 1.1])), 3, 2)
-    assert net.membranes[0].alpha.unique().tolist() == [0.0]
-    assert net.membranes[1].alpha.unique().tolist() == [0.5]
-    assert net.membranes[0].beta.unique().tolist() == pytest.approx([0.9])
-    assert net.membranes[1].theta.unique().tolist() == pytest.approx([1.1])
+    assert net.neurons[0].membrane.alpha.unique().tolist() == [0.0]
+    assert net.neurons[1].membrane.alpha.unique().tolist() == [0.5]
+    assert net.neurons[0].membrane.beta.unique().tolist() == pytest.approx([0.9])
+    assert net.neurons[1].membrane.theta.unique().tolist() == pytest.approx([1.1])
 
 
 def test_randomized_draw_is_per_neuron_clipped_and_seeded():
@@ -65,25 +66,25 @@ def test_randomized_parameters_are_copied_into_target_networks():
     cfg = make_cfg(neuron=NeuronConfig(alpha=0.5, beta=0.5, theta=0.5, randomize="normal", spread=0.2))
     online = build_network(cfg, 3, 2, torch.Generator().manual_seed(5))
     other = build_network(cfg, 3, 2, torch.Generator().manual_seed(6))
-    assert not torch.equal(online.membranes[0].theta, other.membranes[0].theta)
+    assert not torch.equal(online.neurons[0].membrane.theta, other.neurons[0].membrane.theta)
     other.load_state_dict(online.state_dict())  # a hard target update
-    assert torch.equal(online.membranes[0].theta, other.membranes[0].theta)
-    assert torch.equal(copy.deepcopy(online).membranes[1].alpha, online.membranes[1].alpha)
+    assert torch.equal(online.neurons[0].membrane.theta, other.neurons[0].membrane.theta)
+    assert torch.equal(copy.deepcopy(online).neurons[1].membrane.alpha, online.neurons[1].membrane.alpha)
 
 
 def test_learnable_parameters_train_and_stay_in_range():
     cfg = make_cfg(neuron=NeuronConfig(alpha=0.5, beta=0.5, theta=0.5, learnable=True))
     net = build_network(cfg, 3, 2)
     names = {n for n, _ in net.named_parameters()}
-    assert {"membranes.0.alpha_raw", "membranes.1.theta_raw"} <= names
+    assert {"neurons.0.membrane.alpha_raw", "neurons.1.membrane.theta_raw"} <= names
     opt = torch.optim.SGD(net.parameters(), lr=50.0)
     obs = torch.randn(32, 3)
     for _ in range(20):  # a huge step size pushes the raw values far; the mapped ones stay in range
         opt.zero_grad()
-        loss = -net(obs).sum() - sum(m.alpha.sum() + m.beta.sum() - m.theta.sum() for m in net.membranes)
+        loss = -net(obs).sum() - sum(m.alpha.sum() + m.beta.sum() - m.theta.sum() for m in (n.membrane for n in net.neurons))
         loss.backward()
         opt.step()
-    for m in net.membranes:
+    for m in (n.membrane for n in net.neurons):
         assert 0.0 <= m.alpha.min().item() and m.alpha.max().item() <= 1.0
         assert 0.0 <= m.beta.min().item() and m.beta.max().item() <= 1.0
         assert m.theta.min().item() > 0.0

@@ -1,10 +1,11 @@
-"""CUBA-LIF recurrence against hand-computed values (DESIGN.md section 1)."""
+"""CUBA-LIF recurrence against hand-computed values."""
 
 import pytest
 import torch
 
 from spikerl.snn.membrane import MembraneParameters
-from spikerl.snn.neuron import CubaLIFParams, cuba_lif_multistep, cuba_lif_step, zero_state
+from spikerl.snn.backends.reference import cuba_lif_multistep
+from spikerl.snn.neuron import CubaLIFParams, cuba_lif_step, zero_state
 from spikerl.snn.surrogate import SpikeFunction
 
 SPIKE = SpikeFunction("fast_sigmoid", 100.0)
@@ -15,7 +16,7 @@ def params(alpha, beta, theta):
 
 
 def run_steps(inputs, p, reset):
-    state = zero_state(1, 1, torch.zeros(1))
+    state = zero_state(torch.zeros(1, 1))
     spikes, currents, voltages = [], [], []
     for x in inputs:
         s, state = cuba_lif_step(torch.tensor([[x]]), state, p, SPIKE, reset)
@@ -62,7 +63,7 @@ def test_multistep_equals_step_loop_and_starts_from_rest():
     currents = torch.rand(6, 3, 4)
     p = params(0.7, 0.8, 0.9)
     out = cuba_lif_multistep(currents, p, SPIKE, "hard")
-    state = zero_state(3, 4, currents)
+    state = zero_state(currents[0])
     for t in range(6):
         s, state = cuba_lif_step(currents[t], state, p, SPIKE, "hard")
         assert torch.equal(out[t], s)
@@ -73,12 +74,12 @@ def test_multistep_equals_step_loop_and_starts_from_rest():
 def test_per_neuron_parameters_apply_neuron_by_neuron():
     # Two neurons, same input 1.0, thresholds 0.5 and 1.5, no memory: only the first spikes.
     p = CubaLIFParams(torch.tensor([0.0, 0.0]), torch.tensor([0.0, 0.0]), torch.tensor([0.5, 1.5]))
-    s, state = cuba_lif_step(torch.ones(1, 2), zero_state(1, 2, torch.zeros(1)), p, SPIKE, "hard")
+    s, state = cuba_lif_step(torch.ones(1, 2), zero_state(torch.zeros(1, 2)), p, SPIKE, "hard")
     assert s.tolist() == [[1.0, 0.0]]
     assert state.voltage.tolist() == [[0.0, 1.0]]
     # Per-neuron decays: second step with no input leaves beta_i * V_i.
     p = CubaLIFParams(torch.tensor([0.0, 0.0]), torch.tensor([0.25, 0.75]), torch.tensor([5.0, 5.0]))
-    state = zero_state(1, 2, torch.zeros(1))
+    state = zero_state(torch.zeros(1, 2))
     _, state = cuba_lif_step(torch.ones(1, 2), state, p, SPIKE, "hard")
     _, state = cuba_lif_step(torch.zeros(1, 2), state, p, SPIKE, "hard")
     assert state.voltage[0].tolist() == pytest.approx([0.25, 0.75])
@@ -89,7 +90,7 @@ def test_randomized_membrane_parameters_follow_the_recurrence():
     m = MembraneParameters(5, 0.5, 0.5, 1.0, randomize="normal", spread=0.2, generator=gen)
     p = m.params()
     x = torch.full((1, 5), 0.6)
-    state = zero_state(1, 5, x)
+    state = zero_state(x)
     _, state = cuba_lif_step(x, state, p, SPIKE, "hard")
     _, state = cuba_lif_step(x, state, p, SPIKE, "hard")
     # By hand, per neuron: I2 = alpha*0.6 + 0.6, V2 = beta*0.6 + I2 (before reset).

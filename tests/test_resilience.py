@@ -18,7 +18,7 @@ from gymnasium.envs.classic_control import CartPoleEnv
 
 from spikerl import cli as spikerl_cli
 from spikerl.rl.checkpoint import load_checkpoint, write_checkpoint
-from spikerl.errors import SpikerlError
+from spikerl.errors import CheckpointFormatError, SpikerlError
 from tests.conftest import ROOT, run_cli
 
 # Small but real: both agents learn (their weights move every few steps), take several checkpoints
@@ -155,8 +155,9 @@ def test_checkpoint_damage_is_detected_with_a_clear_message(tmp_path):
     path.write_bytes(good[: len(good) - 100])
     with pytest.raises(SpikerlError, match=r"is corrupt: truncated \(\d+ of \d+ bytes\)"):
         load_checkpoint(path)
-    path.write_bytes(good.replace(b'"format": 2', b'"format": 9'))
-    with pytest.raises(SpikerlError, match="has format 9; this spikerl reads format 2"):
+    path.write_bytes(good.replace(b'"format": 3', b'"format": 9'))
+    with pytest.raises(CheckpointFormatError, match="has format 9, written by a newer spikerl; this spikerl reads "
+                                                    "format 3 \\(the file is intact"):
         load_checkpoint(path)
     path.write_bytes(b"not a checkpoint at all")
     with pytest.raises(SpikerlError, match="no spikerl header"):

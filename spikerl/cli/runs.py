@@ -29,6 +29,19 @@ def _resume_config(run_dir: Path, overrides: list[str]):
     return load_config(config_path, [*overrides, f"run_dir={run_dir}"])
 
 
+def resolve_run_choices(cfg) -> None:
+    """Resolve `device` and every `backend: auto` once, before the run folder is written, so its config.yaml
+    records what this run uses (a resumed run and `spikerl train RUN/config.yaml` use the same)."""
+    from spikerl.devices import resolve_device
+    from spikerl.snn.backends import resolve_backend
+
+    device = resolve_device(cfg.device)
+    cfg.device = str(device)
+    for net in (cfg.network, cfg.td3.critic if cfg.algo == "td3" else None):
+        if net is not None and net.kind == "snn":
+            net.backend = resolve_backend(net.backend, device)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
@@ -48,6 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     make_env(cfg.env_id, cfg.algo).close()  # fail on a wrong environment before a run folder exists
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    resolve_run_choices(cfg)
     run = Run(cfg, resume=bool(args.resume))
     checkpoint = None
     if args.resume:
@@ -66,15 +80,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_any_policy(source: Path, env_id: str | None, checkpoint: str | None):
-    """(config, policy) from a run folder (final model or a checkpoint) or a NIR file."""
+def _load_any_policy(source: Path, args: argparse.Namespace):
+    """(config, policy) from a run folder (final model or a checkpoint) or a NIR file, on --backend and --device."""
     if source.suffix == ".nir":
         from spikerl.deploy.nir_io import load_nir_policy
 
-        return load_nir_policy(source, env_id)
+        return load_nir_policy(source, args.env, args.backend, args.device)
     from spikerl.rl.evaluate import load_policy
 
-    return load_policy(source, checkpoint)
+    return load_policy(source, args.checkpoint, args.backend, args.device)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -87,7 +101,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from spikerl.deploy.quantize import QuantizationSpec, quantized_policy
 
         spec = QuantizationSpec(args.weight_bits, args.decay_bits, args.state_bits)
-    cfg, policy = _load_any_policy(source, args.env, args.checkpoint)
+    cfg, policy = _load_any_policy(source, args)
     if args.env and args.env != cfg.env_id:
         trained, other = make_env(cfg.env_id, cfg.algo), make_env(args.env, cfg.algo)
         spaces = [(e.observation_space.shape, getattr(e.action_space, "shape", None), getattr(e.action_space, "n", None))
@@ -117,7 +131,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from spikerl.deploy.nir_io import policy_to_nir, write_nir
     from spikerl.rl.evaluate import load_policy
 
-    cfg, policy = load_policy(Path(args.run_dir), args.checkpoint)
+    cfg, policy = load_policy(Path(args.run_dir), args.checkpoint, args.backend, args.device)
     graph = policy_to_nir(cfg, policy)
     out = Path(args.output)
     write_nir(graph, out)
@@ -132,7 +146,7 @@ def cmd_energy(args: argparse.Namespace) -> int:
     from spikerl.deploy.energy import measure_activity, plot_raster
 
     source = Path(args.run_dir)
-    cfg, policy = _load_any_policy(source, args.env, args.checkpoint)
+    cfg, policy = _load_any_policy(source, args)
     try:
         report, result, recorder = measure_activity(policy, args.env or cfg.env_id, args.episodes, args.seed,
                                                     args.raster_decisions, args.e_ac, args.e_mac)
@@ -172,6 +186,13 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_backend_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", default="auto", choices=["auto", "reference", "fused", "native", "compiled"],
+                        help="compute the spiking layers with this backend, whatever the run trained with (default auto: "
+                             "native on a CPU that can build it, else fused)")
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
+
+
 def add_commands(sub) -> None:
     train = sub.add_parser("train", help="train an agent from a YAML config, or resume a run", description=(
         "Train an agent. Overrides are dotted keys, e.g. network.neuron.theta=0.5 seed=1 network.kind=ann. "
@@ -194,6 +215,7 @@ def add_commands(sub) -> None:
     ev.add_argument("--weight-bits", type=int, default=8, help="with --quantize: signed weight bits per layer")
     ev.add_argument("--decay-bits", type=int, default=12, help="with --quantize: decays on a 1/2^bits grid")
     ev.add_argument("--state-bits", type=int, default=24, help="with --quantize: integer current and voltage bits")
+    _add_backend_options(ev)
     ev.set_defaults(func=cmd_eval)
 
     export = sub.add_parser("export", help="write a trained spiking policy as a NIR graph")
@@ -201,6 +223,7 @@ def add_commands(sub) -> None:
     export.add_argument("--format", choices=["nir"], default="nir")
     export.add_argument("--checkpoint", help="a checkpoint file instead of the run's final model")
     export.add_argument("-o", "--output", default="policy.nir")
+    _add_backend_options(export)
     export.set_defaults(func=cmd_export)
 
     energy = sub.add_parser("energy", help="spikes, synaptic operations and an energy estimate against the ANN twin")
@@ -214,6 +237,7 @@ def add_commands(sub) -> None:
     energy.add_argument("--raster", help="PNG of the hidden spikes over the first decisions")
     energy.add_argument("--raster-decisions", type=int, default=40)
     energy.add_argument("-o", "--output", help="JSON file with the counts")
+    _add_backend_options(energy)
     energy.set_defaults(func=cmd_energy)
 
     plot = sub.add_parser("plot", help="learning curves of runs, mean and band over seeds, to PNG")

@@ -1,4 +1,4 @@
-"""NIR export and import of spiking policies (DESIGN section 6).
+"""NIR export and import of spiking policies.
 
 A spiking MLP becomes the chain
 
@@ -101,13 +101,13 @@ def policy_to_nir(cfg, policy: nn.Module):
     if cfg.network.encoder not in ENCODERS or not isinstance(net.decoder, MembraneDecoder):
         raise SpikerlError(f"NIR export covers the encoders {', '.join(ENCODERS)} and the membrane and integrator "
                            f"decoders; this network uses encoder={cfg.network.encoder}, decoder={cfg.network.decoder}")
-    if net.reset != "hard":
+    if any(n.reset != "hard" for n in net.neurons):
         raise SpikerlError("NIR's CubaLIF resets to v_reset; reset=subtract has no NIR equivalent")
 
     nodes = {"input": nir.Input(input_type={"input": np.array([net.encoder.out_features])})}
     edges, previous = [], "input"
-    for i, (layer, membrane) in enumerate(zip(net.layers, net.membranes)):
-        nodes[f"fc{i}"], nodes[f"lif{i}"] = _affine(nir, layer), _cuba_lif(nir, membrane, f"hidden layer {i}")
+    for i, (layer, neurons) in enumerate(zip(net.layers, net.neurons)):
+        nodes[f"fc{i}"], nodes[f"lif{i}"] = _affine(nir, layer), _cuba_lif(nir, neurons.membrane, f"hidden layer {i}")
         edges += [(previous, f"fc{i}"), (f"fc{i}", f"lif{i}")]
         previous = f"lif{i}"
     out_dim = net.decoder.fc.out_features
@@ -206,9 +206,11 @@ def _discrete(node, name: str, kind: str) -> tuple[np.ndarray, np.ndarray, np.nd
     return alpha, beta, (1 - alpha) * w_in * (1 - beta) * r
 
 
-def load_nir_policy(path: Path, env_id: str | None = None):
-    """(config, policy) from a NIR file: a spiking network spikerl can run, wrapped like a trained policy."""
+def load_nir_policy(path: Path, env_id: str | None = None, backend: str = "auto", device: str = "cpu"):
+    """(config, policy) from a NIR file: a spiking network spikerl can run, wrapped like a trained policy,
+    its layers on `backend` and `device`."""
     from spikerl.config import NetworkConfig, TrainConfig, config_from_dict
+    from spikerl.devices import resolve_device
     from spikerl.rl import dqn, td3
     from spikerl.rl.envs import make_env
 
@@ -253,20 +255,20 @@ def load_nir_policy(path: Path, env_id: str | None = None):
                            f"encoder gives {in_features}")
 
     net_cfg = NetworkConfig(
-        kind="snn", hidden=[int(np.asarray(p[0][1].weight).shape[0]) for p in hidden], timesteps=int(meta["timesteps"]),
+        kind="snn", backend=backend, hidden=[int(np.asarray(p[0][1].weight).shape[0]) for p in hidden], timesteps=int(meta["timesteps"]),
         encoder=encoder, normalize_obs="obs_max_abs" in meta,
         decoder="integrator" if type(readout[1][1]).__name__ == "I" else "membrane",
         bias=any(type(node).__name__ == "Affine" for pair in layers for _, node in pair))
     base = config_from_dict(stored) if stored else TrainConfig()
     cfg = replace(base, algo=algo, env_id=env_id, network=replace(net_cfg, neuron=replace(base.network.neuron,
                   randomize="none", learnable=False, reset="hard")))
-    policy = dqn.QPolicy(cfg, obs_dim, int(env.action_space.n)) if algo == "dqn" else td3.Actor(cfg, obs_dim, env.action_space)
+    policy = (dqn if algo == "dqn" else td3).make_policy(cfg, env)  # on the CPU while the graph's values load
     env.close()
 
     net = policy.net
     with torch.no_grad():
         for (fc_name, fc), (lif_name, lif), layer, membrane in zip(
-                (p[0] for p in hidden), (p[1] for p in hidden), net.layers, net.membranes):
+                (p[0] for p in hidden), (p[1] for p in hidden), net.layers, (n.membrane for n in net.neurons)):
             alpha, beta, gain = _discrete(lif, lif_name, "CubaLIF")
             if not np.allclose(lif.v_reset, 0):
                 raise SpikerlError(f"NIR node {lif_name!r} resets to v_reset != 0; spikerl resets to 0")
@@ -277,13 +279,16 @@ def load_nir_policy(path: Path, env_id: str | None = None):
         (fc_name, fc), (ro_name, ro) = readout
         alpha, beta, gain = _discrete(ro, ro_name, type(ro).__name__)
         _load_affine(net.decoder.fc, fc, gain)
-        net.decoder.alpha = torch.as_tensor(alpha, dtype=torch.float32)
-        net.decoder.beta = torch.as_tensor(beta, dtype=torch.float32)
+        net.decoder.readout.alpha = torch.as_tensor(alpha, dtype=torch.float32)
+        net.decoder.readout.beta = torch.as_tensor(beta, dtype=torch.float32)
         if "obs_max_abs" in meta:
             policy.obs_norm.max_abs.copy_(torch.as_tensor(np.asarray(meta["obs_max_abs"], np.float32)))
         if algo == "td3" and "action_scale" in meta:
             policy.action_scale.copy_(torch.as_tensor(np.asarray(meta["action_scale"], np.float32)))
             policy.action_offset.copy_(torch.as_tensor(np.asarray(meta["action_offset"], np.float32)))
+    torch_device = resolve_device(device)
+    policy.to(torch_device)
+    policy.net.set_backend(backend, torch_device)
     policy.eval()
     return cfg, policy
 

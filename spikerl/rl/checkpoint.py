@@ -1,4 +1,4 @@
-"""Checkpoint files: atomic writes, a format version and a SHA-256 checksum.
+"""Checkpoint files (atomic writes, a format version, a SHA-256 checksum) and the random-number state they hold.
 
 A file is one header line and a `torch.save` payload:
 
@@ -9,6 +9,9 @@ It is written to a temporary file in the same folder, flushed to disk, then rena
 target, so a crash leaves either the old file or the new one, never half of one. Reading checks
 the size (a truncated copy) and the digest (any flipped byte) before unpickling, with
 `weights_only=True`. Read them with `load_checkpoint`; plain `torch.load` does not know the header.
+A file of another format version is sound but unreadable here: that is `CheckpointFormatError`
+(naming both versions), never mistaken for corruption. Tensors load onto the CPU; loading a state
+into networks on another device moves them there (train on CUDA, evaluate on the CPU).
 """
 
 from __future__ import annotations
@@ -16,14 +19,17 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import random
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from spikerl.errors import SpikerlError
+from spikerl.errors import CheckpointFormatError, SpikerlError
 from spikerl.fileio import atomic_write_bytes
 
-CHECKPOINT_FORMAT = 2
+# 3: networks built from spiking layers (state keys neurons.N.membrane.*, decoder.readout.*), CUDA generators.
+CHECKPOINT_FORMAT = 3
 MAGIC = b"SPIKERL-CHECKPOINT "
 
 
@@ -49,14 +55,52 @@ def load_checkpoint(path: Path) -> dict:
         size, digest, version = int(header["bytes"]), str(header["sha256"]), int(header["format"])
     except (ValueError, KeyError, TypeError):
         raise SpikerlError(f"checkpoint {path} is corrupt (unreadable header)") from None
-    if version != CHECKPOINT_FORMAT:
-        raise SpikerlError(f"checkpoint {path} has format {version}; this spikerl reads format {CHECKPOINT_FORMAT}")
     payload = memoryview(data)[newline + 1:]
     if len(payload) != size:
         raise SpikerlError(f"checkpoint {path} is corrupt: truncated ({len(payload)} of {size} bytes)")
     if hashlib.sha256(payload).hexdigest() != digest:
         raise SpikerlError(f"checkpoint {path} is corrupt: its SHA-256 checksum does not match")
+    if version != CHECKPOINT_FORMAT:
+        which = "an older" if version < CHECKPOINT_FORMAT else "a newer"
+        raise CheckpointFormatError(f"checkpoint {path} has format {version}, written by {which} spikerl; this "
+                                    f"spikerl reads format {CHECKPOINT_FORMAT} (the file is intact: use the spikerl "
+                                    "that wrote it, or train the run again)")
     try:
         return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as exc:  # a payload that passed the checksum but was written wrong
         raise SpikerlError(f"checkpoint {path} is corrupt ({type(exc).__name__} while unpickling)") from None
+
+
+# ----------------------------------------------------------------------------- random-number state
+
+
+def capture_rng_state(rng: np.random.Generator) -> dict:
+    """Every generator a run draws from (Python, NumPy's global and the run's, torch's CPU and CUDA
+    generators), in a form `torch.load(weights_only=True)` accepts."""
+    legacy = np.random.get_state(legacy=False)
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(), "run": rng.bit_generator.state,
+             "numpy_global": {**legacy, "state": {"key": torch.from_numpy(legacy["state"]["key"].astype(np.int64)),
+                                                  "pos": legacy["state"]["pos"]}}}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict, rng: np.random.Generator) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    rng.bit_generator.state = state["run"]
+    legacy = state["numpy_global"]
+    np.random.set_state({**legacy, "state": {"key": legacy["state"]["key"].numpy().astype(np.uint32),
+                                             "pos": legacy["state"]["pos"]}})
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"][:torch.cuda.device_count()])
+
+
+def env_rng_state(env) -> dict:
+    return {"env": env.unwrapped.np_random.bit_generator.state, "action_space": env.action_space.np_random.bit_generator.state}
+
+
+def restore_env_rng_state(env, state: dict) -> None:
+    env.unwrapped.np_random.bit_generator.state = state["env"]
+    env.action_space.np_random.bit_generator.state = state["action_space"]

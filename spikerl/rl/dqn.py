@@ -1,7 +1,8 @@
-"""DQN with a spiking (or ANN) Q-network. One file: the network wrapper, the schedule, the loop, the update.
+"""DQN with a spiking (or ANN) Q-network. One file: the network wrapper, the schedule, the target, the update.
 
-Follows dsrl's DQN by default (Huber loss, exponential epsilon decay per step, hard target copies),
-with double DQN, soft target updates and a linear epsilon schedule as options.
+Defaults follow the released code of the paper (dsrl): exponential epsilon decay per step and hard
+target copies; the loss is Huber by default (`dqn.loss: mse` is dsrl's). Double DQN, soft target
+updates and a linear epsilon schedule are options.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from spikerl.config import DQNConfig, TrainConfig
-from spikerl.rl.common import TrainingLoop, as_obs_tensor, seed_everything
-from spikerl.rl.envs import make_env
+from spikerl.rl.loop import TrainingLoop, as_obs_tensor, seed_everything
 from spikerl.rl.replay import ReplayBuffer
 from spikerl.rl.run import Run
 from spikerl.snn.encoders import RunningMaxAbs
@@ -24,23 +24,25 @@ from spikerl.snn.network import build_network
 
 
 class QPolicy(nn.Module):
-    """Observation normalization (optional) followed by the Q-network; acting is greedy."""
+    """Observation normalization (read, not updated, here) followed by the Q-network; acting is greedy."""
 
-    def __init__(self, cfg: TrainConfig, obs_dim: int, n_actions: int, generator: torch.Generator | None = None):
+    def __init__(self, cfg: TrainConfig, obs_norm: RunningMaxAbs, n_actions: int,
+                 generator: torch.Generator | None = None, device: torch.device | str = "cpu"):
         super().__init__()
-        self.obs_norm = RunningMaxAbs(obs_dim, enabled=cfg.network.normalize_obs)
-        self.net = build_network(cfg.network, obs_dim, n_actions, generator)
+        self.obs_norm = obs_norm
+        self.net = build_network(cfg.network, obs_norm.max_abs.numel(), n_actions, generator, device)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(self.obs_norm(obs))
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> int:
-        return int(self(as_obs_tensor(obs)).argmax(dim=1).item())
+        return int(self(as_obs_tensor(obs, self.obs_norm.max_abs.device)).argmax(dim=1).item())
 
 
-def make_policy(cfg: TrainConfig, env: gym.Env) -> QPolicy:
-    return QPolicy(cfg, env.observation_space.shape[0], int(env.action_space.n))
+def make_policy(cfg: TrainConfig, env: gym.Env, device: torch.device | str = "cpu") -> QPolicy:
+    obs_norm = RunningMaxAbs(env.observation_space.shape[0], enabled=cfg.network.normalize_obs).to(device)
+    return QPolicy(cfg, obs_norm, int(env.action_space.n), device=device)
 
 
 def epsilon_at(step: int, d: DQNConfig) -> float:
@@ -50,24 +52,33 @@ def epsilon_at(step: int, d: DQNConfig) -> float:
     return d.epsilon_start + fraction * (d.epsilon_end - d.epsilon_start)
 
 
+def td_target(rewards: torch.Tensor, terminated: torch.Tensor, next_q_target: torch.Tensor, gamma: float,
+              next_q_online: torch.Tensor | None = None) -> torch.Tensor:
+    """r + gamma (1 - terminated) Q'(s', a*): a* = argmax Q'(s', .), or with `next_q_online` (double DQN)
+    argmax Q(s', .), the online network choosing and the target network valuing."""
+    if next_q_online is None:
+        next_value = next_q_target.max(dim=1).values
+    else:
+        next_value = next_q_target.gather(1, next_q_online.argmax(dim=1, keepdim=True)).squeeze(1)
+    return rewards + gamma * next_value * (1.0 - terminated)
+
+
 def train(cfg: TrainConfig, run: Run, checkpoint: dict | None = None) -> dict:
     """Train from scratch, or continue from `checkpoint` (a dict from `Run.latest_good_checkpoint`)."""
     d = cfg.dqn
-    # Seeding: Python, NumPy, torch, the environment and its action space.
+    # Seeding: Python, NumPy, torch; the loop seeds the environment and its action space.
     rng, membrane_gen = seed_everything(cfg.seed)
-    env = make_env(cfg.env_id, "dqn")
-    env.action_space.seed(cfg.seed)
-    obs_dim, n_actions = env.observation_space.shape[0], int(env.action_space.n)
+    loop = TrainingLoop(cfg, run, rng)
+    env, device = loop.env, loop.device
 
-    q_net = QPolicy(cfg, obs_dim, n_actions, membrane_gen)
+    q_net = QPolicy(cfg, loop.obs_norm, int(env.action_space.n), membrane_gen, device)
     target_net = copy.deepcopy(q_net)  # same weights and the same drawn membrane parameters
     target_net.obs_norm = q_net.obs_norm  # one normalizer: targets see what the online net sees
     optimizer = torch.optim.Adam(q_net.parameters(), lr=d.learning_rate)
-    buffer = ReplayBuffer(d.buffer_size, obs_dim, (), np.int64)
+    buffer = ReplayBuffer(d.buffer_size, env.observation_space.shape[0], (), np.int64)
 
-    loop = TrainingLoop(cfg, run, env=env, act=q_net.act, buffer=buffer, rng=rng, obs_norm=q_net.obs_norm,
-                        components={"q_net": q_net, "target_net": target_net, "optimizer": optimizer})
-    step, obs = loop.begin(checkpoint)
+    step, obs = loop.begin(checkpoint, act=q_net.act, buffer=buffer,
+                           components={"q_net": q_net, "target_net": target_net, "optimizer": optimizer})
     for step in range(step + 1, cfg.total_steps + 1):
         epsilon = epsilon_at(step, d)
         action = int(env.action_space.sample()) if rng.random() < epsilon else q_net.act(obs)
@@ -77,16 +88,12 @@ def train(cfg: TrainConfig, run: Run, checkpoint: dict | None = None) -> dict:
             if d.anneal_lr:
                 optimizer.param_groups[0]["lr"] = d.learning_rate * (1.0 - (step - 1) / cfg.total_steps)
             for _ in range(d.gradient_steps):
-                b_obs, b_actions, b_rewards, b_next_obs, b_terminated = buffer.sample(d.batch_size, rng)
+                b_obs, b_actions, b_rewards, b_next_obs, b_terminated = buffer.sample(d.batch_size, rng, device)
                 with torch.no_grad():
-                    next_q = target_net(b_next_obs)
-                    if d.double:  # the online net picks the action, the target net values it
-                        next_value = next_q.gather(1, q_net(b_next_obs).argmax(dim=1, keepdim=True)).squeeze(1)
-                    else:
-                        next_value = next_q.max(dim=1).values
-                    td_target = b_rewards + d.gamma * next_value * (1.0 - b_terminated)
+                    target = td_target(b_rewards, b_terminated, target_net(b_next_obs), d.gamma,
+                                       q_net(b_next_obs) if d.double else None)
                 q_taken = q_net(b_obs).gather(1, b_actions.unsqueeze(1)).squeeze(1)
-                loss = F.smooth_l1_loss(q_taken, td_target) if d.loss == "huber" else F.mse_loss(q_taken, td_target)
+                loss = F.smooth_l1_loss(q_taken, target) if d.loss == "huber" else F.mse_loss(q_taken, target)
                 loop.check_finite(step, "losses/td_loss", loss)
                 optimizer.zero_grad()
                 loss.backward()
@@ -106,5 +113,4 @@ def train(cfg: TrainConfig, run: Run, checkpoint: dict | None = None) -> dict:
 
         if loop.after_step(step):
             break
-    env.close()
-    return loop.finish(step, q_net.state_dict())
+    return loop.finish(step, q_net.state_dict(), {"q_net": q_net.net.backend})

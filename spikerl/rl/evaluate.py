@@ -38,11 +38,14 @@ def evaluate(act: Callable[[np.ndarray], np.ndarray | int], env_id: str, episode
     }
 
 
-def load_policy(run_dir: Path, checkpoint: str | None = None):
-    """The run's config and its trained policy (final model, or the given checkpoint), ready to act."""
+def load_policy(run_dir: Path, checkpoint: str | None = None, backend: str = "auto", device: str = "cpu"):
+    """The run's config and its trained policy (final model, or the given checkpoint), ready to act on
+    `device`, its spiking layers on `backend` (whatever backend it was trained with)."""
     from spikerl.config import config_from_dict
+    from spikerl.devices import resolve_device
     from spikerl.rl import dqn, td3
     from spikerl.rl.checkpoint import load_checkpoint
+    from spikerl.snn.backends import resolve_backend
 
     if not run_dir.is_dir():
         raise SpikerlError(f"run folder not found: {run_dir}")
@@ -55,9 +58,12 @@ def load_policy(run_dir: Path, checkpoint: str | None = None):
             raise SpikerlError(f"{run_dir} has no config.yaml; is it a spikerl run folder?")
         cfg_data = yaml.safe_load(config_path.read_text())
     cfg = config_from_dict(cfg_data)
+    torch_device = resolve_device(device)
+    cfg.device = str(torch_device)
+    cfg.network.backend = resolve_backend(backend, torch_device) if cfg.network.kind == "snn" else backend
     algorithm = dqn if cfg.algo == "dqn" else td3
     env = make_env(cfg.env_id, cfg.algo)
-    policy = algorithm.make_policy(cfg, env)
+    policy = algorithm.make_policy(cfg, env, torch_device)
     env.close()
     if final is not None:
         state = final["policy"]

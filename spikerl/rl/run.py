@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from spikerl.config import TrainConfig, config_to_dict, save_config
-from spikerl.errors import SpikerlError
+from spikerl.errors import CheckpointFormatError, SpikerlError
 from spikerl.fileio import atomic_write_text
 from spikerl.rl.checkpoint import load_checkpoint, write_checkpoint
 
@@ -192,13 +192,16 @@ class Run:
         return path
 
     def latest_good_checkpoint(self) -> dict | None:
-        """The newest checkpoint that loads and verifies; corrupt newer ones are set aside with a message."""
+        """The newest checkpoint that loads and verifies; corrupt newer ones are set aside with a message.
+        A sound checkpoint of another format version stops the resume (and is left where it is)."""
         for stale in self.checkpoint_dir.glob(".step_*.pt.tmp-*"):
             stale.unlink()  # a write the killed process never finished
         candidates = self.checkpoints()
         for path in candidates:
             try:
                 data = load_checkpoint(path)
+            except CheckpointFormatError:
+                raise
             except SpikerlError as exc:
                 aside = path.with_name(path.name + ".corrupt")
                 path.replace(aside)

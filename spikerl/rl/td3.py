@@ -16,8 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from spikerl.config import TrainConfig
-from spikerl.rl.common import TrainingLoop, as_obs_tensor, seed_everything
-from spikerl.rl.envs import make_env
+from spikerl.rl.loop import TrainingLoop, as_obs_tensor, seed_everything
 from spikerl.rl.replay import ReplayBuffer
 from spikerl.rl.run import Run
 from spikerl.snn.encoders import RunningMaxAbs
@@ -27,82 +26,98 @@ from spikerl.snn.network import build_network
 class Actor(nn.Module):
     """action = scale * tanh(net(normalized obs)) + offset, mapping onto the action box."""
 
-    def __init__(self, cfg: TrainConfig, obs_dim: int, action_space: gym.spaces.Box, generator: torch.Generator | None = None):
+    def __init__(self, cfg: TrainConfig, obs_norm: RunningMaxAbs, action_space: gym.spaces.Box,
+                 generator: torch.Generator | None = None, device: torch.device | str = "cpu"):
         super().__init__()
-        self.obs_norm = RunningMaxAbs(obs_dim, enabled=cfg.network.normalize_obs)
-        self.net = build_network(cfg.network, obs_dim, action_space.shape[0], generator)
+        self.obs_norm = obs_norm
+        self.net = build_network(cfg.network, obs_norm.max_abs.numel(), action_space.shape[0], generator, device)
         low, high = (torch.as_tensor(b, dtype=torch.float32) for b in (action_space.low, action_space.high))
-        self.register_buffer("action_scale", (high - low) / 2.0)
-        self.register_buffer("action_offset", (high + low) / 2.0)
+        self.register_buffer("action_scale", ((high - low) / 2.0).to(device))
+        self.register_buffer("action_offset", ((high + low) / 2.0).to(device))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.action_scale * torch.tanh(self.net(self.obs_norm(obs))) + self.action_offset
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
-        return self(as_obs_tensor(obs))[0].numpy()
+        return self(as_obs_tensor(obs, self.action_scale.device))[0].cpu().numpy()
 
 
 class Critic(nn.Module):
     """Q(s, a) on the same normalized observation as the actor; the input is [obs, action]."""
 
-    def __init__(self, cfg: TrainConfig, obs_norm: RunningMaxAbs, obs_dim: int, action_dim: int, generator=None):
+    def __init__(self, cfg: TrainConfig, obs_norm: RunningMaxAbs, action_dim: int, generator=None,
+                 device: torch.device | str = "cpu"):
         super().__init__()
         self.obs_norm = obs_norm
-        self.net = build_network(cfg.td3.critic, obs_dim + action_dim, 1, generator)
+        self.net = build_network(cfg.td3.critic, obs_norm.max_abs.numel() + action_dim, 1, generator, device)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([self.obs_norm(obs), action], dim=1)).squeeze(1)
 
 
-def make_policy(cfg: TrainConfig, env: gym.Env) -> Actor:
-    return Actor(cfg, env.observation_space.shape[0], env.action_space)
+def make_policy(cfg: TrainConfig, env: gym.Env, device: torch.device | str = "cpu") -> Actor:
+    obs_norm = RunningMaxAbs(env.observation_space.shape[0], enabled=cfg.network.normalize_obs).to(device)
+    return Actor(cfg, obs_norm, env.action_space, device=device)
+
+
+def smoothed_target_actions(target_actions: torch.Tensor, noise: torch.Tensor, noise_clip: float,
+                            scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """Target policy smoothing: a' = clip(mu'(s') + clip(noise, -c, c) * scale, low, high), the noise drawn
+    per sample and action dimension in units of the action bound."""
+    smoothed = target_actions + noise.clamp(-noise_clip, noise_clip) * scale
+    return torch.max(torch.min(smoothed, offset + scale), offset - scale)
+
+
+def td_target(rewards: torch.Tensor, terminated: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor,
+              gamma: float) -> torch.Tensor:
+    """Clipped double Q-learning: r + gamma (1 - terminated) min(Q1'(s', a'), Q2'(s', a'))."""
+    return rewards + gamma * (1.0 - terminated) * torch.min(q1, q2)
 
 
 def train(cfg: TrainConfig, run: Run, checkpoint: dict | None = None) -> dict:
     """Train from scratch, or continue from `checkpoint` (a dict from `Run.latest_good_checkpoint`)."""
     t = cfg.td3
-    # Seeding: Python, NumPy, torch, the environment and its action space.
+    # Seeding: Python, NumPy, torch; the loop seeds the environment and its action space.
     rng, membrane_gen = seed_everything(cfg.seed)
-    env = make_env(cfg.env_id, "td3")
-    env.action_space.seed(cfg.seed)
-    obs_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    loop = TrainingLoop(cfg, run, rng)
+    env, device, obs_norm = loop.env, loop.device, loop.obs_norm
+    action_dim = env.action_space.shape[0]
 
-    actor = Actor(cfg, obs_dim, env.action_space, membrane_gen)
-    critic1 = Critic(cfg, actor.obs_norm, obs_dim, action_dim, membrane_gen)
-    critic2 = Critic(cfg, actor.obs_norm, obs_dim, action_dim, membrane_gen)
+    actor = Actor(cfg, obs_norm, env.action_space, membrane_gen, device)
+    critic1 = Critic(cfg, obs_norm, action_dim, membrane_gen, device)
+    critic2 = Critic(cfg, obs_norm, action_dim, membrane_gen, device)
     actor_target, critic1_target, critic2_target = (copy.deepcopy(m) for m in (actor, critic1, critic2))
     for target in (actor_target, critic1_target, critic2_target):
-        target.obs_norm = actor.obs_norm  # one normalizer for every network, as dsrl's critic input
+        target.obs_norm = obs_norm  # one normalizer for every network, as dsrl's critic input
     critic_params = list(critic1.net.parameters()) + list(critic2.net.parameters())
     critic_optimizer = torch.optim.Adam(critic_params, lr=t.critic_learning_rate)
     actor_optimizer = torch.optim.Adam(actor.net.parameters(), lr=t.actor_learning_rate)
-    buffer = ReplayBuffer(t.buffer_size, obs_dim, (action_dim,))
+    buffer = ReplayBuffer(t.buffer_size, env.observation_space.shape[0], (action_dim,))
     scale, offset = actor.action_scale, actor.action_offset
-    low, high = env.action_space.low, env.action_space.high
+    scale_np, low, high = scale.cpu().numpy(), env.action_space.low, env.action_space.high
 
-    loop = TrainingLoop(cfg, run, env=env, act=actor.act, buffer=buffer, rng=rng, obs_norm=actor.obs_norm, components={
+    step, obs = loop.begin(checkpoint, act=actor.act, buffer=buffer, components={
         "actor": actor, "critic1": critic1, "critic2": critic2, "actor_target": actor_target,
         "critic1_target": critic1_target, "critic2_target": critic2_target,
         "actor_optimizer": actor_optimizer, "critic_optimizer": critic_optimizer})
-    step, obs = loop.begin(checkpoint)
     for step in range(step + 1, cfg.total_steps + 1):
         if step <= t.learning_starts:
             action = env.action_space.sample()
         else:
-            noise = rng.normal(0.0, t.exploration_noise, size=action_dim) * scale.numpy()
+            noise = rng.normal(0.0, t.exploration_noise, size=action_dim) * scale_np
             action = np.clip(actor.act(obs) + noise, low, high).astype(np.float32)
         obs = loop.env_step(step, obs, action)
 
         if step > t.learning_starts:
-            b_obs, b_actions, b_rewards, b_next_obs, b_terminated = buffer.sample(t.batch_size, rng)
+            b_obs, b_actions, b_rewards, b_next_obs, b_terminated = buffer.sample(t.batch_size, rng, device)
             with torch.no_grad():
-                smoothing = (torch.randn_like(b_actions) * t.target_noise).clamp(-t.target_noise_clip, t.target_noise_clip)
-                next_actions = torch.max(torch.min(actor_target(b_next_obs) + smoothing * scale, offset + scale), offset - scale)
-                next_q = torch.min(critic1_target(b_next_obs, next_actions), critic2_target(b_next_obs, next_actions))
-                td_target = b_rewards + t.gamma * (1.0 - b_terminated) * next_q
+                noise = torch.randn_like(b_actions) * t.target_noise
+                next_actions = smoothed_target_actions(actor_target(b_next_obs), noise, t.target_noise_clip, scale, offset)
+                target = td_target(b_rewards, b_terminated, critic1_target(b_next_obs, next_actions),
+                                   critic2_target(b_next_obs, next_actions), t.gamma)
             q1, q2 = critic1(b_obs, b_actions), critic2(b_obs, b_actions)
-            critic_loss = F.mse_loss(q1, td_target) + F.mse_loss(q2, td_target)
+            critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
             loop.check_finite(step, "losses/critic_loss", critic_loss)
             critic_optimizer.zero_grad()
             critic_loss.backward()
@@ -115,8 +130,8 @@ def train(cfg: TrainConfig, run: Run, checkpoint: dict | None = None) -> dict:
                 actor_loss.backward()
                 actor_optimizer.step()
                 with torch.no_grad():
-                    for net, target in ((actor, actor_target), (critic1, critic1_target), (critic2, critic2_target)):
-                        for p, p_target in zip(net.net.parameters(), target.net.parameters()):
+                    for net, target_net in ((actor, actor_target), (critic1, critic1_target), (critic2, critic2_target)):
+                        for p, p_target in zip(net.net.parameters(), target_net.net.parameters()):
                             p_target.lerp_(p, t.tau)
                 if step % 100 == 0:
                     run.log_scalars(step, {"losses/critic_loss": critic_loss.item() / 2, "losses/actor_loss": actor_loss.item(),
@@ -124,5 +139,4 @@ def train(cfg: TrainConfig, run: Run, checkpoint: dict | None = None) -> dict:
 
         if loop.after_step(step):
             break
-    env.close()
-    return loop.finish(step, actor.state_dict())
+    return loop.finish(step, actor.state_dict(), {"actor": actor.net.backend, "critic": critic1.net.backend})

@@ -25,15 +25,16 @@ _EPS = 1e-4  # keeps learnable decays inside (0, 1) and thresholds > 0 so the ma
 
 
 def draw_per_neuron(
-    value: float, size: int, randomize: str, spread: float, generator: torch.Generator | None, upper: float | None
+    value: float, shape: tuple[int, ...], randomize: str, spread: float, generator: torch.Generator | None,
+    upper: float | None
 ) -> torch.Tensor:
     """Per-neuron values around `value`, clipped to [0, upper] (upper None: no upper bound)."""
     if randomize == "none":
-        values = torch.full((size,), float(value))
+        values = torch.full(shape, float(value))
     elif randomize == "normal":
-        values = value + spread * value * torch.randn(size, generator=generator)
+        values = value + spread * value * torch.randn(shape, generator=generator)
     elif randomize == "uniform":
-        values = value * (1.0 - spread + 2.0 * spread * torch.rand(size, generator=generator))
+        values = value * (1.0 - spread + 2.0 * spread * torch.rand(shape, generator=generator))
     else:
         raise ValueError(f"unknown randomization {randomize!r}")
     return values.clamp(min=0.0, max=upper)
@@ -50,11 +51,12 @@ def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
 
 
 class MembraneParameters(nn.Module):
-    """alpha, beta, theta of one layer of `size` neurons."""
+    """alpha, beta, theta of one layer: `shape` is the number of neurons n, or a shape ending in n that
+    broadcasts against the layer's input (per-agent rows [agents, 1, n])."""
 
     def __init__(
         self,
-        size: int,
+        shape: int | tuple[int, ...],
         alpha: float,
         beta: float,
         theta: float,
@@ -64,10 +66,11 @@ class MembraneParameters(nn.Module):
         generator: torch.Generator | None = None,
     ):
         super().__init__()
-        self.size, self.learnable = size, learnable
-        alpha_v = draw_per_neuron(alpha, size, randomize, spread, generator, upper=1.0)
-        beta_v = draw_per_neuron(beta, size, randomize, spread, generator, upper=1.0)
-        theta_v = draw_per_neuron(theta, size, randomize, spread, generator, upper=None)
+        self.shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        self.size, self.learnable = self.shape[-1], learnable
+        alpha_v = draw_per_neuron(alpha, self.shape, randomize, spread, generator, upper=1.0)
+        beta_v = draw_per_neuron(beta, self.shape, randomize, spread, generator, upper=1.0)
+        theta_v = draw_per_neuron(theta, self.shape, randomize, spread, generator, upper=None)
         if learnable:
             self.alpha_raw = nn.Parameter(_logit(alpha_v))
             self.beta_raw = nn.Parameter(_logit(beta_v))
@@ -94,4 +97,4 @@ class MembraneParameters(nn.Module):
 
     def extra_repr(self) -> str:
         kind = "learnable" if self.learnable else "fixed"
-        return f"size={self.size}, {kind}"
+        return f"shape={self.shape}, {kind}"

@@ -6,18 +6,10 @@ import torch
 from torch import nn
 
 from spikerl.config import NetworkConfig
-from spikerl.snn.decoders import MembraneDecoder, PopulationDecoder, snn_linear, time_linear
+from spikerl.snn.decoders import MembraneDecoder, PopulationDecoder, snn_linear
 from spikerl.snn.encoders import build_encoder
-from spikerl.snn.fused import check_compiled_available, cuba_lif_multistep_compiled, cuba_lif_multistep_fused
-from spikerl.snn.inference import StateBuffers, cuba_lif_multistep_inference, leaky_readout_inference
-from spikerl.snn.membrane import MembraneParameters
-from spikerl.snn.native import cuba_lif_multistep_native, leaky_readout_native, library
-from spikerl.snn.neuron import cuba_lif_multistep
+from spikerl.snn.layer import CubaLIF, LeakyReadout
 from spikerl.snn.surrogate import SpikeFunction
-
-
-MULTISTEP_BACKENDS = {"reference": cuba_lif_multistep, "fused": cuba_lif_multistep_fused,
-                      "native": cuba_lif_multistep_native, "compiled": cuba_lif_multistep_compiled}
 
 
 def per_layer(value, n_layers: int) -> list[float]:
@@ -25,77 +17,62 @@ def per_layer(value, n_layers: int) -> list[float]:
 
 
 class SpikingMLP(nn.Module):
-    """encoder -> [linear -> CUBA-LIF] x len(hidden) -> decoder, simulated for T steps from rest."""
+    """encoder -> [linear -> CubaLIF] x len(hidden) -> decoder, simulated for T steps from rest.
 
-    def __init__(self, cfg: NetworkConfig, in_dim: int, out_dim: int, generator: torch.Generator | None = None):
+    `layers` are the linear maps, `neurons` the spiking layers after them; every spiking layer and
+    readout runs on the network's backend (`set_backend` switches all of them)."""
+
+    def __init__(self, cfg: NetworkConfig, in_dim: int, out_dim: int, generator: torch.Generator | None = None,
+                 backend: str = "reference"):
         super().__init__()
         n = cfg.neuron
-        self.timesteps, self.reset, self.detach_reset = cfg.timesteps, n.reset, n.detach_reset
-        self.backend, self.inference = cfg.backend, cfg.inference
-        self.multistep = MULTISTEP_BACKENDS[cfg.backend]
-        if "native" in (cfg.backend, cfg.inference):
-            library()  # compile (or load) the kernel now: a missing compiler fails before any training
-        if "compiled" in (cfg.backend, cfg.inference):
-            check_compiled_available()
-        self.state_buffers = StateBuffers()
-        self.spike_fn = SpikeFunction(n.surrogate, n.surrogate_slope, n.surrogate_width)
+        self.timesteps = cfg.timesteps
+        spike_fn = SpikeFunction(n.surrogate, n.surrogate_slope, n.surrogate_width)
         self.encoder = build_encoder(cfg.encoder, in_dim, cfg.population_size, cfg.population_range,
                                      cfg.population_std, cfg.population_spikes)
         alphas, betas = per_layer(n.alpha, len(cfg.hidden)), per_layer(n.beta, len(cfg.hidden))
         thetas = per_layer(n.theta, len(cfg.hidden))
         sizes = [self.encoder.out_features, *cfg.hidden]
+
+        def neurons(size: int, alpha: float, beta: float, theta: float) -> CubaLIF:
+            return CubaLIF(size, alpha, beta, theta, randomize=n.randomize, spread=n.spread, learnable=n.learnable,
+                           generator=generator, spike_fn=spike_fn, reset=n.reset, detach_reset=n.detach_reset,
+                           backend=backend)
+
         self.layers = nn.ModuleList(snn_linear(a, b, cfg.bias) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.membranes = nn.ModuleList(
-            MembraneParameters(size, a, b, th, n.randomize, n.spread, n.learnable, generator)
-            for size, a, b, th in zip(cfg.hidden, alphas, betas, thetas)
-        )
+        self.neurons = nn.ModuleList(neurons(*p) for p in zip(cfg.hidden, alphas, betas, thetas))
         if cfg.decoder == "population":
-            readout = MembraneParameters(out_dim * cfg.population_size, alphas[-1], betas[-1], thetas[-1],
-                                         n.randomize, n.spread, n.learnable, generator)
-            self.decoder = PopulationDecoder(cfg.hidden[-1], out_dim, cfg.population_size, readout,
-                                             self.spike_fn, self.reset, self.detach_reset, cfg.bias, self.multistep)
+            self.decoder = PopulationDecoder(cfg.hidden[-1], out_dim, cfg.population_size,
+                                             neurons(out_dim * cfg.population_size, alphas[-1], betas[-1], thetas[-1]),
+                                             cfg.bias)
         elif cfg.decoder == "integrator":
-            self.decoder = MembraneDecoder(cfg.hidden[-1], out_dim, alpha=0.0, beta=1.0, bias=cfg.bias)
+            self.decoder = MembraneDecoder(cfg.hidden[-1], out_dim, alpha=0.0, beta=1.0, bias=cfg.bias, backend=backend)
         else:
             alpha = alphas[-1] if cfg.readout_alpha is None else cfg.readout_alpha
             beta = betas[-1] if cfg.readout_beta is None else cfg.readout_beta
-            self.decoder = MembraneDecoder(cfg.hidden[-1], out_dim, alpha, beta, cfg.bias)
+            self.decoder = MembraneDecoder(cfg.hidden[-1], out_dim, alpha, beta, cfg.bias, backend=backend)
 
-    def _inference_multistep(self, current, params, spike_fn, reset, detach_reset):
-        return cuba_lif_multistep_inference(current, params, reset, self.state_buffers)
+    @property
+    def backend(self) -> str:
+        return self.neurons[0].backend.name
 
-    def _inference_readout(self, current, alpha, beta):
-        return leaky_readout_inference(current, alpha, beta, self.state_buffers)
+    def set_backend(self, name: str, device: torch.device | str = "cpu") -> None:
+        """Run every spiking layer and readout on backend `name` (weights and parameters unchanged)."""
+        for module in self.modules():
+            if isinstance(module, (CubaLIF, LeakyReadout)):
+                module.set_backend(name, device)
 
     def forward_with_spikes(self, obs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Outputs [B, out] and the spikes [T, B, n] of every hidden layer."""
-        # Updates use `backend`; passes without gradients use `inference` (reference: the backend too).
-        if torch.is_grad_enabled() or self.inference == "reference":
-            multistep = self.multistep
-            readout = leaky_readout_native if self.backend == "native" else None
-        elif self.inference == "native":
-            multistep, readout = cuba_lif_multistep_native, leaky_readout_native
-        elif self.inference == "compiled":
-            multistep, readout = cuba_lif_multistep_compiled, None
-        else:
-            multistep, readout = self._inference_multistep, self._inference_readout
+        """Outputs [*batch, out] and the spikes [T, *batch, n] of every hidden layer."""
         x = self.encoder(obs, self.timesteps)
         hidden_spikes = []
-        for i, (layer, membrane) in enumerate(zip(self.layers, self.membranes)):
-            params = membrane.params()
+        for i, (layer, neurons) in enumerate(zip(self.layers, self.neurons)):
             if i == 0 and self.encoder.constant:
-                # The same input at every step: one product for all T steps, given once where the backend can take it.
-                current = layer(x[0])
-                if getattr(multistep, "takes_constant_input", False):
-                    x = multistep(current, params, self.spike_fn, self.reset, self.detach_reset, steps=self.timesteps)
-                else:
-                    x = multistep(current.unsqueeze(0).expand(self.timesteps, -1, -1), params, self.spike_fn,
-                                  self.reset, self.detach_reset)
+                x = neurons(layer(x[0]), steps=self.timesteps)  # the same input every step: one product for all T
             else:
-                x = multistep(time_linear(layer, x), params, self.spike_fn, self.reset, self.detach_reset)
+                x = neurons(layer(x))
             hidden_spikes.append(x)
-        return self.decoder(x, multistep=multistep, readout=readout,
-                            summed_backward=self.backend != "reference"), hidden_spikes
+        return self.decoder(x), hidden_spikes
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.forward_with_spikes(obs)[0]
@@ -103,6 +80,8 @@ class SpikingMLP(nn.Module):
 
 class ANNMLP(nn.Module):
     """The ANN twin: the same input features and hidden sizes, ReLU units, a linear output."""
+
+    backend = "none"
 
     def __init__(self, cfg: NetworkConfig, in_dim: int, out_dim: int):
         super().__init__()
@@ -114,11 +93,18 @@ class ANNMLP(nn.Module):
         layers.append(nn.Linear(sizes[-1], out_dim))
         self.body = nn.Sequential(*layers)
 
+    def set_backend(self, name: str, device: torch.device | str = "cpu") -> None:
+        """An ANN has no spiking layers: nothing to switch."""
+
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.body(self.encoder(obs, 1)[0])
 
 
-def build_network(cfg: NetworkConfig, in_dim: int, out_dim: int, generator: torch.Generator | None = None) -> nn.Module:
+def build_network(cfg: NetworkConfig, in_dim: int, out_dim: int, generator: torch.Generator | None = None,
+                  device: torch.device | str = "cpu") -> nn.Module:
+    """The network `cfg` describes, on `device`, its spiking layers on `cfg.backend` (auto resolved for `device`)."""
     if cfg.kind == "ann":
-        return ANNMLP(cfg, in_dim, out_dim)
-    return SpikingMLP(cfg, in_dim, out_dim, generator)
+        return ANNMLP(cfg, in_dim, out_dim).to(device)
+    net = SpikingMLP(cfg, in_dim, out_dim, generator)  # built on the reference backend, which always runs
+    net.set_backend(cfg.backend, device)
+    return net.to(device)

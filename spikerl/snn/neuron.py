@@ -8,8 +8,10 @@ One step, for input current x[t] (already W s_in[t] + b):
     V[t] = V[t] * (1 - S[t])              hard reset (default)
     V[t] = V[t] - theta * S[t]            reset by subtraction (option)
 
-State starts at zero on every forward pass. `cuba_lif_multistep` is the reference path: a plain
-loop over `cuba_lif_step`, which every faster path must agree with.
+State starts at zero on every forward pass. Parameters broadcast against the state: a scalar, one
+value per neuron, or any shape that broadcasts to [*batch, n] (one row per agent, say). This module
+is the equations and nothing else; `spikerl.snn.backends` runs them over T steps, and its reference
+backend is the plain loop over `cuba_lif_step` that every faster backend is tested against.
 """
 
 from __future__ import annotations
@@ -29,15 +31,16 @@ class CubaLIFState(NamedTuple):
 
 @dataclass(frozen=True)
 class CubaLIFParams:
-    """Per-layer parameters; each is a scalar tensor or one value per neuron (broadcast over the batch)."""
+    """A layer's parameters; each a tensor that broadcasts against the state [*batch, n]."""
 
     alpha: torch.Tensor
     beta: torch.Tensor
     theta: torch.Tensor
 
 
-def zero_state(batch: int, size: int, like: torch.Tensor) -> CubaLIFState:
-    zeros = like.new_zeros(batch, size)
+def zero_state(like: torch.Tensor) -> CubaLIFState:
+    """The resting state for one step's input `like` ([*batch, n]): current and voltage zero."""
+    zeros = torch.zeros_like(like)
     return CubaLIFState(zeros, zeros)
 
 
@@ -65,37 +68,3 @@ def cuba_lif_step(
 def check_reset(reset: str) -> None:
     if reset not in ("hard", "subtract"):
         raise ValueError(f"unknown reset {reset!r}; choose 'hard' or 'subtract'")
-
-
-def records_gradient(input_currents: torch.Tensor, params: CubaLIFParams) -> bool:
-    """Whether a fast multi-step path must build its autograd node: gradients are on and the input or a
-    membrane parameter asks for one. Otherwise it runs its forward alone and keeps nothing."""
-    return torch.is_grad_enabled() and (input_currents.requires_grad or params.alpha.requires_grad
-                                        or params.beta.requires_grad or params.theta.requires_grad)
-
-
-def cuba_lif_multistep(
-    input_currents: torch.Tensor,
-    params: CubaLIFParams,
-    spike_fn: SpikeFunction,
-    reset: str = "hard",
-    detach_reset: bool = True,
-) -> torch.Tensor:
-    """Run T steps from the zero state. input_currents: [T, batch, n]; returns spikes [T, batch, n]."""
-    steps, batch, size = input_currents.shape
-    state = zero_state(batch, size, input_currents)
-    spikes = []
-    for t in range(steps):
-        s, state = cuba_lif_step(input_currents[t], state, params, spike_fn, reset, detach_reset)
-        spikes.append(s)
-    return torch.stack(spikes)
-
-
-def leaky_readout(input_currents: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """A non-spiking CUBA layer: the membrane V[T] after T steps from zero (alpha=0, beta=1 integrates)."""
-    current = torch.zeros_like(input_currents[0])
-    voltage = torch.zeros_like(input_currents[0])
-    for t in range(input_currents.shape[0]):
-        current = alpha * current + input_currents[t]
-        voltage = beta * voltage + current
-    return voltage

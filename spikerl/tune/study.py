@@ -128,7 +128,7 @@ class TrialRunner:
 
         from spikerl.config import load_config
         from spikerl.rl import algorithm_module
-        from spikerl.rl.common import TrainingDiverged
+        from spikerl.errors import TrainingDiverged
         from spikerl.rl.run import Run
 
         trial.set_user_attr("worker", worker_identity())

@@ -1,13 +1,14 @@
-"""The fused multi-step CUBA-LIF paths: one autograd node per layer with an analytic backward.
+"""The fused backends: one autograd node per layer with an analytic backward, in torch operations.
 
-`backend: fused` runs the two loops below eagerly; `backend: compiled` runs the same loops through
-`torch.compile`, which fuses each loop over all T steps into one kernel (C++ on the CPU, Triton on
-CUDA). The forward loop is `neuron.cuba_lif_step`'s arithmetic, op for op, so spikes are identical
-to the reference path; it records no autograd graph and keeps only the pre-reset voltages (and,
-when alpha or beta are learned, the currents and post-reset voltages). The input is [T, B, n]
-currents, or one [B, n] current given at every step (the first layer's constant encoding), never
-copied T times. The backward loop walks the steps in reverse with the gradients worked out by hand
-below, which agree with autograd through the reference path to float tolerance (tests/test_fused.py).
+`fused` runs the two loops below eagerly; `compiled` runs the same loops through `torch.compile`,
+which fuses each loop over all T steps into one kernel (C++ on the CPU, Triton on CUDA). The
+forward loop is `neuron.cuba_lif_step`'s arithmetic, op for op, so spikes are identical to the
+reference backend's; it records no autograd graph and keeps only the pre-reset voltages (and, when
+alpha or beta are learned, the currents and post-reset voltages). The input is [T, *batch, n]
+currents, or one [*batch, n] current given at every step (the first layer's constant encoding),
+never copied T times. The backward loop walks the steps in reverse with the gradients worked out by
+hand below, which agree with autograd through the reference loop to float tolerance
+(tests/test_backends.py).
 
 Backward, per step t from T down to 1, with sg = surrogate'(Vpre[t] - theta), s = S[t],
 gV = dL/dV[t] (post-reset, arriving from step t+1), gS = dL/dS[t]:
@@ -27,15 +28,15 @@ from typing import NamedTuple
 import torch
 
 from spikerl.errors import SpikerlError
-from spikerl.snn.neuron import CubaLIFParams, check_reset, records_gradient
+from spikerl.snn.backends import Backend, get_backend, steps_of
+from spikerl.snn.neuron import check_reset
 from spikerl.snn.surrogate import SpikeFunction, heaviside
 
 
 def forward_loop(currents: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, theta: torch.Tensor, steps: int,
-                 hard: bool, keep_voltages: bool, keep_states: bool):
-    """Spikes [T, B, n]; with keep_voltages the pre-reset voltages, with keep_states the currents and
-    post-reset voltages (both [T, B, n], else None)."""
-    constant = currents.dim() == 2
+                 constant: bool, hard: bool, keep_voltages: bool, keep_states: bool):
+    """Spikes [T, *batch, n]; with keep_voltages the pre-reset voltages, with keep_states the currents
+    and post-reset voltages (both [T, *batch, n], else None). `constant`: currents is one step's input."""
     current = voltage = torch.zeros_like(currents if constant else currents[0])
     spikes, pre_voltages, all_currents, post_voltages = [], [], [], []
     for t in range(steps):
@@ -54,16 +55,14 @@ def forward_loop(currents: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor
 
 
 def _reduce_like(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Sum a [B, N] gradient down to the shape of a scalar or per-neuron parameter."""
-    if like.dim() == 0:
-        return grad.sum()
-    return grad.sum(dim=0).reshape(like.shape)
+    """Sum a [*batch, n] gradient down to the shape of a parameter that broadcast against it."""
+    return grad.sum() if like.dim() == 0 else grad.sum_to_size(like.shape)
 
 
 def backward_loop(grad_spikes: torch.Tensor, pre_voltages: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor,
                   theta: torch.Tensor, all_currents: torch.Tensor | None, post_voltages: torch.Tensor | None,
                   spike_fn: SpikeFunction, hard: bool, detach: bool, constant: bool, need_theta: bool):
-    """dL/dcurrents ([T, B, n], or [B, n] summed over steps when constant) and dL/d alpha, beta, theta
+    """dL/dcurrents ([T, *batch, n], or [*batch, n] summed over steps when constant) and dL/d alpha, beta, theta
     (None where not needed; alpha and beta need the kept states)."""
     steps = pre_voltages.shape[0]
     grad_currents = []
@@ -121,13 +120,12 @@ EAGER = Loops(forward_loop, backward_loop)
 
 class _FusedCubaLIF(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, currents, alpha, beta, theta, steps, loops, spike_fn, reset, detach_reset):
+    def forward(ctx, currents, alpha, beta, theta, steps, constant, loops, spike_fn, reset, detach_reset):
         keep_states = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
         spikes, pre_voltages, all_currents, post_voltages = loops.forward(
-            currents, alpha, beta, theta, steps, reset == "hard", True, keep_states)
+            currents, alpha, beta, theta, steps, constant, reset == "hard", True, keep_states)
         ctx.save_for_backward(pre_voltages, alpha, beta, theta, *([all_currents, post_voltages] if keep_states else []))
-        ctx.loops, ctx.spike_fn, ctx.reset, ctx.detach_reset = loops, spike_fn, reset, detach_reset
-        ctx.constant = currents.dim() == 2
+        ctx.loops, ctx.spike_fn, ctx.reset, ctx.detach_reset, ctx.constant = loops, spike_fn, reset, detach_reset, constant
         return spikes
 
     @staticmethod
@@ -139,29 +137,28 @@ class _FusedCubaLIF(torch.autograd.Function):
                                    post_voltages if ctx.needs_input_grad[2] else None,
                                    ctx.spike_fn, ctx.reset == "hard", ctx.detach_reset, ctx.constant,
                                    ctx.needs_input_grad[3])
-        return *grads, None, None, None, None, None
+        return *grads, None, None, None, None, None, None
 
 
-def _multistep(loops: Loops, input_currents: torch.Tensor, params: CubaLIFParams, spike_fn: SpikeFunction,
-               reset: str, detach_reset: bool, steps: int | None) -> torch.Tensor:
-    check_reset(reset)
-    steps = input_currents.shape[0] if steps is None else steps
-    if not records_gradient(input_currents, params):
-        with torch.no_grad():
-            return loops.forward(input_currents, params.alpha, params.beta, params.theta, steps, reset == "hard",
-                                 False, False)[0]
-    return _FusedCubaLIF.apply(input_currents, params.alpha, params.beta, params.theta, steps, loops, spike_fn,
-                               reset, detach_reset)
+class FusedBackend(Backend):
+    name = "fused"
 
+    def loops(self) -> Loops:
+        return EAGER
 
-def cuba_lif_multistep_fused(input_currents: torch.Tensor, params: CubaLIFParams, spike_fn: SpikeFunction,
-                             reset: str = "hard", detach_reset: bool = True, steps: int | None = None) -> torch.Tensor:
-    """As `neuron.cuba_lif_multistep`: [T, B, n] currents in, [T, B, n] spikes out. With `steps`, the input
-    is one [B, n] current given at every step (the first layer's constant encoding)."""
-    return _multistep(EAGER, input_currents, params, spike_fn, reset, detach_reset, steps)
+    def multistep(self, currents, params, spike_fn, reset, detach_reset, steps):
+        check_reset(reset)
+        return _FusedCubaLIF.apply(currents, params.alpha, params.beta, params.theta, steps_of(currents, steps),
+                                   steps is not None, self.loops(), spike_fn, reset, detach_reset)
 
+    @torch.no_grad()
+    def multistep_no_grad(self, currents, params, reset, steps):
+        check_reset(reset)
+        return self.loops().forward(currents, params.alpha, params.beta, params.theta, steps_of(currents, steps),
+                                    steps is not None, reset == "hard", False, False)[0]
 
-cuba_lif_multistep_fused.takes_constant_input = True
+    def readout(self, currents, alpha, beta):
+        return get_backend("reference").readout(currents, alpha, beta)  # a readout is cheap: nothing to fuse
 
 
 # ------------------------------------------------------------------------------------- compiled
@@ -180,7 +177,7 @@ def _compile_errors(function: Callable) -> Callable:
             if not type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
                 raise
             message = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-            raise SpikerlError(f"network.backend/inference 'compiled': torch.compile failed ({message}); "
+            raise SpikerlError(f"network.backend 'compiled': torch.compile failed ({message}); "
                                "choose fused (or native on the CPU)") from None
 
     return run
@@ -207,18 +204,20 @@ def check_compiled_available() -> None:
     import torch._dynamo
 
     if not torch._dynamo.is_dynamo_supported():
-        raise SpikerlError("network.backend/inference 'compiled' needs torch.compile, which this Python and "
+        raise SpikerlError("network.backend 'compiled' needs torch.compile, which this Python and "
                            f"PyTorch {torch.__version__} do not support; choose fused (or native on the CPU)")
     if not any(shutil.which(name) for name in ("c++", "g++", "clang++")):
-        raise SpikerlError("network.backend/inference 'compiled' needs a C++ compiler for torch.compile on the "
+        raise SpikerlError("network.backend 'compiled' needs a C++ compiler for torch.compile on the "
                            "CPU (install g++); choose fused or native")
 
 
-def cuba_lif_multistep_compiled(input_currents: torch.Tensor, params: CubaLIFParams, spike_fn: SpikeFunction,
-                                reset: str = "hard", detach_reset: bool = True,
-                                steps: int | None = None) -> torch.Tensor:
-    """`cuba_lif_multistep_fused` with both loops compiled: on CUDA, each layer's T steps are one Triton kernel."""
-    return _multistep(compiled_loops(), input_currents, params, spike_fn, reset, detach_reset, steps)
+class CompiledBackend(FusedBackend):
+    """The fused backend with both loops compiled: on CUDA, each layer's T steps are one Triton kernel."""
 
+    name = "compiled"
 
-cuba_lif_multistep_compiled.takes_constant_input = True
+    def ensure_available(self) -> None:
+        check_compiled_available()
+
+    def loops(self) -> Loops:
+        return compiled_loops()

@@ -1,4 +1,9 @@
-"""What DQN and TD3 share around their updates: seeding, progress, evaluation, checkpoints, resume.
+"""The training loop DQN and TD3 share around their updates: environment, observation statistics,
+episodes, progress, evaluation, divergence checks, checkpoints and resume.
+
+The loop owns the environment and the observation normalizer: it creates both, steps the one and
+updates the other with every observation it collects; the algorithm builds its networks on the
+normalizer (they only read it) and owns its update.
 
 Checkpoints are taken at episode boundaries: at the first episode end at or after every multiple of
 `checkpoint_every` steps. There the environment's only state is its random number generators, so
@@ -23,48 +28,23 @@ from torch import nn
 from tqdm import tqdm
 
 from spikerl.config import TrainConfig
-from spikerl.errors import SpikerlError
+from spikerl.devices import resolve_device
+from spikerl.errors import SpikerlError, TrainingDiverged
+from spikerl.rl.checkpoint import capture_rng_state, env_rng_state, restore_env_rng_state, restore_rng_state
+from spikerl.rl.envs import make_env
 from spikerl.rl.evaluate import evaluate
 from spikerl.rl.run import Run
-
-
-class TrainingDiverged(SpikerlError):
-    """A loss, parameter or state became NaN or infinite."""
+from spikerl.snn.encoders import RunningMaxAbs
 
 
 def seed_everything(seed: int) -> tuple[np.random.Generator, torch.Generator]:
-    """Seed Python, NumPy and torch; return the run's NumPy generator and the membrane-draw generator."""
+    """Seed Python, NumPy and torch (CPU and CUDA); return the run's NumPy generator and the membrane-draw
+    generator (a CPU generator: the same draw whatever the device)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = True
     return np.random.default_rng(seed), torch.Generator().manual_seed(seed)
-
-
-def capture_rng_state(rng: np.random.Generator) -> dict:
-    """Every generator a run draws from, in a form `torch.load(weights_only=True)` accepts."""
-    legacy = np.random.get_state(legacy=False)
-    return {"python": random.getstate(), "torch": torch.get_rng_state(), "run": rng.bit_generator.state,
-            "numpy_global": {**legacy, "state": {"key": torch.from_numpy(legacy["state"]["key"].astype(np.int64)),
-                                                 "pos": legacy["state"]["pos"]}}}
-
-
-def restore_rng_state(state: dict, rng: np.random.Generator) -> None:
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    rng.bit_generator.state = state["run"]
-    legacy = state["numpy_global"]
-    np.random.set_state({**legacy, "state": {"key": legacy["state"]["key"].numpy().astype(np.uint32),
-                                             "pos": legacy["state"]["pos"]}})
-
-
-def env_rng_state(env) -> dict:
-    return {"env": env.unwrapped.np_random.bit_generator.state, "action_space": env.action_space.np_random.bit_generator.state}
-
-
-def restore_env_rng_state(env, state: dict) -> None:
-    env.unwrapped.np_random.bit_generator.state = state["env"]
-    env.action_space.np_random.bit_generator.state = state["action_space"]
 
 
 def resident_memory_mib() -> float | None:
@@ -82,7 +62,8 @@ def peak_memory_mib() -> float:
 
 
 def as_obs_tensor(obs: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    return torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device).unsqueeze(0)
+    """One observation as a batch of one on `device`."""
+    return torch.as_tensor(np.asarray(obs, dtype=np.float32)).to(device).unsqueeze(0)
 
 
 def _tensor_bytes(state) -> int:
@@ -96,18 +77,27 @@ def _tensor_bytes(state) -> int:
 
 
 class TrainingLoop:
-    """Episode bookkeeping, progress bar, evaluations, divergence checks, checkpoints and resume.
+    """Environment, observation statistics, episode books, progress bar, evaluations, divergence checks,
+    checkpoints and resume.
 
-    `components` names every module and optimizer whose state a checkpoint holds. The algorithm
-    calls `begin` for its first step and observation, `env_step` to act, `check_finite` on each
-    loss, and `after_step`, which returns True when training should stop (a periodic evaluation
-    reached `eval.stop_at_return`).
+    Made with the config and run folder, it creates the environment (`env`, its action space seeded),
+    the observation normalizer (`obs_norm`) and resolves the device (`device`). The algorithm builds its
+    networks on those, then calls `begin` with what a checkpoint must hold (`components`: every module
+    and optimizer), its replay buffer and its greedy `act`; then `env_step` to act, `check_finite` on each
+    loss, and `after_step`, which returns True when training should stop (a periodic evaluation reached
+    `eval.stop_at_return`); `finish` at the end.
     """
 
-    def __init__(self, cfg: TrainConfig, run: Run, *, env, act: Callable[[np.ndarray], object],
-                 components: dict[str, nn.Module | torch.optim.Optimizer], buffer, rng: np.random.Generator, obs_norm):
-        self.cfg, self.run, self.env, self.act = cfg, run, env, act
-        self.components, self.buffer, self.rng, self.obs_norm = components, buffer, rng, obs_norm
+    def __init__(self, cfg: TrainConfig, run: Run, rng: np.random.Generator):
+        self.cfg, self.run, self.rng = cfg, run, rng
+        self.device = resolve_device(cfg.device)
+        self.env = make_env(cfg.env_id, cfg.algo)
+        self.env.action_space.seed(cfg.seed)
+        self.obs_norm = RunningMaxAbs(self.env.observation_space.shape[0], enabled=cfg.network.normalize_obs)
+        self.obs_norm.to(self.device)
+        self.act: Callable[[np.ndarray], object] | None = None
+        self.components: dict[str, nn.Module | torch.optim.Optimizer] = {}
+        self.buffer = None
         self.recent_returns: deque[float] = deque(maxlen=10)
         self.episode_return, self.episode_length, self.episodes = 0.0, 0, 0
         self.best_eval: float | None = None
@@ -120,13 +110,15 @@ class TrainingLoop:
 
     # ------------------------------------------------------------------ start, new or resumed
 
-    def begin(self, checkpoint: dict | None) -> tuple[int, np.ndarray]:
+    def begin(self, checkpoint: dict | None, *, components: dict[str, nn.Module | torch.optim.Optimizer], buffer,
+              act: Callable[[np.ndarray], object]) -> tuple[int, np.ndarray]:
         """Restore `checkpoint` if given; return the last completed step and the first observation."""
+        self.components, self.buffer, self.act = components, buffer, act
         self.run.check_free_space(self.checkpoint_bytes())
         if checkpoint is None:
             self.run.open_logs(None)
             obs, _ = self.env.reset(seed=self.cfg.seed)
-            self.obs_norm.update(torch.as_tensor(obs))
+            self.observe(obs)
             step = 0
         else:
             step = self.restore(checkpoint)
@@ -136,6 +128,9 @@ class TrainingLoop:
                              dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0,
                              desc=f"{self.cfg.algo}-{self.cfg.network.kind} {self.cfg.env_id}")
         return step, obs
+
+    def observe(self, obs: np.ndarray) -> None:
+        self.obs_norm.update(torch.as_tensor(obs).to(self.device))
 
     def checkpoint_bytes(self) -> int:
         """About the size of one checkpoint: tensors now, Adam's two moments per parameter, the full buffer."""
@@ -183,7 +178,7 @@ class TrainingLoop:
     def env_step(self, step: int, obs: np.ndarray, action) -> np.ndarray:
         """Act in the environment, store the transition, keep the episode books; return the next observation."""
         next_obs, reward, terminated, truncated, _ = self.env.step(action)
-        self.obs_norm.update(torch.as_tensor(next_obs))
+        self.observe(next_obs)
         self.buffer.add(obs, action, reward, next_obs, terminated)  # truncation still bootstraps
         self.episode_return += float(reward)
         self.episode_length += 1
@@ -262,8 +257,10 @@ class TrainingLoop:
 
     # ------------------------------------------------------------------ the end
 
-    def finish(self, step: int, policy_state: dict) -> dict:
-        """Final evaluation over eval.final_episodes, final model and summary in the run folder."""
+    def finish(self, step: int, policy_state: dict, backends: dict[str, str]) -> dict:
+        """Final evaluation over eval.final_episodes, final model and summary in the run folder.
+        `backends`: the backend each network ran on (recorded in final_eval.json)."""
+        self.env.close()
         self.check_states_finite(step)
         self.progress.close()
         wall = time.perf_counter() - self.start
@@ -276,7 +273,7 @@ class TrainingLoop:
         best = max(self.best_eval if self.best_eval is not None else -np.inf, result["mean_return"])
         extra = {"global_step": step, "train_episodes": self.episodes, "wall_time_s": wall,
                  "steps_per_second": step / max(wall, 1e-9), "best_eval_mean_return": float(best),
-                 "run_dir": str(self.run.dir)}
+                 "device": str(self.device), "backends": backends, "run_dir": str(self.run.dir)}
         self.run.save_final(self.cfg, policy_state, result, extra)
         self.run.close()
         return {**result, **extra}

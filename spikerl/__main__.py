@@ -1,0 +1,7 @@
+"""`python -m spikerl ...` is the `spikerl` command."""
+
+import sys
+
+from spikerl.cli import main
+
+sys.exit(main())
