@@ -3,13 +3,14 @@
     python benchmarks/actor_speed.py [--threads 2] [--timesteps 1 5 16] [--batches 1 100 256] [--rounds 5]
                                      [--device cpu|cuda]
 
-The actor is the one of ../shared/ANCHORS.md: HalfCheetah observation (17) -> two-neuron input (34)
--> 400 -> 300 -> 6, integrator readout, hard reset, alpha 0.5, beta 0.5, theta 0.8. Paths:
+The actor is the paper's TD3 actor for HalfCheetah: observation (17) -> two-neuron input (34)
+-> 400 -> 300 -> 6, integrator readout, hard reset, alpha 0.5, beta 0.5, theta 0.8. Paths (each a
+spikerl backend, used for the update with gradients and for the action without):
 
-    reference   spikerl, backend=reference, inference=reference (the plain loop over the step function)
-    fused       spikerl, backend=fused (update), inference=fast (action): PyTorch operations only
-    native      spikerl, backend=native (update), inference=native (action): the compiled C kernels (CPU only)
-    compiled    spikerl, backend=compiled, inference=compiled: the fused loops through torch.compile
+    reference   the plain loop over the step function (update); its in-place no-grad loop (action)
+    fused       one autograd node per layer, PyTorch operations only
+    native      the C++ operators (CPU only)
+    compiled    the fused loops through torch.compile
                 (C++ kernels on the CPU, Triton kernels on CUDA); compiled before the timed rounds
     snntorch    snnTorch's Synaptic neurons with the same parameters, stepped T times
     norse       Norse's LIF over the sequence, layer by layer
@@ -42,9 +43,8 @@ from spikerl.snn.network import build_network
 OBS, HIDDEN, ACTIONS = 17, [400, 300], 6
 
 
-def spiking(timesteps: int, backend: str, inference: str) -> nn.Module:
-    cfg = NetworkConfig(hidden=HIDDEN, timesteps=timesteps, encoder="two_neuron", decoder="integrator",
-                        backend=backend, inference=inference,
+def spiking(timesteps: int, backend: str) -> nn.Module:
+    cfg = NetworkConfig(hidden=HIDDEN, timesteps=timesteps, encoder="two_neuron", decoder="integrator", backend=backend,
                         neuron=NeuronConfig(alpha=0.5, beta=0.5, theta=0.8))
     return build_network(cfg, OBS, ACTIONS, torch.Generator().manual_seed(0))
 
@@ -142,10 +142,10 @@ class SpikingJellyActor(_MultiStepActor):
 def paths(timesteps: int, device: torch.device) -> dict[str, tuple[nn.Module, nn.Module]]:
     """name -> (module for the update, module for acting), on `device`."""
     found = {
-        "reference": (spiking(timesteps, "reference", "reference"), spiking(timesteps, "reference", "reference")),
-        "fused": (spiking(timesteps, "fused", "fast"), spiking(timesteps, "fused", "fast")),
-        "native": (spiking(timesteps, "native", "native"), spiking(timesteps, "native", "native")),
-        "compiled": (spiking(timesteps, "compiled", "compiled"), spiking(timesteps, "compiled", "compiled")),
+        "reference": (spiking(timesteps, "reference"), spiking(timesteps, "reference")),
+        "fused": (spiking(timesteps, "fused"), spiking(timesteps, "fused")),
+        "native": (spiking(timesteps, "native"), spiking(timesteps, "native")),
+        "compiled": (spiking(timesteps, "compiled"), spiking(timesteps, "compiled")),
         "ann": (build_network(NetworkConfig(kind="ann", hidden=HIDDEN), OBS, ACTIONS),) * 2,
         "floor": (DenseFloor(timesteps),) * 2,
     }

@@ -68,3 +68,25 @@ def test_dqn_soft_target_updates_and_double_q_run(tmp_path):
     # tau = 0.5 per step: the target trails the online net closely but is not a copy.
     assert not torch.equal(online, target)
     assert (online - target).abs().max() < 0.05
+
+
+def test_dqn_target_by_hand_plain_and_double():
+    rewards, terminated = torch.tensor([1.0, 0.5]), torch.tensor([0.0, 1.0])
+    next_q_target = torch.tensor([[2.0, 5.0, 1.0], [4.0, 0.0, 3.0]])
+    next_q_online = torch.tensor([[0.0, 0.0, 9.0], [1.0, 0.0, 0.0]])  # online prefers action 2, then action 0
+    # plain: 1 + 0.9 * 5 = 5.5; terminal: 0.5
+    assert dqn.td_target(rewards, terminated, next_q_target, 0.9).tolist() == pytest.approx([5.5, 0.5])
+    # double: the online net's choice (action 2) valued by the target net: 1 + 0.9 * 1 = 1.9; terminal: 0.5
+    assert dqn.td_target(rewards, terminated, next_q_target, 0.9, next_q_online).tolist() == pytest.approx([1.9, 0.5])
+
+
+def test_td3_target_smoothing_and_clipped_double_q_by_hand():
+    scale, offset = torch.tensor([2.0, 0.5]), torch.tensor([0.0, 0.5])  # boxes [-2, 2] and [0, 1]
+    target_actions = torch.tensor([[1.0, 0.2], [1.9, 0.9]])
+    noise = torch.tensor([[0.3, -0.9], [0.7, 0.1]])  # clipped to +-0.5, then scaled by the bound
+    smoothed = td3.smoothed_target_actions(target_actions, noise, 0.5, scale, offset)
+    # row 0: 1 + 0.3 * 2 = 1.6; 0.2 - 0.5 * 0.5 = -0.05 -> clipped to 0.   row 1: 1.9 + 1.0 = 2.9 -> 2; 0.9 + 0.05 = 0.95
+    assert torch.allclose(smoothed, torch.tensor([[1.6, 0.0], [2.0, 0.95]]))
+    rewards, terminated = torch.tensor([1.0, -1.0]), torch.tensor([0.0, 1.0])
+    target = td3.td_target(rewards, terminated, torch.tensor([3.0, 7.0]), torch.tensor([2.0, 9.0]), 0.99)
+    assert target.tolist() == pytest.approx([1.0 + 0.99 * 2.0, -1.0])

@@ -27,8 +27,14 @@ BACKEND_CASES = [(b, *case) for b in FAST if b != "compiled" for case in CASES] 
 
 
 def test_the_registry_lists_every_backend_and_what_it_supports():
+    import typing
+
+    from spikerl.snn.backends import TRAINING_BACKENDS
+
     assert set(backend_names()) == {"reference", "fused", "compiled", "native", "fixed_point"}
-    assert set(TRAINING) == {"reference", "fused", "compiled", "native"}
+    assert set(TRAINING) == set(TRAINING_BACKENDS) == {"reference", "fused", "compiled", "native"}
+    # What a config may name: auto and every backend that trains.
+    assert typing.get_args(typing.get_type_hints(NetworkConfig)["backend"]) == ("auto", *TRAINING_BACKENDS)
     native = get_backend("native")
     assert native.devices == ("cpu",) and native.dtypes == (torch.float32,) and native.learnable
     assert not get_backend("fixed_point").gradients and not get_backend("fixed_point").learnable

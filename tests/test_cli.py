@@ -23,6 +23,8 @@ PENDULUM = "configs/pendulum_td3_snn.yaml"
     ([CARTPOLE, "algo=sac"], "algo must be one of dqn, td3"),
     ([CARTPOLE, "keep_checkpoints=0"], "keep_checkpoints must be >= 1"),
     (["--resume", "runs/no-such-run"], "cannot resume runs/no-such-run: run folder not found"),
+    ([CARTPOLE, "device=banana"], "device must be auto, cpu, cuda or cuda:N; got 'banana'"),
+    ([CARTPOLE, "network.backend=fast"], "network.backend must be one of auto, reference, fused, native, compiled"),
 ])
 def test_bad_input_is_one_clear_line(cli, tmp_path, args, message):
     result = cli("train", *args, f"run_dir={tmp_path / 'run'}")
@@ -105,10 +107,69 @@ def test_eval_bad_input(cli, tiny_runs, tmp_path):
     assert result.returncode == 2 and "is corrupt" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_loaded_policy_acts_like_the_trained_one(tiny_runs):
-    cfg, policy = load_policy(tiny_runs[1])
-    assert cfg.seed == 1 and cfg.network.kind == "snn"
-    assert policy.act([0.0, 0.0, 0.0, 0.0]) in (0, 1)
+def test_loaded_policy_acts_like_the_trained_one(monkeypatch, tmp_path):
+    """The policy `load_policy` rebuilds from final_model.pt gives the trained network's Q-values and actions
+    on the same observations, on the backend it trained with and on another."""
+    from spikerl.config import load_config
+    from spikerl.rl import dqn
+    from spikerl.rl.loop import TrainingLoop
+    from spikerl.rl.run import Run
+
+    trained = {}
+    finish = TrainingLoop.finish
+
+    def keep_the_network(self, step, policy_state, backends):
+        trained["q_net"] = self.components["q_net"]
+        return finish(self, step, policy_state, backends)
+
+    monkeypatch.setattr(TrainingLoop, "finish", keep_the_network)
+    cfg = load_config(CARTPOLE, ["total_steps=600", "dqn.learning_starts=100", "dqn.batch_size=16", "eval.every=0",
+                                 "eval.final_episodes=1", "network.neuron.randomize=normal", "network.backend=native",
+                                 f"run_dir={tmp_path / 'run'}", "progress=false", "seed=1"])
+    dqn.train(cfg, Run(cfg))
+    observations = torch.randn(200, 4) * torch.tensor([1.0, 1.0, 0.1, 1.0])
+    with torch.no_grad():
+        expected = trained["q_net"](observations)
+    assert expected.argmax(dim=1).unique().numel() == 2  # both actions occur: comparing them means something
+    for backend in ("native", "reference"):
+        loaded_cfg, policy = load_policy(tmp_path / "run", backend=backend)
+        assert loaded_cfg.seed == 1 and policy.net.backend == backend
+        with torch.no_grad():
+            assert torch.equal(policy(observations), expected), backend
+        assert [policy.act(o.numpy()) for o in observations] == expected.argmax(dim=1).tolist()
+
+
+def test_a_run_trained_on_native_evaluates_and_exports_on_reference(cli, tmp_path):
+    run_dir = tmp_path / "native"
+    result = cli("train", CARTPOLE, "total_steps=800", "dqn.learning_starts=100", "eval.every=0",
+                 "eval.final_episodes=3", "network.backend=native", f"run_dir={run_dir}")
+    assert result.returncode == 0, result.stderr
+    trained = json.loads((run_dir / "final_eval.json").read_text())
+    assert trained["backends"] == {"q_net": "native"}
+    result = cli("eval", str(run_dir), "--episodes", "3", "--backend", "reference", "-o", str(tmp_path / "e.json"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["returns"] == trained["returns"]
+    pytest.importorskip("nir")
+    result = cli("export", str(run_dir), "--backend", "reference", "-o", str(tmp_path / "p.nir"))
+    assert result.returncode == 0 and "CubaLIF layers" in result.stdout, result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_asked_for_without_cuda_is_one_line_before_anything_starts(cli, tmp_path):
+    result = cli("train", CARTPOLE, "device=cuda", f"run_dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "spikerl: error: device cuda asked for, but this machine has no usable CUDA device "
+        f"(PyTorch {torch.__version__}); use device=cpu or device=auto"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_python_dash_m_spikerl_is_the_command():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "spikerl", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "spikerl" in result.stdout and "train" in result.stdout
 
 
 def test_plot_writes_a_png_with_seed_band(cli, tiny_runs, tmp_path):

@@ -1,4 +1,4 @@
-"""Encoders and decoders (DESIGN.md section 3) against worked values."""
+"""Encoders and decoders (docs/design.md, section 4) against worked values."""
 
 import pytest
 import torch

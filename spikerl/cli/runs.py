@@ -187,7 +187,11 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def _add_backend_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", default="auto", choices=["auto", "reference", "fused", "native", "compiled"],
+    import typing
+
+    from spikerl.config import NetworkConfig
+
+    parser.add_argument("--backend", default="auto", choices=typing.get_args(typing.get_type_hints(NetworkConfig)["backend"]),
                         help="compute the spiking layers with this backend, whatever the run trained with (default auto: "
                              "native on a CPU that can build it, else fused)")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")

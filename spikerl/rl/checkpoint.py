@@ -2,7 +2,7 @@
 
 A file is one header line and a `torch.save` payload:
 
-    SPIKERL-CHECKPOINT {"format": 2, "bytes": <payload size>, "sha256": "<hex digest of the payload>"}\n
+    SPIKERL-CHECKPOINT {"format": 3, "bytes": <payload size>, "sha256": "<hex digest of the payload>"}\n
     <payload>
 
 It is written to a temporary file in the same folder, flushed to disk, then renamed over the

@@ -131,7 +131,9 @@ class Run:
         """Open the metric logs; when resuming, first cut them back to what the checkpoint had seen."""
         offsets = resumed_from["logs"] if resumed_from else {}
         if resumed_from is None and (self.dir / "episodes.csv").exists():
-            offsets = {"episodes.csv": 0, "eval.csv": 0}  # a resume with no checkpoint starts the logs over
+            # A resume with no checkpoint starts over: the logs from nothing, TensorBoard's events too.
+            offsets = {"episodes.csv": 0, "eval.csv": 0}
+            shutil.rmtree(self.dir / "tb", ignore_errors=True)
         self.episodes = CsvLog(self.dir / "episodes.csv", EPISODE_FIELDS, offsets.get("episodes.csv"))
         self.evals = CsvLog(self.dir / "eval.csv", EVAL_FIELDS, offsets.get("eval.csv"))
         from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import

@@ -19,7 +19,8 @@ broadcast against [*batch, n]: a scalar, one value per neuron [n], or per agent 
 (else fused, saying why) and to fused on CUDA, and the choice is recorded in the run's config.
 
 To add a backend: subclass `Backend`, implement its three passes, state what it supports, add it to
-`_FACTORIES`; tests/test_backends.py then checks it against the reference by itself.
+`_FACTORIES` (and, if it trains, to `TRAINING_BACKENDS` and the `NetworkConfig.backend` choices);
+tests/test_backends.py lists the registry and checks every backend against the reference.
 """
 
 from __future__ import annotations
