@@ -29,10 +29,12 @@ def cuba_lif_multistep(currents: torch.Tensor, params: CubaLIFParams, spike_fn: 
                        detach_reset: bool = True, steps: int | None = None) -> torch.Tensor:
     """T steps of `cuba_lif_step` from rest: spikes [T, *batch, n]."""
     check_reset(reset)
-    state = zero_state(step_input(currents, steps, 0))
+    if steps is not None:  # a view, not a copy; autograd then sums the steps' gradients in one reduction
+        currents = currents.expand(steps, *currents.shape)
+    state = zero_state(currents[0])
     spikes = []
-    for t in range(steps_of(currents, steps)):
-        s, state = cuba_lif_step(step_input(currents, steps, t), state, params, spike_fn, reset, detach_reset)
+    for t in range(currents.shape[0]):
+        s, state = cuba_lif_step(currents[t], state, params, spike_fn, reset, detach_reset)
         spikes.append(s)
     return torch.stack(spikes)
 
