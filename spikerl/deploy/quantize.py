@@ -50,9 +50,8 @@ class QuantizedSpikingMLP(nn.Module):
         self.neurons = nn.ModuleList(_integer_neurons(n, layer.scale, spec, backend)
                                      for n, layer in zip(net.neurons, self.layers))
         self.readout_fc = IntegerLinear(net.decoder.fc, spec)
-        self.readout = LeakyReadout(quantize_decay(net.decoder.alpha, spec), quantize_decay(net.decoder.beta, spec))
-        self.readout.alpha, self.readout.beta = self.readout.alpha.double(), self.readout.beta.double()
-        self.readout.set_backend(backend)
+        self.readout = LeakyReadout(quantize_decay(net.decoder.alpha, spec), quantize_decay(net.decoder.beta, spec),
+                                    backend).double()
 
     @torch.no_grad()
     def forward_with_spikes(self, obs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

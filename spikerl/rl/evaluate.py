@@ -45,7 +45,6 @@ def load_policy(run_dir: Path, checkpoint: str | None = None, backend: str = "au
     from spikerl.devices import resolve_device
     from spikerl.rl import dqn, td3
     from spikerl.rl.checkpoint import load_checkpoint
-    from spikerl.snn.backends import resolve_backend
 
     if not run_dir.is_dir():
         raise SpikerlError(f"run folder not found: {run_dir}")
@@ -60,7 +59,7 @@ def load_policy(run_dir: Path, checkpoint: str | None = None, backend: str = "au
     cfg = config_from_dict(cfg_data)
     torch_device = resolve_device(device)
     cfg.device = str(torch_device)
-    cfg.network.backend = resolve_backend(backend, torch_device) if cfg.network.kind == "snn" else backend
+    cfg.network.backend = backend  # build_network resolves it for the device
     algorithm = dqn if cfg.algo == "dqn" else td3
     env = make_env(cfg.env_id, cfg.algo)
     policy = algorithm.make_policy(cfg, env, torch_device)

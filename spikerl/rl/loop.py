@@ -63,7 +63,7 @@ def peak_memory_mib() -> float:
 
 def as_obs_tensor(obs: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """One observation as a batch of one on `device`."""
-    return torch.as_tensor(np.asarray(obs, dtype=np.float32)).to(device).unsqueeze(0)
+    return torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device).unsqueeze(0)
 
 
 def _tensor_bytes(state) -> int:

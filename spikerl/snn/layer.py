@@ -20,7 +20,7 @@ from torch import nn
 from spikerl.errors import SpikerlError
 from spikerl.snn.backends import Backend, get_backend, resolve_backend
 from spikerl.snn.membrane import MembraneParameters
-from spikerl.snn.neuron import CubaLIFParams, check_reset
+from spikerl.snn.neuron import check_reset
 from spikerl.snn.surrogate import SpikeFunction
 
 
@@ -48,9 +48,6 @@ class CubaLIF(nn.Module):
         if self.membrane.learnable and not backend.learnable:
             raise SpikerlError(f"network.backend {backend.name!r} cannot learn membrane parameters")
         self.backend = backend
-
-    def params(self) -> CubaLIFParams:
-        return self.membrane.params()
 
     def forward(self, currents: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         params = self.membrane.params()

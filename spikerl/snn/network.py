@@ -20,10 +20,9 @@ class SpikingMLP(nn.Module):
     """encoder -> [linear -> CubaLIF] x len(hidden) -> decoder, simulated for T steps from rest.
 
     `layers` are the linear maps, `neurons` the spiking layers after them; every spiking layer and
-    readout runs on the network's backend (`set_backend` switches all of them)."""
+    readout runs on the network's backend: reference when built, `set_backend` switches all of them."""
 
-    def __init__(self, cfg: NetworkConfig, in_dim: int, out_dim: int, generator: torch.Generator | None = None,
-                 backend: str = "reference"):
+    def __init__(self, cfg: NetworkConfig, in_dim: int, out_dim: int, generator: torch.Generator | None = None):
         super().__init__()
         n = cfg.neuron
         self.timesteps = cfg.timesteps
@@ -36,8 +35,7 @@ class SpikingMLP(nn.Module):
 
         def neurons(size: int, alpha: float, beta: float, theta: float) -> CubaLIF:
             return CubaLIF(size, alpha, beta, theta, randomize=n.randomize, spread=n.spread, learnable=n.learnable,
-                           generator=generator, spike_fn=spike_fn, reset=n.reset, detach_reset=n.detach_reset,
-                           backend=backend)
+                           generator=generator, spike_fn=spike_fn, reset=n.reset, detach_reset=n.detach_reset)
 
         self.layers = nn.ModuleList(snn_linear(a, b, cfg.bias) for a, b in zip(sizes[:-1], sizes[1:]))
         self.neurons = nn.ModuleList(neurons(*p) for p in zip(cfg.hidden, alphas, betas, thetas))
@@ -46,11 +44,11 @@ class SpikingMLP(nn.Module):
                                              neurons(out_dim * cfg.population_size, alphas[-1], betas[-1], thetas[-1]),
                                              cfg.bias)
         elif cfg.decoder == "integrator":
-            self.decoder = MembraneDecoder(cfg.hidden[-1], out_dim, alpha=0.0, beta=1.0, bias=cfg.bias, backend=backend)
+            self.decoder = MembraneDecoder(cfg.hidden[-1], out_dim, alpha=0.0, beta=1.0, bias=cfg.bias)
         else:
             alpha = alphas[-1] if cfg.readout_alpha is None else cfg.readout_alpha
             beta = betas[-1] if cfg.readout_beta is None else cfg.readout_beta
-            self.decoder = MembraneDecoder(cfg.hidden[-1], out_dim, alpha, beta, cfg.bias, backend=backend)
+            self.decoder = MembraneDecoder(cfg.hidden[-1], out_dim, alpha, beta, cfg.bias)
 
     @property
     def backend(self) -> str:

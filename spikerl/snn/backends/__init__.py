@@ -25,8 +25,8 @@ tests/test_backends.py lists the registry and checks every backend against the r
 
 from __future__ import annotations
 
+import importlib
 import sys
-from typing import Callable
 
 import torch
 
@@ -80,38 +80,13 @@ def steps_of(currents: torch.Tensor, steps: int | None) -> int:
     return currents.shape[0] if steps is None else steps
 
 
-def _reference() -> Backend:
-    from spikerl.snn.backends.reference import ReferenceBackend
-
-    return ReferenceBackend()
-
-
-def _fused() -> Backend:
-    from spikerl.snn.backends.fused import FusedBackend
-
-    return FusedBackend()
-
-
-def _compiled() -> Backend:
-    from spikerl.snn.backends.fused import CompiledBackend
-
-    return CompiledBackend()
-
-
-def _native() -> Backend:
-    from spikerl.snn.backends.native import NativeBackend
-
-    return NativeBackend()
-
-
-def _fixed_point() -> Backend:
-    from spikerl.snn.backends.fixed_point import FixedPointBackend
-
-    return FixedPointBackend()
-
-
-_FACTORIES: dict[str, Callable[[], Backend]] = {
-    "reference": _reference, "fused": _fused, "compiled": _compiled, "native": _native, "fixed_point": _fixed_point,
+# name -> (module, class), imported on first use: a backend's dependencies load only when it is asked for.
+_FACTORIES: dict[str, tuple[str, str]] = {
+    "reference": ("spikerl.snn.backends.reference", "ReferenceBackend"),
+    "fused": ("spikerl.snn.backends.fused", "FusedBackend"),
+    "compiled": ("spikerl.snn.backends.fused", "CompiledBackend"),
+    "native": ("spikerl.snn.backends.native", "NativeBackend"),
+    "fixed_point": ("spikerl.snn.backends.fixed_point", "FixedPointBackend"),
 }
 TRAINING_BACKENDS = ("reference", "fused", "native", "compiled")  # what network.backend may name, besides auto
 _instances: dict[str, Backend] = {}
@@ -126,7 +101,8 @@ def get_backend(name: str) -> Backend:
     if name not in _FACTORIES:
         raise SpikerlError(f"unknown backend {name!r}; choose one of auto, {', '.join(_FACTORIES)}")
     if name not in _instances:
-        _instances[name] = _FACTORIES[name]()
+        module, cls = _FACTORIES[name]
+        _instances[name] = getattr(importlib.import_module(module), cls)()
     return _instances[name]
 
 

@@ -9,7 +9,7 @@ Per layer l (hidden layers and the readout), with weight scale s_l = max|W_l| / 
     I, V saturate at +-(2^(state_bits-1) - 1)
 
 `FixedPointBackend` is the recurrence (the last three lines) over float64 tensors holding integers;
-`IntegerLinear` the quantized weights; `quantize_parameters` the decays and threshold. It has no
+`IntegerLinear` the quantized weights; `quantize_decay` and `quantize_threshold` the decays and threshold. It has no
 gradients: it evaluates trained networks (`spikerl.deploy.quantize` builds one from a float network).
 """
 
@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from spikerl.errors import SpikerlError
-from spikerl.snn.backends import Backend, steps_of
+from spikerl.snn.backends import Backend
+from spikerl.snn.backends.reference import as_steps
 
 
 @dataclass(frozen=True)
@@ -91,11 +92,11 @@ class FixedPointBackend(Backend):
     def multistep_no_grad(self, currents, params, reset, steps):
         if reset != "hard":
             raise SpikerlError("the fixed-point model resets to zero (reset=hard) only")
-        first = currents if steps is not None else currents[0]
-        current = voltage = torch.zeros_like(first)
+        currents = as_steps(currents, steps)
+        current = voltage = torch.zeros_like(currents[0])
         spikes = []
-        for t in range(steps_of(currents, steps)):
-            current = self._step(current, params.alpha, currents if steps is not None else currents[t])
+        for t in range(currents.shape[0]):
+            current = self._step(current, params.alpha, currents[t])
             voltage = self._step(voltage, params.beta, current)
             s = (voltage > params.theta).to(voltage.dtype)
             voltage = voltage * (1.0 - s)

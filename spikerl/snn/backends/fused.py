@@ -56,7 +56,7 @@ def forward_loop(currents: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor
 
 def _reduce_like(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Sum a [*batch, n] gradient down to the shape of a parameter that broadcast against it."""
-    return grad.sum() if like.dim() == 0 else grad.sum_to_size(like.shape)
+    return grad.sum_to_size(like.shape)
 
 
 def backward_loop(grad_spikes: torch.Tensor, pre_voltages: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor,

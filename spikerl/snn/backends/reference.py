@@ -15,22 +15,21 @@ from __future__ import annotations
 
 import torch
 
-from spikerl.snn.backends import Backend, steps_of
+from spikerl.snn.backends import Backend
 from spikerl.snn.neuron import CubaLIFParams, check_reset, cuba_lif_step, zero_state
 from spikerl.snn.surrogate import SpikeFunction
 
 
-def step_input(currents: torch.Tensor, steps: int | None, t: int) -> torch.Tensor:
-    """Step t's input: currents[t], or the constant current itself."""
-    return currents if steps is not None else currents[t]
+def as_steps(currents: torch.Tensor, steps: int | None) -> torch.Tensor:
+    """[T, *batch, n] inputs: a constant current [*batch, n] (steps given) as a view repeated T times, not a copy."""
+    return currents if steps is None else currents.expand(steps, *currents.shape)
 
 
 def cuba_lif_multistep(currents: torch.Tensor, params: CubaLIFParams, spike_fn: SpikeFunction, reset: str = "hard",
                        detach_reset: bool = True, steps: int | None = None) -> torch.Tensor:
     """T steps of `cuba_lif_step` from rest: spikes [T, *batch, n]."""
     check_reset(reset)
-    if steps is not None:  # a view, not a copy; autograd then sums the steps' gradients in one reduction
-        currents = currents.expand(steps, *currents.shape)
+    currents = as_steps(currents, steps)  # for a constant input autograd then sums the steps' gradients at once
     state = zero_state(currents[0])
     spikes = []
     for t in range(currents.shape[0]):
@@ -80,17 +79,17 @@ class ReferenceBackend(Backend):
     @torch.no_grad()
     def multistep_no_grad(self, currents, params, reset, steps):
         check_reset(reset)
-        first = step_input(currents, steps, 0)
-        shape = torch.broadcast_shapes(first.shape, params.alpha.shape, params.beta.shape, params.theta.shape)
-        current, voltage, fired = self._buffers.zeros(first.expand(shape))
-        spikes = first.new_empty(steps_of(currents, steps), *shape)
+        currents = as_steps(currents, steps)
+        shape = torch.broadcast_shapes(currents.shape[1:], params.alpha.shape, params.beta.shape, params.theta.shape)
+        current, voltage, fired = self._buffers.zeros(currents[0].expand(shape))
+        spikes = currents.new_empty(currents.shape[0], *shape)
         alpha, beta, theta = params.alpha, params.beta, params.theta
         no_current_memory = not bool(torch.any(alpha != 0))  # the presets' first layer: I[t] = x[t] exactly
         for t in range(spikes.shape[0]):
             if no_current_memory:
-                voltage.mul_(beta).add_(step_input(currents, steps, t))
+                voltage.mul_(beta).add_(currents[t])
             else:
-                current.mul_(alpha).add_(step_input(currents, steps, t))
+                current.mul_(alpha).add_(currents[t])
                 voltage.mul_(beta).add_(current)
             torch.gt(voltage, theta, out=fired)
             spikes[t].copy_(fired)

@@ -157,7 +157,6 @@ class NativeBackend(Backend):
 
     def _run(self, currents, params: CubaLIFParams, reset, steps, spike_fn=None, detach_reset=True):
         check_reset(reset)
-        self.check_tensor(currents)
         build()
         constant = steps is not None
         steps, n = steps_of(currents, steps), currents.shape[-1]
@@ -177,7 +176,6 @@ class NativeBackend(Backend):
         return self._run(currents, params, reset, steps)
 
     def readout(self, currents, alpha, beta):
-        self.check_tensor(currents)
         build()
         steps, batch, n = currents.shape[0], currents.shape[1:-1], currents.shape[-1]
         alpha, beta = _grouped((alpha.float(), beta.float()), batch, n)
