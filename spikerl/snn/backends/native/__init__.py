@@ -138,6 +138,8 @@ def _grouped(params: tuple[torch.Tensor, ...], batch: torch.Size, n: int) -> lis
     """Parameters as the kernels take them: [P, n], where row r of the flattened batch uses parameter row
     r // (R / P). P covers the leading batch dimensions up to the last one any parameter varies along
     (P = 1 for a layer-wide or per-neuron value; the agents for per-agent rows [agents, 1, n])."""
+    if all(p.dim() <= 1 for p in params):  # the usual layer-wide or per-neuron values: one row, no copies
+        return [p.view(1, n) if p.dim() == 1 else p.expand(1, n).contiguous() for p in params]
     dims = len(batch) + 1
     if any(p.dim() > dims for p in params):
         raise SpikerlError("membrane parameters have more dimensions than the layer's input")
@@ -145,6 +147,15 @@ def _grouped(params: tuple[torch.Tensor, ...], batch: torch.Size, n: int) -> lis
     varying = max((i + 1 for p in padded for i, size in enumerate(p.shape[:-1]) if size != 1), default=0)
     shape = (*batch[:varying], *([1] * (len(batch) - varying)), n)
     return [p.expand(shape).reshape(-1, n).contiguous() for p in padded]
+
+
+def _call(op, *args):
+    """Call an operator; with gradients off, below the autograd layer. torch.library's autograd kernel is
+    Python: on a batch-1 action (three calls) it cost about a third of the operators' time, for nothing."""
+    if torch.is_grad_enabled():
+        return op(*args)
+    with torch._C._AutoDispatchBelowAutograd():  # what torch.library's own autograd kernel does below it
+        return op(*args)
 
 
 class NativeBackend(Backend):
@@ -164,8 +175,8 @@ class NativeBackend(Backend):
         flat = currents.reshape(-1, n) if constant else currents.reshape(steps, -1, n)
         alpha, beta, theta = _grouped((params.alpha, params.beta, params.theta), batch, n)
         kind, scale = (SURROGATES[spike_fn.name], float(spike_fn.scale)) if spike_fn is not None else (0, 1.0)
-        spikes = torch.ops.spikerl.cuba_lif_forward(flat.contiguous(), steps, alpha, beta, theta, reset == "hard",
-                                                    detach_reset, kind, scale)
+        spikes = _call(torch.ops.spikerl.cuba_lif_forward.default, flat.contiguous(), steps, alpha, beta, theta,
+                       reset == "hard", detach_reset, kind, scale)
         return spikes.view(steps, *batch, n)
 
     def multistep(self, currents, params, spike_fn, reset, detach_reset, steps):
@@ -179,5 +190,6 @@ class NativeBackend(Backend):
         build()
         steps, batch, n = currents.shape[0], currents.shape[1:-1], currents.shape[-1]
         alpha, beta = _grouped((alpha.float(), beta.float()), batch, n)
-        out = torch.ops.spikerl.leaky_readout_forward(currents.reshape(steps, -1, n).contiguous(), alpha, beta)
+        out = _call(torch.ops.spikerl.leaky_readout_forward.default, currents.reshape(steps, -1, n).contiguous(),
+                    alpha, beta)
         return out.view(*batch, n)
