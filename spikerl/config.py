@@ -133,6 +133,7 @@ class TrainConfig:
     env_id: str = "CartPole-v1"
     seed: int = 0
     total_steps: int = 100_000
+    total_episodes: int | None = None  # also stop after this many training episodes (total_steps stays a cap)
     device: str = "cpu"  # auto (CUDA where available), cpu, cuda or cuda:N
     threads: int | None = None  # torch CPU threads; None leaves torch's default
     run_dir: str | None = None  # None: runs/<env>-<algo>-<kind>-s<seed>-<time>
@@ -367,6 +368,7 @@ def validate_network(net: NetworkConfig, path: str) -> None:
 
 def validate(cfg: TrainConfig) -> None:
     _check(cfg.total_steps >= 1, f"total_steps must be >= 1, got {cfg.total_steps}")
+    _check(cfg.total_episodes is None or cfg.total_episodes >= 1, f"total_episodes must be >= 1, got {cfg.total_episodes}")
     _check(cfg.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {cfg.checkpoint_every}")
     _check(cfg.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {cfg.keep_checkpoints}")
     _check(cfg.threads is None or cfg.threads >= 1, f"threads must be >= 1, got {cfg.threads}")

@@ -65,7 +65,8 @@ def plot_runs(run_dirs: list[Path], output: Path, title: str | None = None) -> P
 
 
 def summarize_runs(run_dirs: list[Path]) -> str:
-    """A Markdown table: per run, the final and best evaluation returns, steps and wall time; then per variant, the means."""
+    """A Markdown table: per run, the final and best evaluation returns, the best 100-episode average of
+    training returns (and the episode it ends at), steps and wall time; then per variant, the means."""
     import json
 
     rows, groups = [], defaultdict(list)
@@ -76,13 +77,20 @@ def summarize_runs(run_dirs: list[Path]) -> str:
         final = json.loads(path.read_text())
         seed = yaml.safe_load((run_dir / "config.yaml").read_text())["seed"]
         label = run_label(run_dir)
-        row = (label, seed, final["global_step"], final["mean_return"], final["best_eval_mean_return"], final["wall_time_s"])
+        train_average = final.get("best_train_average")  # absent in runs made before it was recorded
+        row = (label, seed, final["global_step"], final["mean_return"], final["best_eval_mean_return"],
+               np.nan if train_average is None else train_average, final.get("best_train_average_episode"),
+               final["wall_time_s"])
         rows.append(row)
         groups[label].append(row)
-    lines = ["| variant | seed | steps | final eval return | best eval return | wall time (s) |", "|---|---|---|---|---|---|"]
-    for label, seed, steps, final_ret, best_ret, wall in sorted(rows):
-        lines.append(f"| {label} | {seed} | {steps} | {final_ret:.1f} | {best_ret:.1f} | {wall:.0f} |")
+    lines = ["| variant | seed | steps | final eval return | best eval return | best 100-episode training average "
+             "(episode) | wall time (s) |", "|---|---|---|---|---|---|---|"]
+    for label, seed, steps, final_ret, best_ret, train_avg, train_ep, wall in sorted(rows, key=lambda r: r[:2]):
+        average = "-" if train_ep is None else f"{train_avg:.1f} ({train_ep})"
+        lines.append(f"| {label} | {seed} | {steps} | {final_ret:.1f} | {best_ret:.1f} | {average} | {wall:.0f} |")
     for label, group in sorted(groups.items()):
-        finals, bests, walls = (np.array([r[i] for r in group]) for i in (3, 4, 5))
-        lines.append(f"| **{label}, mean of {len(group)}** | | | **{finals.mean():.1f}** | **{bests.mean():.1f}** | **{walls.mean():.0f}** |")
+        finals, bests, averages, walls = (np.array([r[i] for r in group], dtype=float) for i in (3, 4, 5, 7))
+        average = "-" if np.isnan(averages).any() else f"**{averages.mean():.1f}**"
+        lines.append(f"| **{label}, mean of {len(group)}** | | | **{finals.mean():.1f}** | **{bests.mean():.1f}** "
+                     f"| {average} | **{walls.mean():.0f}** |")
     return "\n".join(lines)

@@ -7,6 +7,7 @@ import torch
 
 from spikerl.config import DQNConfig, load_config
 from spikerl.rl import dqn, td3
+from spikerl.rl.evaluate import best_moving_average
 from spikerl.rl.replay import ReplayBuffer
 from spikerl.rl.run import Run
 from spikerl.snn.network import ANNMLP, SpikingMLP
@@ -24,6 +25,13 @@ def test_linear_epsilon_reaches_the_floor_at_the_decay_steps():
     d = DQNConfig(epsilon_schedule="linear", epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_steps=1000)
     assert dqn.epsilon_at(500, d) == pytest.approx(0.55)
     assert dqn.epsilon_at(1000, d) == pytest.approx(0.1) and dqn.epsilon_at(5000, d) == pytest.approx(0.1)
+
+
+def test_best_moving_average_by_hand():
+    # Windows of 3: means 2, 5, 13/3, 10/3; the best ends at episode 4.
+    assert best_moving_average([1, 2, 3, 10, 0, 0], window=3) == (5.0, 4)
+    assert best_moving_average([7, 7, 7], window=3) == (7.0, 3)  # ties: the first window reaching it
+    assert best_moving_average([1, 2], window=3) is None  # fewer episodes than one window
 
 
 def test_replay_buffer_wraps_around_and_samples_what_was_stored():

@@ -22,6 +22,7 @@ PENDULUM = "configs/pendulum_td3_snn.yaml"
     (["configs/no_such_file.yaml"], "config file not found: configs/no_such_file.yaml"),
     ([CARTPOLE, "algo=sac"], "algo must be one of dqn, td3"),
     ([CARTPOLE, "keep_checkpoints=0"], "keep_checkpoints must be >= 1"),
+    ([CARTPOLE, "total_episodes=0"], "total_episodes must be >= 1"),
     (["--resume", "runs/no-such-run"], "cannot resume runs/no-such-run: run folder not found"),
     ([CARTPOLE, "device=banana"], "device must be auto, cpu, cuda or cuda:N; got 'banana'"),
     ([CARTPOLE, "network.backend=fast"], "network.backend must be one of auto, reference, fused, native, compiled"),
@@ -208,6 +209,18 @@ def test_summary_tables_runs_by_variant(cli, tiny_runs):
     assert lines[0].startswith("| variant | seed | steps | final eval return")
     assert len(lines) == 2 + 2 + 1  # header, two runs, one variant mean
     assert "CartPole-v1 DQN SNN, mean of 2" in lines[-1]
+
+
+def test_total_episodes_stops_at_that_episode_end(cli, tmp_path):
+    run_dir = tmp_path / "run"
+    result = cli("train", CARTPOLE, "env_id=CartPole-v0", "total_episodes=4", "eval.every=0", "eval.final_episodes=1",
+                 f"run_dir={run_dir}", "progress=false")
+    assert result.returncode == 0, result.stderr
+    rows = (run_dir / "episodes.csv").read_text().strip().splitlines()[1:]
+    final = json.loads((run_dir / "final_eval.json").read_text())
+    assert len(rows) == 4 and final["train_episodes"] == 4
+    assert final["global_step"] == int(rows[-1].split(",")[0]) < 1000  # stopped there, far before total_steps
+    assert final["best_train_average"] is None  # fewer than 100 episodes: no 100-episode average
 
 
 def test_eval_in_an_incompatible_environment_is_refused(cli, tiny_runs):

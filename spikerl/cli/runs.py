@@ -10,7 +10,7 @@ from pathlib import Path
 from spikerl.errors import SpikerlError
 
 
-RESUMABLE_OVERRIDES = ("total_steps", "progress", "threads", "checkpoint_every", "keep_checkpoints")
+RESUMABLE_OVERRIDES = ("total_steps", "total_episodes", "progress", "threads", "checkpoint_every", "keep_checkpoints")
 
 
 def _resume_config(run_dir: Path, overrides: list[str]):
@@ -77,6 +77,9 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{result['seed'] + result['episodes'] - 1}): mean return {result['mean_return']:.1f} "
           f"+- {result['std_return']:.1f} after {result['global_step']} steps in {result['wall_time_s']:.0f} s "
           f"({result['steps_per_second']:.0f} steps/s); results in {run.dir}")
+    if result["best_train_average"] is not None:
+        print(f"best 100-episode average of training returns: {result['best_train_average']:.1f}, reached at "
+              f"episode {result['best_train_average_episode']} of {result['train_episodes']}")
     return 0
 
 

@@ -45,10 +45,11 @@ def make_policy(cfg: TrainConfig, env: gym.Env, device: torch.device | str = "cp
     return QPolicy(cfg, obs_norm, int(env.action_space.n), device=device)
 
 
-def epsilon_at(step: int, d: DQNConfig) -> float:
+def epsilon_at(steps_done: int, d: DQNConfig) -> float:
+    """Epsilon after `steps_done` environment steps: the first action is taken at epsilon_start."""
     if d.epsilon_schedule == "exponential":  # dsrl: epsilon *= decay after every step
-        return max(d.epsilon_end, d.epsilon_start * d.epsilon_decay**step)
-    fraction = min(step / d.epsilon_decay_steps, 1.0)
+        return max(d.epsilon_end, d.epsilon_start * d.epsilon_decay**steps_done)
+    fraction = min(steps_done / d.epsilon_decay_steps, 1.0)
     return d.epsilon_start + fraction * (d.epsilon_end - d.epsilon_start)
 
 
@@ -80,7 +81,7 @@ def train(cfg: TrainConfig, run: Run, checkpoint: dict | None = None) -> dict:
     step, obs = loop.begin(checkpoint, act=q_net.act, buffer=buffer,
                            components={"q_net": q_net, "target_net": target_net, "optimizer": optimizer})
     for step in range(step + 1, cfg.total_steps + 1):
-        epsilon = epsilon_at(step, d)
+        epsilon = epsilon_at(step - 1, d)
         action = int(env.action_space.sample()) if rng.random() < epsilon else q_net.act(obs)
         obs = loop.env_step(step, obs, action)
 

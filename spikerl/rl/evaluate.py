@@ -38,6 +38,19 @@ def evaluate(act: Callable[[np.ndarray], np.ndarray | int], env_id: str, episode
     }
 
 
+TRAIN_AVERAGE_WINDOW = 100  # training episodes: the paper's released code reports this moving average
+
+
+def best_moving_average(returns: list[float], window: int = TRAIN_AVERAGE_WINDOW) -> tuple[float, int] | None:
+    """The best mean of `window` consecutive training returns and the episode (counted from 1) that ends
+    that window; None with fewer than `window` episodes."""
+    if len(returns) < window:
+        return None
+    means = np.lib.stride_tricks.sliding_window_view(np.asarray(returns, dtype=np.float64), window).mean(axis=1)
+    best = int(np.argmax(means))  # the first window that reaches the best mean
+    return float(means[best]), best + window
+
+
 def load_policy(run_dir: Path, checkpoint: str | None = None, backend: str = "auto", device: str = "cpu"):
     """The run's config and its trained policy (final model, or the given checkpoint), ready to act on
     `device`, its spiking layers on `backend` (whatever backend it was trained with)."""

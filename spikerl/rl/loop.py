@@ -32,7 +32,7 @@ from spikerl.devices import resolve_device
 from spikerl.errors import SpikerlError, TrainingDiverged
 from spikerl.rl.checkpoint import capture_rng_state, env_rng_state, restore_env_rng_state, restore_rng_state
 from spikerl.rl.envs import make_env
-from spikerl.rl.evaluate import evaluate
+from spikerl.rl.evaluate import best_moving_average, evaluate
 from spikerl.rl.run import Run
 from spikerl.snn.encoders import RunningMaxAbs
 
@@ -85,7 +85,7 @@ class TrainingLoop:
     networks on those, then calls `begin` with what a checkpoint must hold (`components`: every module
     and optimizer), its replay buffer and its greedy `act`; then `env_step` to act, `check_finite` on each
     loss, and `after_step`, which returns True when training should stop (a periodic evaluation reached
-    `eval.stop_at_return`); `finish` at the end.
+    `eval.stop_at_return`, or `total_episodes` episodes are done); `finish` at the end.
     """
 
     def __init__(self, cfg: TrainConfig, run: Run, rng: np.random.Generator):
@@ -231,6 +231,8 @@ class TrainingLoop:
                 self.run.log_scalars(step, {"perf/rss_mib": rss, "perf/peak_rss_mib": peak_memory_mib()})
         if self.cfg.eval.every and step % self.cfg.eval.every == 0:
             stop = self.periodic_eval(step)
+        if self.cfg.total_episodes is not None and self.episodes >= self.cfg.total_episodes:
+            stop = True
         if self.env_rng_before_reset is not None:  # an episode ended in this step: a checkpoint may be taken
             if self.cfg.checkpoint_every and step >= self.next_checkpoint:
                 self.check_states_finite(step)
@@ -271,8 +273,11 @@ class TrainingLoop:
             result = evaluate(self.act, self.cfg.env_id, episodes, self.cfg.eval.seed)
             self.run.log_eval(step, result)
         best = max(self.best_eval if self.best_eval is not None else -np.inf, result["mean_return"])
+        train_average = best_moving_average(self.run.training_returns())
         extra = {"global_step": step, "train_episodes": self.episodes, "wall_time_s": wall,
                  "steps_per_second": step / max(wall, 1e-9), "best_eval_mean_return": float(best),
+                 "best_train_average": train_average and train_average[0],
+                 "best_train_average_episode": train_average and train_average[1],
                  "device": str(self.device), "backends": backends, "run_dir": str(self.run.dir)}
         self.run.save_final(self.cfg, policy_state, result, extra)
         self.run.close()

@@ -152,6 +152,11 @@ class Run:
         self.tb.add_scalar("charts/episodic_return", episodic_return, step)
         self.tb.add_scalar("charts/episodic_length", length, step)
 
+    def training_returns(self) -> list[float]:
+        """Every training episode's return so far, from episodes.csv (flushed per row)."""
+        with (self.dir / "episodes.csv").open(newline="") as f:
+            return [float(row["episodic_return"]) for row in csv.DictReader(f)]
+
     def log_scalars(self, step: int, scalars: dict[str, float]) -> None:
         for tag, value in scalars.items():
             self.tb.add_scalar(tag, value, step)
