@@ -208,7 +208,7 @@ def test_summary_tables_runs_by_variant(cli, tiny_runs):
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("| variant | seed | steps | final eval return")
     assert len(lines) == 2 + 2 + 1  # header, two runs, one variant mean
-    assert "CartPole-v1 DQN SNN, mean of 2" in lines[-1]
+    assert "CartPole-v0 DQN SNN, mean of 2" in lines[-1]
 
 
 def test_total_episodes_stops_at_that_episode_end(cli, tmp_path):

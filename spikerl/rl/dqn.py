@@ -1,8 +1,10 @@
 """DQN with a spiking (or ANN) Q-network. One file: the network wrapper, the schedule, the target, the update.
 
-Defaults follow the released code of the paper (dsrl): exponential epsilon decay per step and hard
-target copies; the loss is Huber by default (`dqn.loss: mse` is dsrl's). Double DQN, soft target
-updates and a linear epsilon schedule are options.
+The paper's presets set every value as its released code (dsrl) does, its mean squared error loss
+included (docs/paper_audit.md). The defaults here are spikerl's: the Huber loss, exponential epsilon
+decay per step and hard target copies; double DQN, soft target updates, a linear epsilon schedule,
+bursts of updates and learning-rate annealing are options. A time limit is not a termination: its
+transition still bootstraps.
 """
 
 from __future__ import annotations
