@@ -85,6 +85,16 @@ class EvalConfig:
 
 
 @dataclass
+class VideoConfig:
+    """Evaluation videos while training: RUN/videos/step_N.mp4 and TensorBoard's eval/video."""
+
+    every: int = 0  # environment steps between videos (0: none)
+    episodes: int = 1  # deterministic episodes per video, seeded as the evaluations
+    raster: bool = False  # the hidden spikes beside each frame (spiking policies)
+    fps: float | None = None  # playback rate; None: the environment's own
+
+
+@dataclass
 class DQNConfig:
     buffer_size: int = 40_000
     batch_size: int = 128
@@ -134,6 +144,9 @@ class TrainConfig:
     seed: int = 0
     total_steps: int = 100_000
     total_episodes: int | None = None  # also stop after this many training episodes (total_steps stays a cap)
+    # A transition cut by the environment's time limit bootstraps from the next state (the time limit is not
+    # in the observation); false treats it as terminal, as the paper's released code does.
+    truncation_bootstraps: bool = True
     device: str = "cpu"  # auto (CUDA where available), cpu, cuda or cuda:N
     threads: int | None = None  # torch CPU threads; None leaves torch's default
     run_dir: str | None = None  # None: runs/<env>-<algo>-<kind>-s<seed>-<time>
@@ -142,6 +155,7 @@ class TrainConfig:
     progress: bool = True
     network: NetworkConfig = field(default_factory=NetworkConfig)  # Q-network (DQN) or actor (TD3)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
     dqn: DQNConfig = field(default_factory=DQNConfig)
     td3: TD3Config = field(default_factory=TD3Config)
 
@@ -376,6 +390,10 @@ def validate(cfg: TrainConfig) -> None:
     _check(bool(DEVICE_PATTERN.match(cfg.device)), f"device must be auto, cpu, cuda or cuda:N; got {cfg.device!r}")
     validate_network(cfg.network, "network")
     _check(cfg.eval.every >= 0, f"eval.every must be >= 0, got {cfg.eval.every}")
+    _check(cfg.video.every >= 0, f"video.every must be >= 0, got {cfg.video.every}")
+    _check(cfg.video.episodes >= 1, f"video.episodes must be >= 1, got {cfg.video.episodes}")
+    _check(cfg.video.fps is None or cfg.video.fps > 0, f"video.fps must be > 0, got {cfg.video.fps}")
+    _check(not (cfg.video.raster and cfg.network.kind == "ann"), "video.raster shows hidden spikes; network.kind is ann")
     _check(cfg.eval.episodes >= 1, f"eval.episodes must be >= 1, got {cfg.eval.episodes}")
     _check(cfg.eval.final_episodes >= 1, f"eval.final_episodes must be >= 1, got {cfg.eval.final_episodes}")
     if cfg.algo == "dqn":

@@ -57,6 +57,19 @@ def test_td3_with_a_spiking_critic_trains(tmp_path):
     assert not torch.equal(critics["critic1"]["net.layers.0.weight"], critics["critic2"]["net.layers.0.weight"])
 
 
+@pytest.mark.parametrize("bootstraps", [True, False])
+def test_a_time_limit_ends_the_return_only_when_asked(tmp_path, bootstraps):
+    # PointReach never terminates and is cut at 40 steps: only the cut transitions can be marked terminal.
+    cfg = load_config("configs/pendulum_td3_snn.yaml", [
+        "env_id=spikerl/PointReach-v0", "total_steps=80", "td3.learning_starts=100", "network.hidden=[8, 8]",
+        "td3.critic.hidden=[8, 8]", "eval.every=0", "eval.final_episodes=1", "checkpoint_every=80",
+        f"truncation_bootstraps={str(bootstraps).lower()}", f"run_dir={tmp_path / 'run'}", "progress=false"])
+    td3.train(cfg, Run(cfg))
+    buffer = newest_checkpoint(tmp_path / "run")["buffer"]
+    ended = np.flatnonzero(np.asarray(buffer["terminated"])[:80])
+    assert ended.tolist() == ([] if bootstraps else [39, 79])
+
+
 def test_network_kind_switch_swaps_the_whole_network():
     snn = load_config("configs/cartpole_dqn_snn.yaml")
     ann = load_config("configs/cartpole_dqn_ann.yaml")

@@ -1,4 +1,4 @@
-"""`spikerl train`, `eval`, `export`, `energy`, `plot` and `summary`: commands on single runs."""
+"""`spikerl train`, `eval`, `export`, `energy`, `video`, `plot` and `summary`: commands on single runs."""
 
 from __future__ import annotations
 
@@ -58,6 +58,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise SpikerlError("train needs a config file, or --resume RUN_DIR")
     else:
         cfg = load_config(args.config, args.overrides)
+    if cfg.video.every:
+        from spikerl.video.record import prepare_rendering
+
+        prepare_rendering(cfg.env_id)  # no encoder or OpenGL: one line now, not a failure mid-run
     make_env(cfg.env_id, cfg.algo).close()  # fail on a wrong environment before a run folder exists
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -174,6 +178,43 @@ def cmd_energy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _env_of(source: Path) -> str:
+    """The environment a run folder or NIR file was trained on, read without building anything."""
+    import yaml
+
+    if source.suffix == ".nir":
+        from spikerl.deploy.nir_io import read_nir
+
+        env_id = (read_nir(source).metadata or {}).get("env_id")
+        if not env_id:
+            raise SpikerlError(f"{source} does not name its environment; give it with --env")
+        return env_id.decode() if isinstance(env_id, bytes) else str(env_id)
+    config_path = source / "config.yaml"
+    if not config_path.is_file():
+        raise SpikerlError(f"run folder not found: {source}" if not source.is_dir()
+                           else f"{source} has no config.yaml; is it a spikerl run folder?")
+    return yaml.safe_load(config_path.read_text())["env_id"]
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    from spikerl.video.record import prepare_rendering, write_video
+
+    if args.episodes < 1 or (args.fps is not None and args.fps <= 0):
+        raise SpikerlError("--episodes must be >= 1 and --fps > 0")
+    source = Path(args.run_dir)
+    env_id = args.env or _env_of(source)
+    prepare_rendering(env_id)  # before anything imports MuJoCo, which reads the OpenGL choice once
+    cfg, policy = _load_any_policy(source, args)
+    default_out = source.with_suffix(".mp4") if source.is_file() else source / "policy.mp4"
+    out = Path(args.output) if args.output else default_out
+    info = write_video(policy, env_id, out, args.episodes, args.seed, args.raster, args.fps)
+    returns = ", ".join(f"{r:.1f}" for r in info["returns"])
+    print(f"wrote {out}: {info['frames']} frames of {env_id} ({info['episodes']} episode(s), returns {returns}) at "
+          f"{info['fps']:g} fps, {info['bytes'] / 1e6:.2f} MB; rendered{' with spikes' if args.raster else ''} at "
+          f"{info['frames_per_second_made']:.0f} frames/s")
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from spikerl.plot import plot_runs
 
@@ -246,6 +287,19 @@ def add_commands(sub) -> None:
     energy.add_argument("-o", "--output", help="JSON file with the counts")
     _add_backend_options(energy)
     energy.set_defaults(func=cmd_energy)
+
+    video = sub.add_parser("video", help="an MP4 of deterministic evaluation episodes, optionally with the hidden spikes")
+    video.add_argument("run_dir", help="a run folder, or a .nir file")
+    video.add_argument("-o", "--output", help="MP4 file (default RUN_DIR/policy.mp4, or FILE.mp4 for a NIR file)")
+    video.add_argument("--episodes", type=int, default=1)
+    video.add_argument("--seed", type=int, default=10_000, help="episode i uses seed + i (as spikerl eval)")
+    video.add_argument("--raster", action="store_true",
+                       help="beside each frame: the hidden spikes of this decision and of the last ones, and the actions")
+    video.add_argument("--fps", type=float, help="playback frames per second (default: the environment's)")
+    video.add_argument("--checkpoint", help="a checkpoint file instead of the run's final model")
+    video.add_argument("--env", help="render this environment instead of the run's")
+    _add_backend_options(video)
+    video.set_defaults(func=cmd_video)
 
     plot = sub.add_parser("plot", help="learning curves of runs, mean and band over seeds, to PNG")
     plot.add_argument("run_dirs", nargs="+")

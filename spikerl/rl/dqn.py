@@ -80,7 +80,7 @@ def train(cfg: TrainConfig, run: Run, checkpoint: dict | None = None) -> dict:
     optimizer = torch.optim.Adam(q_net.parameters(), lr=d.learning_rate)
     buffer = ReplayBuffer(d.buffer_size, env.observation_space.shape[0], (), np.int64)
 
-    step, obs = loop.begin(checkpoint, act=q_net.act, buffer=buffer,
+    step, obs = loop.begin(checkpoint, policy=q_net, buffer=buffer,
                            components={"q_net": q_net, "target_net": target_net, "optimizer": optimizer})
     for step in range(step + 1, cfg.total_steps + 1):
         epsilon = epsilon_at(step - 1, d)

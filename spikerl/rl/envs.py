@@ -43,7 +43,7 @@ if "spikerl/PointReach-v0" not in gym.registry:
     gym.register("spikerl/PointReach-v0", entry_point=PointReachEnv, max_episode_steps=40)
 
 
-def make_env(env_id: str, algo: str | None = None) -> gym.Env:
+def make_env(env_id: str, algo: str | None = None, render_mode: str | None = None) -> gym.Env:
     """gym.make with one-line errors: unknown id, missing extra, or an action space the algorithm can't drive."""
     if env_id not in gym.registry:
         close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
@@ -53,10 +53,10 @@ def make_env(env_id: str, algo: str | None = None) -> gym.Env:
         with warnings.catch_warnings():
             # An older version is asked for on purpose (the paper's CartPole-v0): no advice to upgrade.
             warnings.filterwarnings("ignore", message=".*is out of date", category=DeprecationWarning)
-            env = gym.make(env_id)
+            env = gym.make(env_id, render_mode=render_mode) if render_mode else gym.make(env_id)
     except gym.error.DependencyNotInstalled as exc:
         raise SpikerlError(f"environment {env_id} needs an optional dependency: {exc} "
-                           "(for MuJoCo: pip install 'spikerl[mujoco]')") from None
+                           "(for MuJoCo: pip install 'spikerl[mujoco]'; to render: 'spikerl[video]')") from None
     except (gym.error.Error, ImportError) as exc:
         raise SpikerlError(f"cannot create environment {env_id}: {exc}") from None
     if not (isinstance(env.observation_space, spaces.Box) and len(env.observation_space.shape) == 1):
@@ -69,3 +69,10 @@ def make_env(env_id: str, algo: str | None = None) -> gym.Env:
         env.close()
         raise SpikerlError(f"environment {env_id} has discrete actions ({env.action_space}); TD3 needs continuous actions, use algo=dqn")
     return env
+
+
+def is_mujoco(env_id: str) -> bool:
+    """Whether `env_id` is one of Gymnasium's MuJoCo tasks (rendering them needs an OpenGL backend)."""
+    spec = gym.registry.get(env_id)
+    entry = spec.entry_point if spec is not None else None
+    return isinstance(entry, str) and entry.startswith("gymnasium.envs.mujoco")

@@ -12,19 +12,33 @@ from spikerl.errors import SpikerlError
 from spikerl.rl.envs import make_env
 
 
-def evaluate(act: Callable[[np.ndarray], np.ndarray | int], env_id: str, episodes: int, seed: int) -> dict:
+class EpisodeObserver:
+    """Watches an evaluation: `start` after each reset, `step` after each environment step (for videos)."""
+
+    def start(self, env, episode: int) -> None: ...
+
+    def step(self, env, episode: int, action, episode_return: float, done: bool) -> None: ...
+
+
+def evaluate(act: Callable[[np.ndarray], np.ndarray | int], env_id: str, episodes: int, seed: int,
+             observer: EpisodeObserver | None = None, render_mode: str | None = None) -> dict:
     """Run `act` (observation -> action, no exploration) and summarize the episode returns."""
-    env = make_env(env_id)
+    env = make_env(env_id, render_mode=render_mode)
     returns, lengths = [], []
     try:
         for i in range(episodes):
             obs, _ = env.reset(seed=seed + i)
             total, length, done = 0.0, 0, False
+            if observer is not None:
+                observer.start(env, i)
             while not done:
-                obs, reward, terminated, truncated, _ = env.step(act(obs))
+                action = act(obs)
+                obs, reward, terminated, truncated, _ = env.step(action)
                 total += float(reward)
                 length += 1
                 done = terminated or truncated
+                if observer is not None:
+                    observer.step(env, i, action, total, done)
             returns.append(total)
             lengths.append(length)
     finally:

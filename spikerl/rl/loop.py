@@ -20,7 +20,6 @@ import resource
 import sys
 import time
 from collections import deque
-from typing import Callable
 
 import numpy as np
 import torch
@@ -83,7 +82,7 @@ class TrainingLoop:
     Made with the config and run folder, it creates the environment (`env`, its action space seeded),
     the observation normalizer (`obs_norm`) and resolves the device (`device`). The algorithm builds its
     networks on those, then calls `begin` with what a checkpoint must hold (`components`: every module
-    and optimizer), its replay buffer and its greedy `act`; then `env_step` to act, `check_finite` on each
+    and optimizer), its replay buffer and its policy (the module whose `act` is greedy); then `env_step` to act, `check_finite` on each
     loss, and `after_step`, which returns True when training should stop (a periodic evaluation reached
     `eval.stop_at_return`, or `total_episodes` episodes are done); `finish` at the end.
     """
@@ -95,7 +94,7 @@ class TrainingLoop:
         self.env.action_space.seed(cfg.seed)
         self.obs_norm = RunningMaxAbs(self.env.observation_space.shape[0], enabled=cfg.network.normalize_obs)
         self.obs_norm.to(self.device)
-        self.act: Callable[[np.ndarray], object] | None = None
+        self.policy: nn.Module | None = None  # has `act(obs)` (greedy or noise-free) and `net`
         self.components: dict[str, nn.Module | torch.optim.Optimizer] = {}
         self.buffer = None
         self.recent_returns: deque[float] = deque(maxlen=10)
@@ -111,9 +110,9 @@ class TrainingLoop:
     # ------------------------------------------------------------------ start, new or resumed
 
     def begin(self, checkpoint: dict | None, *, components: dict[str, nn.Module | torch.optim.Optimizer], buffer,
-              act: Callable[[np.ndarray], object]) -> tuple[int, np.ndarray]:
+              policy: nn.Module) -> tuple[int, np.ndarray]:
         """Restore `checkpoint` if given; return the last completed step and the first observation."""
-        self.components, self.buffer, self.act = components, buffer, act
+        self.components, self.buffer, self.policy = components, buffer, policy
         self.run.check_free_space(self.checkpoint_bytes())
         if checkpoint is None:
             self.run.open_logs(None)
@@ -179,7 +178,8 @@ class TrainingLoop:
         """Act in the environment, store the transition, keep the episode books; return the next observation."""
         next_obs, reward, terminated, truncated, _ = self.env.step(action)
         self.observe(next_obs)
-        self.buffer.add(obs, action, reward, next_obs, terminated)  # truncation still bootstraps
+        ends_return = terminated or (truncated and not self.cfg.truncation_bootstraps)
+        self.buffer.add(obs, action, reward, next_obs, ends_return)
         self.episode_return += float(reward)
         self.episode_length += 1
         if terminated or truncated:
@@ -231,6 +231,8 @@ class TrainingLoop:
                 self.run.log_scalars(step, {"perf/rss_mib": rss, "perf/peak_rss_mib": peak_memory_mib()})
         if self.cfg.eval.every and step % self.cfg.eval.every == 0:
             stop = self.periodic_eval(step)
+        if self.cfg.video.every and step % self.cfg.video.every == 0:
+            self.record_video(step)
         if self.cfg.total_episodes is not None and self.episodes >= self.cfg.total_episodes:
             stop = True
         if self.env_rng_before_reset is not None:  # an episode ended in this step: a checkpoint may be taken
@@ -243,7 +245,7 @@ class TrainingLoop:
         return stop
 
     def periodic_eval(self, step: int) -> bool:
-        result = evaluate(self.act, self.cfg.env_id, self.cfg.eval.episodes, self.cfg.eval.seed)
+        result = evaluate(self.policy.act, self.cfg.env_id, self.cfg.eval.episodes, self.cfg.eval.seed)
         self.run.log_eval(step, result)
         self.last_eval = (step, result)
         self.best_eval = max(self.best_eval if self.best_eval is not None else -np.inf, result["mean_return"])
@@ -256,6 +258,17 @@ class TrainingLoop:
             self.progress.write(f"step {step}: reached eval.stop_at_return = {target}, stopping")
             return True
         return False
+
+    def record_video(self, step: int) -> None:
+        """An evaluation video: videos/step_N.mp4 in the run folder, and a GIF of it in TensorBoard."""
+        from spikerl.video.record import gif_bytes, write_video
+
+        v = self.cfg.video
+        frames: list[np.ndarray] = []
+        info = write_video(self.policy, self.cfg.env_id, self.run.dir / "videos" / f"step_{step}.mp4", v.episodes,
+                           self.cfg.eval.seed, v.raster, v.fps, on_frame=frames.append)
+        keep = frames[::max(1, len(frames) // 300)]  # TensorBoard holds the whole GIF in memory: at most ~300 frames
+        self.run.log_gif(step, "eval/video", gif_bytes(keep, info["fps"] * len(keep) / max(len(frames), 1)), keep[0].shape)
 
     # ------------------------------------------------------------------ the end
 
@@ -270,7 +283,7 @@ class TrainingLoop:
         if self.last_eval and self.last_eval[0] == step and self.last_eval[1]["episodes"] == episodes:
             result = self.last_eval[1]  # the same policy on the same seeds: evaluating again would repeat it
         else:
-            result = evaluate(self.act, self.cfg.env_id, episodes, self.cfg.eval.seed)
+            result = evaluate(self.policy.act, self.cfg.env_id, episodes, self.cfg.eval.seed)
             self.run.log_eval(step, result)
         best = max(self.best_eval if self.best_eval is not None else -np.inf, result["mean_return"])
         train_average = best_moving_average(self.run.training_returns())

@@ -161,6 +161,13 @@ class Run:
         for tag, value in scalars.items():
             self.tb.add_scalar(tag, value, step)
 
+    def log_gif(self, step: int, tag: str, gif: bytes, shape: tuple[int, ...]) -> None:
+        """An animated GIF as TensorBoard shows videos (an image summary; its Images tab plays it)."""
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        image = Summary.Image(height=shape[0], width=shape[1], colorspace=3, encoded_image_string=gif)
+        self.tb._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+
     def log_eval(self, step: int, result: dict) -> None:
         self.evals.write({"global_step": step, **{k: result[k] for k in EVAL_FIELDS[1:]}})
         self.tb.add_scalar("eval/mean_return", result["mean_return"], step)

@@ -97,7 +97,7 @@ def train(cfg: TrainConfig, run: Run, checkpoint: dict | None = None) -> dict:
     scale, offset = actor.action_scale, actor.action_offset
     scale_np, low, high = scale.cpu().numpy(), env.action_space.low, env.action_space.high
 
-    step, obs = loop.begin(checkpoint, act=actor.act, buffer=buffer, components={
+    step, obs = loop.begin(checkpoint, policy=actor, buffer=buffer, components={
         "actor": actor, "critic1": critic1, "critic2": critic2, "actor_target": actor_target,
         "critic1_target": critic1_target, "critic2_target": critic2_target,
         "actor_optimizer": actor_optimizer, "critic_optimizer": critic_optimizer})

@@ -1,0 +1,192 @@
+"""Videos of deterministic evaluation episodes: the environment's `rgb_array` frames, each episode's
+return written on them, optionally the spike panel beside them, encoded to MP4 by imageio's ffmpeg.
+
+The episodes are `spikerl eval`'s: the same evaluation loop, episode i seeded `seed + i`, so a
+video shows exactly the returns `spikerl eval` reports. One frame per environment step, showing the
+state after the action, with the spikes of the decision that chose it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from torch import nn
+
+from spikerl.errors import SpikerlError
+from spikerl.rl.envs import is_mujoco
+from spikerl.rl.evaluate import EpisodeObserver, evaluate
+from spikerl.video.raster import RasterPanel
+
+
+def _even(frame: np.ndarray) -> np.ndarray:
+    """Pad to even height and width (H.264 with 4:2:0 chroma needs them)."""
+    h, w = frame.shape[:2]
+    if h % 2 == 0 and w % 2 == 0:
+        return frame
+    return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)))
+
+
+class _SpikeTap(nn.Module):
+    """Stands in for a spiking policy's network: passes its output through, keeps the latest decision's spikes."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.last: list[np.ndarray] | None = None
+
+    def forward(self, obs):
+        out, spikes = self.net.forward_with_spikes(obs)
+        self.last = [s[:, 0].detach().cpu().numpy() for s in spikes]  # [T, n_l] per layer, batch of one
+        return out
+
+
+class FrameComposer(EpisodeObserver):
+    """Collects one composed frame per environment step (environment, caption, spike panel) into `sink`."""
+
+    def __init__(self, sink, episodes: int, tap: _SpikeTap | None, panel_factory=None):
+        self.sink, self.episodes, self.tap = sink, episodes, tap
+        self.panel_factory = panel_factory
+        self.panel: RasterPanel | None = None
+        self.frames = 0
+        self.render_seconds = 0.0
+        self.lengths: list[int] = []
+
+    def start(self, env, episode: int) -> None:
+        self.lengths.append(0)
+        if self.panel is not None:
+            self.panel.reset()
+
+    def step(self, env, episode: int, action, episode_return: float, done: bool) -> None:
+        started = time.perf_counter()
+        frame = np.asarray(env.render())
+        if self.tap is not None:
+            if self.panel is None:
+                self.panel = self.panel_factory(frame.shape[0])
+            self.panel.push(self.tap.last, action)
+            frame = np.concatenate([frame, self.panel.draw()], axis=1)
+        image = Image.fromarray(frame)
+        ImageDraw.Draw(image).text((6, 4), f"episode {episode + 1}/{self.episodes}   step {self.lengths[-1] + 1}   "
+                                   f"return {episode_return:.1f}", fill=(0, 0, 0) if self.tap is None else (20, 20, 20),
+                                   stroke_width=2, stroke_fill=(255, 255, 255))
+        self.sink(_even(np.asarray(image)))
+        self.lengths[-1] += 1
+        self.frames += 1
+        self.render_seconds += time.perf_counter() - started
+
+
+def _panel_factory(policy, env, timesteps: int):
+    from gymnasium import spaces
+
+    sizes = [layer.out_features for layer in policy.net.layers]
+    space = env.action_space
+    discrete = isinstance(space, spaces.Discrete)
+
+    def make(height: int) -> RasterPanel:
+        return RasterPanel(sizes, timesteps, height, discrete=discrete,
+                           n_actions=int(space.n) if discrete else 0,
+                           action_dims=1 if discrete else int(np.prod(space.shape)),
+                           action_low=None if discrete else space.low, action_high=None if discrete else space.high)
+    return make
+
+
+def render_episodes(policy, env_id: str, episodes: int, seed: int, sink, raster: bool = False) -> tuple[dict, FrameComposer]:
+    """Play `episodes` deterministic evaluation episodes of `policy`, handing each composed frame to `sink`.
+    Returns the evaluation result (as `spikerl eval` gives it) and the composer (frame counts, timing)."""
+    from spikerl.rl.envs import make_env
+    from spikerl.snn.network import SpikingMLP
+
+    # Classic-control tasks draw with pygame: no window and no sound device needed for rgb_array frames.
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    tap = None
+    if raster:
+        if not isinstance(policy.net, SpikingMLP):
+            raise SpikerlError("--raster shows the hidden spikes of a spiking network; this policy is an ANN")
+        tap = _SpikeTap(policy.net)
+    probe = make_env(env_id)
+    factory = _panel_factory(policy, probe, policy.net.timesteps) if raster else None
+    probe.close()
+    composer = FrameComposer(sink, episodes, tap, factory)
+    net = policy.net
+    if tap is not None:
+        policy.net = tap
+    try:
+        result = evaluate(policy.act, env_id, episodes, seed, observer=composer, render_mode="rgb_array")
+    finally:
+        policy.net = net
+    return result, composer
+
+
+def frames_per_second(env_id: str, requested: float | None = None) -> float:
+    """The playback rate: as asked, else the environment's own (`render_fps`), else 30."""
+    if requested:
+        return float(requested)
+    from spikerl.rl.envs import make_env
+
+    env = make_env(env_id)
+    fps = env.metadata.get("render_fps")
+    env.close()
+    return float(fps) if fps else 30.0
+
+
+def prepare_rendering(env_id: str) -> None:
+    """Fail early, in one line, where videos cannot be made: no encoder installed, or (MuJoCo) no OpenGL
+    backend; otherwise choose the backend, before anything imports MuJoCo."""
+    try:
+        import imageio.v2  # noqa: F401
+        import imageio_ffmpeg  # noqa: F401  (imageio's ffmpeg plugin needs it)
+    except ImportError:
+        raise SpikerlError("videos need imageio with its ffmpeg plugin: pip install 'spikerl[video]'") from None
+    if is_mujoco(env_id):
+        from spikerl.video.gl import choose_mujoco_gl
+
+        choose_mujoco_gl()
+
+
+def open_mp4(path: Path, fps: float):
+    """An imageio writer of H.264 MP4 through the ffmpeg that imageio-ffmpeg ships."""
+    import imageio.v2 as imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return imageio.get_writer(path, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=7,
+                              macro_block_size=1, pixelformat="yuv420p", ffmpeg_log_level="error")
+
+
+def write_video(policy, env_id: str, path: Path, episodes: int = 1, seed: int = 10_000, raster: bool = False,
+                fps: float | None = None, on_frame=None) -> dict:
+    """Render deterministic evaluation episodes to an MP4 at `path` (each frame also to `on_frame`, if given);
+    return what was made."""
+    prepare_rendering(env_id)
+    rate = frames_per_second(env_id, fps)
+    writer = open_mp4(path, rate)
+    started = time.perf_counter()
+    try:
+        def sink(frame: np.ndarray) -> None:
+            writer.append_data(frame)
+            if on_frame is not None:
+                on_frame(frame)
+
+        result, composer = render_episodes(policy, env_id, episodes, seed, sink, raster)
+    finally:
+        writer.close()
+    wall = time.perf_counter() - started
+    return {"path": str(path), "env_id": env_id, "episodes": episodes, "seed": seed, "frames": composer.frames,
+            "episode_lengths": composer.lengths, "returns": result["returns"], "mean_return": result["mean_return"],
+            "fps": rate, "bytes": path.stat().st_size, "wall_time_s": wall,
+            "frames_per_second_made": composer.frames / max(wall, 1e-9), "raster": raster}
+
+
+def gif_bytes(frames: list[np.ndarray], fps: float, max_width: int = 480) -> bytes:
+    """An animated GIF of `frames` (downscaled to `max_width`), as TensorBoard shows videos."""
+    images = [Image.fromarray(f) for f in frames]
+    if images and images[0].width > max_width:
+        size = (max_width, round(images[0].height * max_width / images[0].width))
+        images = [im.resize(size) for im in images]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    return buffer.getvalue()
