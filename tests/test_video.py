@@ -150,7 +150,7 @@ def test_no_opengl_backend_is_one_clear_error():
             "try:\n    choose_mujoco_gl(('no-such-gl',))\nexcept SpikerlError as e:\n    print(e)\n")
     env = {k: v for k, v in os.environ.items() if k != "MUJOCO_GL"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
-    assert out.stdout.startswith("no OpenGL backend for MuJoCo renders on this machine (tried NO-SUCH-GL)")
+    assert out.stdout.startswith("no OpenGL backend for MuJoCo renders on this machine (tried no-such-gl)")
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +175,20 @@ def test_a_mujoco_run_without_a_working_opengl_backend_is_one_line(halfcheetah_r
     assert result.stderr.strip().splitlines() == ["spikerl: error: MUJOCO_GL=no-such-gl cannot render on this machine; "
                                                   "install its libraries or unset MUJOCO_GL to let spikerl choose"]
     assert not (tmp_path / "v.mp4").exists()
+
+
+def test_a_mujoco_run_on_a_machine_without_opengl_is_one_line(halfcheetah_run, tmp_path):
+    if renders_with("osmesa"):
+        pytest.skip("OSMesa renders here: hiding EGL leaves a working backend")
+    # No EGL vendor library: what a machine without an EGL driver looks like to libglvnd.
+    env = {k: v for k, v in os.environ.items() if k != "MUJOCO_GL"}
+    env["__EGL_VENDOR_LIBRARY_FILENAMES"] = str(tmp_path / "no-vendor.json")
+    result = subprocess.run([sys.executable, "-m", "spikerl.cli", "video", str(halfcheetah_run), "-o",
+                             str(tmp_path / "v.mp4")], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "spikerl: error: no OpenGL backend for MuJoCo renders on this machine (tried EGL, OSMesa); install one: "
+        "apt install libegl1 (EGL) or apt install libosmesa6 (OSMesa)"]
 
 
 def test_a_mujoco_video_through_egl(halfcheetah_run, tmp_path):

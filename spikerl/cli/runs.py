@@ -207,7 +207,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     cfg, policy = _load_any_policy(source, args)
     default_out = source.with_suffix(".mp4") if source.is_file() else source / "policy.mp4"
     out = Path(args.output) if args.output else default_out
-    info = write_video(policy, env_id, out, args.episodes, args.seed, args.raster, args.fps)
+    info = write_video(policy, env_id, out, args.episodes, args.seed, args.raster, args.fps, shadows=args.shadows)
     returns = ", ".join(f"{r:.1f}" for r in info["returns"])
     print(f"wrote {out}: {info['frames']} frames of {env_id} ({info['episodes']} episode(s), returns {returns}) at "
           f"{info['fps']:g} fps, {info['bytes'] / 1e6:.2f} MB; rendered{' with spikes' if args.raster else ''} at "
@@ -296,6 +296,8 @@ def add_commands(sub) -> None:
     video.add_argument("--raster", action="store_true",
                        help="beside each frame: the hidden spikes of this decision and of the last ones, and the actions")
     video.add_argument("--fps", type=float, help="playback frames per second (default: the environment's)")
+    video.add_argument("--shadows", action="store_true",
+                       help="MuJoCo: draw shadows and reflections (several times slower on software OpenGL)")
     video.add_argument("--checkpoint", help="a checkpoint file instead of the run's final model")
     video.add_argument("--env", help="render this environment instead of the run's")
     _add_backend_options(video)

@@ -59,6 +59,8 @@ def make_env(env_id: str, algo: str | None = None, render_mode: str | None = Non
                            "(for MuJoCo: pip install 'spikerl[mujoco]'; to render: 'spikerl[video]')") from None
     except (gym.error.Error, ImportError) as exc:
         raise SpikerlError(f"cannot create environment {env_id}: {exc}") from None
+    if render_mode and is_mujoco(env_id):
+        _film_with_tracking_camera(env)
     if not (isinstance(env.observation_space, spaces.Box) and len(env.observation_space.shape) == 1):
         env.close()
         raise SpikerlError(f"environment {env_id} has observation space {env.observation_space}; spikerl needs a flat Box")
@@ -76,3 +78,13 @@ def is_mujoco(env_id: str) -> bool:
     spec = gym.registry.get(env_id)
     entry = spec.entry_point if spec is not None else None
     return isinstance(entry, str) and entry.startswith("gymnasium.envs.mujoco")
+
+
+def _film_with_tracking_camera(env: gym.Env) -> None:
+    """Render through the model's "track" camera where it has one (the locomotion tasks), which follows
+    the body; some tasks' default view stays put while the robot runs out of it."""
+    import mujoco
+
+    camera = mujoco.mj_name2id(env.unwrapped.model, mujoco.mjtObj.mjOBJ_CAMERA, "track")
+    if camera >= 0:
+        env.unwrapped.mujoco_renderer.camera_id = camera

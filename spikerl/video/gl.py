@@ -15,6 +15,7 @@ from spikerl.errors import SpikerlError
 
 CANDIDATES = ("egl", "osmesa")
 DEBIAN_PACKAGES = {"egl": "libegl1", "osmesa": "libosmesa6", "glfw": "libglfw3"}
+NAMES = {"egl": "EGL", "osmesa": "OSMesa", "glfw": "GLFW"}
 _PROBE = (
     "import mujoco\n"
     "m = mujoco.MjModel.from_xml_string('<mujoco><worldbody><geom size=\"1\"/></worldbody></mujoco>')\n"
@@ -41,11 +42,11 @@ def choose_mujoco_gl(candidates: tuple[str, ...] | None = None) -> str:
     for backend in tried:
         if renders_with(backend):
             os.environ["MUJOCO_GL"] = os.environ["PYOPENGL_PLATFORM"] = backend
-            print(f"spikerl: MuJoCo renders through {backend.upper()}", file=sys.stderr)
+            print(f"spikerl: MuJoCo renders through {NAMES.get(backend, backend)}", file=sys.stderr)
             return backend
     if chosen:
         raise SpikerlError(f"MUJOCO_GL={chosen} cannot render on this machine; install "
                            f"{DEBIAN_PACKAGES.get(chosen, 'its libraries')} or unset MUJOCO_GL to let spikerl choose")
-    install = " or ".join(f"apt install {DEBIAN_PACKAGES.get(b, b)} ({b.upper()})" for b in tried)
+    install = " or ".join(f"apt install {DEBIAN_PACKAGES.get(b, b)} ({NAMES.get(b, b)})" for b in tried)
     raise SpikerlError(f"no OpenGL backend for MuJoCo renders on this machine (tried "
-                       f"{', '.join(b.upper() for b in tried)}); install one: {install}")
+                       f"{', '.join(NAMES.get(b, b) for b in tried)}); install one: {install}")

@@ -78,11 +78,11 @@ class RasterPanel:
     def _background(self) -> np.ndarray:
         image = Image.new("RGB", (self.width, self.height), (BACKGROUND,) * 3)
         draw = ImageDraw.Draw(image)
-        draw.text((self.current_left, 1), f"this decision (T={self.timesteps})", fill=(200, 200, 200))
+        draw.text((self.current_left, 1), "now", fill=(200, 200, 200))
         draw.text((self.history_left, 1), f"last {self.history} decisions", fill=(200, 200, 200))
-        pooled = f", {self.pool} neurons per row" if self.pool > 1 else ""
-        draw.text((self.current_left, self.height - TEXT_HEIGHT),
-                  "hidden layers " + "-".join(map(str, self.layer_sizes)) + pooled, fill=(150, 150, 150))
+        pooled = f", {self.pool} neurons a row" if self.pool > 1 else ""
+        draw.text((self.current_left, self.action_top + self.action_rows * self.action_row_height + 4),
+                  f"hidden {'-'.join(map(str, self.layer_sizes))}, T = {self.timesteps}{pooled}", fill=(150, 150, 150))
         return np.asarray(image).copy()
 
     def _pooled_rows(self, per_neuron: list[np.ndarray]) -> np.ndarray:

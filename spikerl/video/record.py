@@ -45,11 +45,22 @@ class _SpikeTap(nn.Module):
         return out
 
 
+def plain_mujoco_scene(env) -> None:
+    """Turn off MuJoCo's shadows, reflections and skybox: on a software OpenGL (EGL or OSMesa through Mesa's
+    llvmpipe, the usual headless case) they cost about three quarters of each frame."""
+    import mujoco
+
+    env.render()  # creates the renderer's scene
+    flags = env.unwrapped.mujoco_renderer.viewer.scn.flags
+    for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX):
+        flags[flag] = 0
+
+
 class FrameComposer(EpisodeObserver):
     """Collects one composed frame per environment step (environment, caption, spike panel) into `sink`."""
 
-    def __init__(self, sink, episodes: int, tap: _SpikeTap | None, panel_factory=None):
-        self.sink, self.episodes, self.tap = sink, episodes, tap
+    def __init__(self, sink, episodes: int, tap: _SpikeTap | None, panel_factory=None, plain: bool = False):
+        self.sink, self.episodes, self.tap, self.plain = sink, episodes, tap, plain
         self.panel_factory = panel_factory
         self.panel: RasterPanel | None = None
         self.frames = 0
@@ -58,6 +69,8 @@ class FrameComposer(EpisodeObserver):
 
     def start(self, env, episode: int) -> None:
         self.lengths.append(0)
+        if self.plain and episode == 0:
+            plain_mujoco_scene(env)
         if self.panel is not None:
             self.panel.reset()
 
@@ -94,9 +107,11 @@ def _panel_factory(policy, env, timesteps: int):
     return make
 
 
-def render_episodes(policy, env_id: str, episodes: int, seed: int, sink, raster: bool = False) -> tuple[dict, FrameComposer]:
-    """Play `episodes` deterministic evaluation episodes of `policy`, handing each composed frame to `sink`.
-    Returns the evaluation result (as `spikerl eval` gives it) and the composer (frame counts, timing)."""
+def render_episodes(policy, env_id: str, episodes: int, seed: int, sink, raster: bool = False,
+                    shadows: bool = False) -> tuple[dict, FrameComposer]:
+    """Play `episodes` deterministic evaluation episodes of `policy`, handing each composed frame to `sink`
+    (MuJoCo scenes without shadows and reflections unless `shadows`). Returns the evaluation result (as
+    `spikerl eval` gives it) and the composer (frame counts, timing)."""
     from spikerl.rl.envs import make_env
     from spikerl.snn.network import SpikingMLP
 
@@ -111,7 +126,7 @@ def render_episodes(policy, env_id: str, episodes: int, seed: int, sink, raster:
     probe = make_env(env_id)
     factory = _panel_factory(policy, probe, policy.net.timesteps) if raster else None
     probe.close()
-    composer = FrameComposer(sink, episodes, tap, factory)
+    composer = FrameComposer(sink, episodes, tap, factory, plain=is_mujoco(env_id) and not shadows)
     net = policy.net
     if tap is not None:
         policy.net = tap
@@ -158,7 +173,7 @@ def open_mp4(path: Path, fps: float):
 
 
 def write_video(policy, env_id: str, path: Path, episodes: int = 1, seed: int = 10_000, raster: bool = False,
-                fps: float | None = None, on_frame=None) -> dict:
+                fps: float | None = None, on_frame=None, shadows: bool = False) -> dict:
     """Render deterministic evaluation episodes to an MP4 at `path` (each frame also to `on_frame`, if given);
     return what was made."""
     prepare_rendering(env_id)
@@ -171,7 +186,7 @@ def write_video(policy, env_id: str, path: Path, episodes: int = 1, seed: int = 
             if on_frame is not None:
                 on_frame(frame)
 
-        result, composer = render_episodes(policy, env_id, episodes, seed, sink, raster)
+        result, composer = render_episodes(policy, env_id, episodes, seed, sink, raster, shadows)
     finally:
         writer.close()
     wall = time.perf_counter() - started
