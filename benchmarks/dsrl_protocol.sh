@@ -38,5 +38,9 @@ for stem in "${stems[@]}"; do
 done
 wait
 for stem in "${stems[@]}"; do
-    "$spikerl" summary "$out/${stem}"_snn-s* "$out/${stem}"_ann-s* | tee "$out/$stem-summary.md"
+    runs=()
+    for kind in snn ann; do
+        for seed in "${seeds[@]}"; do runs+=("$out/${stem}_$kind-s$seed"); done
+    done
+    "$spikerl" summary "${runs[@]}" | tee "$out/$stem-summary.md"
 done
