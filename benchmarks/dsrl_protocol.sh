@@ -26,17 +26,23 @@ run_one() {
             "run_dir=$dir" > "$out/$preset-s$seed.log" 2>&1
     fi
 }
-running=0
+# Background runs ignore Ctrl-C in a script: stop them with it, so that a rerun can resume them.
+trap 'kill $(jobs -p) 2> /dev/null; exit 130' INT TERM
+running=0 failed=0
 for stem in "${stems[@]}"; do
     for kind in snn ann; do
         for seed in "${seeds[@]}"; do
             run_one "${stem}_$kind" "$seed" &
             running=$((running + 1))
-            if [ "$running" -ge "${JOBS:-1}" ]; then wait -n; running=$((running - 1)); fi
+            if [ "$running" -ge "${JOBS:-1}" ]; then wait -n || failed=1; running=$((running - 1)); fi
         done
     done
 done
-wait
+while [ "$running" -gt 0 ]; do wait -n || failed=1; running=$((running - 1)); done
+if [ "$failed" -ne 0 ]; then
+    echo "some runs failed; their logs are $out/*.log (run this script again to resume them)" >&2
+    exit 1
+fi
 for stem in "${stems[@]}"; do
     runs=()
     for kind in snn ann; do

@@ -23,9 +23,9 @@ def test_spiking_dqn_learns_cartpole(tmp_path):
     # The quick-start preset as it is (its learning-rate schedule depends on total_steps), stopped early.
     cfg = load_config("configs/cartpole_dqn_quickstart.yaml", ["eval.stop_at_return=150", "checkpoint_every=0"])
     result = train(cfg, tmp_path)
-    # A random policy balances for about 22 steps; the trained spiking agent for 150+ (seed 0: 161.5 at 8k steps).
+    # A random policy balances for about 22 steps; the trained spiking agent for 150+ (seed 0: 169.9 at 4k steps).
     assert result["best_eval_mean_return"] >= 150, result
-    assert result["global_step"] <= 30000, result
+    assert result["global_step"] <= 20000, result
     summary = json.loads((tmp_path / "run" / "final_eval.json").read_text())
     assert summary["best_eval_mean_return"] == result["best_eval_mean_return"]
 

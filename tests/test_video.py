@@ -88,7 +88,7 @@ def test_raster_panel_pools_large_layers_by_their_most_active_neuron():
     panel = RasterPanel([400, 300], timesteps=5, height=200)
     assert panel.pool > 1 and sum(panel.rows) * panel.row_height <= 200
     spikes = [np.zeros((5, 400)), np.zeros((5, 300))]
-    spikes[0][2, 401 - panel.pool] = 1  # one spike, in the last group of layer 1
+    spikes[0][2, 399] = 1  # one spike, in the last group of layer 1
     panel.push(spikes, 1)
     image = panel.draw()
     y, x = panel.current_pixel(0, 399, 2)
@@ -133,6 +133,23 @@ def test_videos_while_training_go_to_the_run_folder_and_tensorboard(tmp_path):
     events.Reload()
     gifs = events.Images("eval/video")
     assert [g.step for g in gifs] == [200, 400] and gifs[0].encoded_image_string[:6] == b"GIF89a"
+
+
+def test_videos_while_training_leave_the_training_unchanged(tmp_path):
+    from spikerl.rl.checkpoint import load_checkpoint
+    from spikerl.rl.run import Run
+
+    finals = []
+    for name, video in (("plain", []), ("filmed", ["video.every=300", "video.raster=true"])):
+        cfg = load_config(ROOT / "configs" / "cartpole_dqn_snn.yaml", [
+            "total_steps=900", "dqn.learning_starts=100", "eval.every=300", "eval.episodes=2", "eval.final_episodes=2",
+            "network.hidden=[16, 16]", f"run_dir={tmp_path / name}", "progress=false", *video])
+        dqn.train(cfg, Run(cfg))
+        finals.append(load_checkpoint(tmp_path / name / "final_model.pt")["policy"])
+    assert (tmp_path / "filmed" / "videos" / "step_900.mp4").is_file()
+    assert (tmp_path / "plain" / "episodes.csv").read_text() == (tmp_path / "filmed" / "episodes.csv").read_text()
+    assert (tmp_path / "plain" / "eval.csv").read_text() == (tmp_path / "filmed" / "eval.csv").read_text()
+    assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])
 
 
 def _mujoco_available() -> bool:

@@ -10,7 +10,8 @@ from pathlib import Path
 from spikerl.errors import SpikerlError
 
 
-RESUMABLE_OVERRIDES = ("total_steps", "total_episodes", "progress", "threads", "checkpoint_every", "keep_checkpoints")
+RESUMABLE_OVERRIDES = ("total_steps", "total_episodes", "progress", "threads", "checkpoint_every", "keep_checkpoints",
+                       "video.every", "video.episodes", "video.raster", "video.fps")
 
 
 def _resume_config(run_dir: Path, overrides: list[str]):
@@ -98,8 +99,23 @@ def _load_any_policy(source: Path, args: argparse.Namespace):
     return load_policy(source, args.checkpoint, args.backend, args.device)
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def _check_other_env(cfg, env_id: str | None) -> None:
+    """A policy may run in another environment (--env) only if its observation and action spaces match."""
     from spikerl.rl.envs import make_env
+
+    if not env_id or env_id == cfg.env_id:
+        return
+    trained, other = make_env(cfg.env_id, cfg.algo), make_env(env_id, cfg.algo)
+    spaces = [(e.observation_space.shape, getattr(e.action_space, "shape", None), getattr(e.action_space, "n", None))
+              for e in (trained, other)]
+    trained.close()
+    other.close()
+    if spaces[0] != spaces[1]:
+        raise SpikerlError(f"{env_id} has other observation or action spaces than {cfg.env_id}, "
+                           "which the policy was trained on")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
     from spikerl.rl.evaluate import evaluate
 
     source = Path(args.run_dir)
@@ -109,15 +125,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         spec = QuantizationSpec(args.weight_bits, args.decay_bits, args.state_bits)
     cfg, policy = _load_any_policy(source, args)
-    if args.env and args.env != cfg.env_id:
-        trained, other = make_env(cfg.env_id, cfg.algo), make_env(args.env, cfg.algo)
-        spaces = [(e.observation_space.shape, getattr(e.action_space, "shape", None), getattr(e.action_space, "n", None))
-                  for e in (trained, other)]
-        trained.close()
-        other.close()
-        if spaces[0] != spaces[1]:
-            raise SpikerlError(f"{args.env} has other observation or action spaces than {cfg.env_id}, "
-                               "which the policy was trained on")
+    _check_other_env(cfg, args.env)
     env_id = args.env or cfg.env_id
     result = evaluate(policy.act, env_id, args.episodes, args.seed)
     if spec is not None:
@@ -178,22 +186,21 @@ def cmd_energy(args: argparse.Namespace) -> int:
     return 0
 
 
-def _env_of(source: Path) -> str:
-    """The environment a run folder or NIR file was trained on, read without building anything."""
+def _env_and_kind(source: Path) -> tuple[str | None, str]:
+    """The environment a run folder or NIR file was trained on, and its network kind, read without building
+    anything (so that MuJoCo's OpenGL can still be chosen)."""
     import yaml
 
     if source.suffix == ".nir":
-        from spikerl.deploy.nir_io import read_nir
+        from spikerl.deploy.nir_io import nir_metadata
 
-        env_id = (read_nir(source).metadata or {}).get("env_id")
-        if not env_id:
-            raise SpikerlError(f"{source} does not name its environment; give it with --env")
-        return env_id.decode() if isinstance(env_id, bytes) else str(env_id)
+        return nir_metadata(source).get("env_id"), "snn"
     config_path = source / "config.yaml"
     if not config_path.is_file():
         raise SpikerlError(f"run folder not found: {source}" if not source.is_dir()
                            else f"{source} has no config.yaml; is it a spikerl run folder?")
-    return yaml.safe_load(config_path.read_text())["env_id"]
+    config = yaml.safe_load(config_path.read_text())
+    return config["env_id"], config.get("network", {}).get("kind", "snn")
 
 
 def cmd_video(args: argparse.Namespace) -> int:
@@ -202,11 +209,21 @@ def cmd_video(args: argparse.Namespace) -> int:
     if args.episodes < 1 or (args.fps is not None and args.fps <= 0):
         raise SpikerlError("--episodes must be >= 1 and --fps > 0")
     source = Path(args.run_dir)
-    env_id = args.env or _env_of(source)
-    prepare_rendering(env_id)  # before anything imports MuJoCo, which reads the OpenGL choice once
-    cfg, policy = _load_any_policy(source, args)
+    if args.checkpoint and source.suffix == ".nir":
+        raise SpikerlError("--checkpoint picks a checkpoint of a run folder; a NIR file holds one network")
+    trained_env, kind = _env_and_kind(source)
+    if args.raster and kind == "ann":
+        raise SpikerlError("--raster shows the hidden spikes of a spiking network; this policy is an ANN")
     default_out = source.with_suffix(".mp4") if source.is_file() else source / "policy.mp4"
     out = Path(args.output) if args.output else default_out
+    if out.is_dir():
+        raise SpikerlError(f"{out} is a folder; -o takes the MP4 file to write")
+    env_id = args.env or trained_env
+    if not env_id:
+        raise SpikerlError(f"{source} does not name its environment; give it with --env")
+    prepare_rendering(env_id)  # before anything imports MuJoCo, which reads the OpenGL choice once
+    cfg, policy = _load_any_policy(source, args)
+    _check_other_env(cfg, args.env)
     info = write_video(policy, env_id, out, args.episodes, args.seed, args.raster, args.fps, shadows=args.shadows)
     returns = ", ".join(f"{r:.1f}" for r in info["returns"])
     print(f"wrote {out}: {info['frames']} frames of {env_id} ({info['episodes']} episode(s), returns {returns}) at "

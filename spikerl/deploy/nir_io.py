@@ -206,6 +206,11 @@ def _discrete(node, name: str, kind: str) -> tuple[np.ndarray, np.ndarray, np.nd
     return alpha, beta, (1 - alpha) * w_in * (1 - beta) * r
 
 
+def nir_metadata(path: Path) -> dict:
+    """A NIR file's graph metadata as plain Python values."""
+    return {k: _meta_value(v) for k, v in (read_nir(path).metadata or {}).items()}
+
+
 def load_nir_policy(path: Path, env_id: str | None = None, backend: str = "auto", device: str = "cpu"):
     """(config, policy) from a NIR file: a spiking network spikerl can run, wrapped like a trained policy,
     its layers on `backend` and `device`."""

@@ -3,8 +3,8 @@
 The paper's presets set every value as its released code (dsrl) does, its mean squared error loss
 included (docs/paper_audit.md). The defaults here are spikerl's: the Huber loss, exponential epsilon
 decay per step and hard target copies; double DQN, soft target updates, a linear epsilon schedule,
-bursts of updates and learning-rate annealing are options. A time limit is not a termination: its
-transition still bootstraps.
+bursts of updates and learning-rate annealing are options. A time limit is not a termination unless
+`truncation_bootstraps: false` (the paper's rule): by default its transition still bootstraps.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def train(cfg: TrainConfig, run: Run, checkpoint: dict | None = None) -> dict:
 
     step, obs = loop.begin(checkpoint, policy=q_net, buffer=buffer,
                            components={"q_net": q_net, "target_net": target_net, "optimizer": optimizer})
-    for step in range(step + 1, cfg.total_steps + 1):
+    for step in loop.remaining_steps(step):
         epsilon = epsilon_at(step - 1, d)
         action = int(env.action_space.sample()) if rng.random() < epsilon else q_net.act(obs)
         obs = loop.env_step(step, obs, action)

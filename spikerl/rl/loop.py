@@ -90,6 +90,10 @@ class TrainingLoop:
     def __init__(self, cfg: TrainConfig, run: Run, rng: np.random.Generator):
         self.cfg, self.run, self.rng = cfg, run, rng
         self.device = resolve_device(cfg.device)
+        if cfg.video.every:
+            from spikerl.video.record import prepare_rendering
+
+            prepare_rendering(cfg.env_id)  # MuJoCo's OpenGL is chosen before the environment imports MuJoCo
         self.env = make_env(cfg.env_id, cfg.algo)
         self.env.action_space.seed(cfg.seed)
         self.obs_norm = RunningMaxAbs(self.env.observation_space.shape[0], enabled=cfg.network.normalize_obs)
@@ -127,6 +131,13 @@ class TrainingLoop:
                              dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0,
                              desc=f"{self.cfg.algo}-{self.cfg.network.kind} {self.cfg.env_id}")
         return step, obs
+
+    def remaining_steps(self, step: int) -> range:
+        """The steps still to train after `step`: none if `total_episodes` were done before it (a run resumed
+        from the checkpoint at its last episode end), else up to `total_steps`."""
+        if self.cfg.total_episodes is not None and self.episodes >= self.cfg.total_episodes:
+            return range(step + 1, step + 1)
+        return range(step + 1, self.cfg.total_steps + 1)
 
     def observe(self, obs: np.ndarray) -> None:
         self.obs_norm.update(torch.as_tensor(obs).to(self.device))
@@ -261,14 +272,23 @@ class TrainingLoop:
 
     def record_video(self, step: int) -> None:
         """An evaluation video: videos/step_N.mp4 in the run folder, and a GIF of it in TensorBoard."""
-        from spikerl.video.record import gif_bytes, write_video
+        from spikerl.video.record import downscaled, gif_bytes, write_video
 
         v = self.cfg.video
-        frames: list[np.ndarray] = []
+        # The GIF keeps every k-th frame, downscaled, so that a long episode stays near 300 small frames in memory.
+        limit = self.env.spec.max_episode_steps if self.env.spec and self.env.spec.max_episode_steps else 1000
+        stride = max(1, -(-limit * v.episodes // 300))
+        kept: list[np.ndarray] = []
+        seen = [0]
+
+        def keep(frame: np.ndarray) -> None:
+            if seen[0] % stride == 0:
+                kept.append(downscaled(frame))
+            seen[0] += 1
+
         info = write_video(self.policy, self.cfg.env_id, self.run.dir / "videos" / f"step_{step}.mp4", v.episodes,
-                           self.cfg.eval.seed, v.raster, v.fps, on_frame=frames.append)
-        keep = frames[::max(1, len(frames) // 300)]  # TensorBoard holds the whole GIF in memory: at most ~300 frames
-        self.run.log_gif(step, "eval/video", gif_bytes(keep, info["fps"] * len(keep) / max(len(frames), 1)), keep[0].shape)
+                           self.cfg.eval.seed, v.raster, v.fps, on_frame=keep)
+        self.run.log_gif(step, "eval/video", gif_bytes(kept, info["fps"] / stride), kept[0].shape)
 
     # ------------------------------------------------------------------ the end
 

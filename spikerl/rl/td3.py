@@ -101,7 +101,7 @@ def train(cfg: TrainConfig, run: Run, checkpoint: dict | None = None) -> dict:
         "actor": actor, "critic1": critic1, "critic2": critic2, "actor_target": actor_target,
         "critic1_target": critic1_target, "critic2_target": critic2_target,
         "actor_optimizer": actor_optimizer, "critic_optimizer": critic_optimizer})
-    for step in range(step + 1, cfg.total_steps + 1):
+    for step in loop.remaining_steps(step):
         if step <= t.learning_starts:
             action = env.action_space.sample()
         else:

@@ -115,9 +115,6 @@ def render_episodes(policy, env_id: str, episodes: int, seed: int, sink, raster:
     from spikerl.rl.envs import make_env
     from spikerl.snn.network import SpikingMLP
 
-    # Classic-control tasks draw with pygame: no window and no sound device needed for rgb_array frames.
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
     tap = None
     if raster:
         if not isinstance(policy.net, SpikingMLP):
@@ -150,8 +147,13 @@ def frames_per_second(env_id: str, requested: float | None = None) -> float:
 
 
 def prepare_rendering(env_id: str) -> None:
-    """Fail early, in one line, where videos cannot be made: no encoder installed, or (MuJoCo) no OpenGL
-    backend; otherwise choose the backend, before anything imports MuJoCo."""
+    """Fail early, in one line, where videos cannot be made (no encoder, an environment that draws no
+    frames, no pygame for classic control, no OpenGL backend for MuJoCo): choose MuJoCo's backend before
+    anything imports MuJoCo, then render one frame."""
+    import gymnasium as gym
+
+    from spikerl.rl.envs import make_env
+
     try:
         import imageio.v2  # noqa: F401
         import imageio_ffmpeg  # noqa: F401  (imageio's ffmpeg plugin needs it)
@@ -161,6 +163,22 @@ def prepare_rendering(env_id: str) -> None:
         from spikerl.video.gl import choose_mujoco_gl
 
         choose_mujoco_gl()
+    env = make_env(env_id)
+    modes = env.metadata.get("render_modes", [])
+    env.close()
+    if "rgb_array" not in modes:
+        raise SpikerlError(f"environment {env_id} draws no frames (its render modes: {', '.join(modes) or 'none'})")
+    # Classic-control tasks draw with pygame: no window and no sound device needed for rgb_array frames.
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    env = make_env(env_id, render_mode="rgb_array")
+    try:
+        env.reset(seed=0)
+        env.render()
+    except gym.error.DependencyNotInstalled as exc:
+        raise SpikerlError(f"rendering {env_id} needs {exc}; pip install 'spikerl[video]'") from None
+    finally:
+        env.close()
 
 
 def open_mp4(path: Path, fps: float):
@@ -196,12 +214,17 @@ def write_video(policy, env_id: str, path: Path, episodes: int = 1, seed: int = 
             "frames_per_second_made": composer.frames / max(wall, 1e-9), "raster": raster}
 
 
-def gif_bytes(frames: list[np.ndarray], fps: float, max_width: int = 480) -> bytes:
-    """An animated GIF of `frames` (downscaled to `max_width`), as TensorBoard shows videos."""
+def downscaled(frame: np.ndarray, max_width: int = 480) -> np.ndarray:
+    """`frame` shrunk to at most `max_width` pixels wide, aspect kept."""
+    height, width = frame.shape[:2]
+    if width <= max_width:
+        return frame
+    return np.asarray(Image.fromarray(frame).resize((max_width, round(height * max_width / width))))
+
+
+def gif_bytes(frames: list[np.ndarray], fps: float) -> bytes:
+    """An animated GIF of `frames`, as TensorBoard shows videos."""
     images = [Image.fromarray(f) for f in frames]
-    if images and images[0].width > max_width:
-        size = (max_width, round(images[0].height * max_width / images[0].width))
-        images = [im.resize(size) for im in images]
     buffer = io.BytesIO()
     images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
     return buffer.getvalue()
