@@ -137,9 +137,34 @@ class TD3Config:
     critic: NetworkConfig = field(default_factory=_ann_critic)
 
 
+def _sac_critic() -> NetworkConfig:
+    return NetworkConfig(kind="ann", hidden=[256, 256], encoder="direct")
+
+
+@dataclass
+class SACConfig:
+    """SAC (Haarnoja et al. 2018, with automatic entropy tuning): the spiking actor's readout gives the mean
+    and log-std of a tanh-squashed Gaussian; twin critics with Polyak-averaged targets."""
+
+    buffer_size: int = 1_000_000
+    batch_size: int = 256
+    gamma: float = 0.99
+    tau: float = 0.005
+    actor_learning_rate: float = 3e-4
+    critic_learning_rate: float = 1e-3
+    learning_starts: int = 5000  # uniform random actions before this step
+    alpha: float = 0.2  # entropy temperature: the start value with autotune, else fixed
+    autotune: bool = True  # tune alpha toward target_entropy
+    alpha_learning_rate: float | None = None  # None: the critic's
+    target_entropy: float | None = None  # None: -(action dimensions)
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+    critic: NetworkConfig = field(default_factory=_sac_critic)
+
+
 @dataclass
 class TrainConfig:
-    algo: Literal["dqn", "td3"] = "dqn"
+    algo: Literal["dqn", "td3", "sac"] = "dqn"
     env_id: str = "CartPole-v1"
     seed: int = 0
     total_steps: int = 100_000
@@ -158,6 +183,7 @@ class TrainConfig:
     video: VideoConfig = field(default_factory=VideoConfig)
     dqn: DQNConfig = field(default_factory=DQNConfig)
     td3: TD3Config = field(default_factory=TD3Config)
+    sac: SACConfig = field(default_factory=SACConfig)
 
 
 # ----------------------------------------------------------------------------- building from data
@@ -412,6 +438,20 @@ def validate(cfg: TrainConfig) -> None:
             _check(0.0 <= value <= 1.0, f"dqn.{name} must be in [0, 1], got {value}")
         _check(d.epsilon_decay_steps >= 1, f"dqn.epsilon_decay_steps must be >= 1, got {d.epsilon_decay_steps}")
         _check(d.learning_starts >= 0, f"dqn.learning_starts must be >= 0, got {d.learning_starts}")
+    elif cfg.algo == "sac":
+        a = cfg.sac
+        _check(a.buffer_size >= a.batch_size >= 1, f"sac.batch_size must be in [1, buffer_size], got {a.batch_size}")
+        _check(0.0 <= a.gamma <= 1.0, f"sac.gamma must be in [0, 1], got {a.gamma}")
+        _check(0.0 < a.tau <= 1.0, f"sac.tau must be in (0, 1], got {a.tau}")
+        _check(a.actor_learning_rate > 0 and a.critic_learning_rate > 0, "sac learning rates must be > 0")
+        _check(a.alpha_learning_rate is None or a.alpha_learning_rate > 0, "sac.alpha_learning_rate must be > 0")
+        _check(a.alpha > 0, f"sac.alpha must be > 0, got {a.alpha}")
+        _check(a.log_std_min < a.log_std_max, "sac.log_std_min must be below sac.log_std_max")
+        _check(a.learning_starts >= 0, f"sac.learning_starts must be >= 0, got {a.learning_starts}")
+        _check(cfg.network.decoder != "population", "sac needs network.decoder membrane or integrator (mean and log-std)")
+        validate_network(a.critic, "sac.critic")
+        _check(a.critic.decoder == "membrane" or a.critic.kind == "ann",
+               "sac.critic.decoder must be 'membrane': a critic's Q-value is an unbounded readout")
     else:
         t = cfg.td3
         _check(t.buffer_size >= t.batch_size >= 1, f"td3.batch_size must be in [1, buffer_size], got {t.batch_size}")

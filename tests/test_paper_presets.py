@@ -54,7 +54,8 @@ def test_each_paper_preset_loads_the_values_its_audit_lists(table):
             assert value_at(loaded, key) == listed[column], f"{preset}: {key}"
 
 
-@pytest.mark.parametrize("preset", ["cartpole_dqn", "acrobot_dqn", "pendulum_td3", "halfcheetah_td3", "hopper_td3", "ant_td3"])
+@pytest.mark.parametrize("preset", ["cartpole_dqn", "acrobot_dqn", "pendulum_td3", "halfcheetah_td3", "hopper_td3", "ant_td3",
+                                    "pendulum_sac", "halfcheetah_sac", "hopper_sac", "walker2d_sac", "ant_sac"])
 def test_each_ann_twin_is_its_spiking_preset_with_an_ann(preset):
     snn = config_to_dict(load_config(ROOT / "configs" / f"{preset}_snn.yaml"))
     ann = config_to_dict(load_config(ROOT / "configs" / f"{preset}_ann.yaml"))

@@ -31,6 +31,10 @@ RUNS = {
             "td3.learning_starts=300", "td3.batch_size=32", "network.hidden=[32, 32]", "td3.critic.hidden=[32, 32]",
             "checkpoint_every=200", "eval.every=400", "eval.episodes=2", "eval.final_episodes=3", "progress=false",
             "threads=1"],
+    "sac": [str(ROOT / "configs/pendulum_sac_snn.yaml"), "env_id=spikerl/PointReach-v0", "total_steps=1600",
+            "sac.learning_starts=300", "sac.batch_size=32", "network.hidden=[32, 32]", "sac.critic.hidden=[32, 32]",
+            "checkpoint_every=200", "eval.every=400", "eval.episodes=2", "eval.final_episodes=3", "progress=false",
+            "threads=1"],
 }
 
 
@@ -88,7 +92,7 @@ def checkpoint_count(run_dir: Path) -> int:
     return len(list((run_dir / "checkpoints").glob("step_*.pt"))) if (run_dir / "checkpoints").exists() else 0
 
 
-@pytest.mark.parametrize("algo", ["dqn", "td3"])
+@pytest.mark.parametrize("algo", ["dqn", "td3", "sac"])
 def test_same_config_and_seed_give_identical_metric_files(algo, reference_runs, tmp_path):
     result = run_cli(*train_args(algo, tmp_path / "again"))
     assert result.returncode == 0, result.stderr
@@ -99,11 +103,11 @@ def test_same_config_and_seed_give_identical_metric_files(algo, reference_runs, 
     assert (tmp_path / "seed1" / "episodes.csv").read_text() != (tmp_path / "again" / "episodes.csv").read_text()
 
 
-@pytest.mark.parametrize("algo", ["dqn", "td3"])
+@pytest.mark.parametrize("algo", ["dqn", "td3", "sac"])
 def test_sigkill_at_a_random_point_then_resume_equals_the_uninterrupted_run(algo, reference_runs, tmp_path):
     total_episodes = episode_rows(reference_runs / algo)
     # A seeded kill point: the same on every run of the suite; SPIKERL_KILL_SEED picks others to explore.
-    seed = int(os.environ.get("SPIKERL_KILL_SEED", "20261128")) + (algo == "td3")
+    seed = int(os.environ.get("SPIKERL_KILL_SEED", "20261128")) + ["dqn", "td3", "sac"].index(algo)
     kill_after = random.Random(seed).randint(1, total_episodes - 1)
     run_dir = tmp_path / "killed"
     killed = start_and_kill(train_args(algo, run_dir), run_dir, lambda d: episode_rows(d) >= kill_after)

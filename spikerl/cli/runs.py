@@ -38,7 +38,8 @@ def resolve_run_choices(cfg) -> None:
 
     device = resolve_device(cfg.device)
     cfg.device = str(device)
-    for net in (cfg.network, cfg.td3.critic if cfg.algo == "td3" else None):
+    critic = {"td3": cfg.td3.critic, "sac": cfg.sac.critic}.get(cfg.algo)
+    for net in (cfg.network, critic):
         if net is not None and net.kind == "snn":
             net.backend = resolve_backend(net.backend, device)
 

@@ -124,8 +124,10 @@ def policy_to_nir(cfg, policy: nn.Module):
     }
     if policy.obs_norm.enabled:
         metadata["obs_max_abs"] = policy.obs_norm.max_abs.detach().cpu().numpy().astype(np.float32)
-    if cfg.algo == "td3":
-        metadata["output_transform"] = "action = action_scale * tanh(V) + action_offset"
+    if cfg.algo in ("td3", "sac"):
+        metadata["output_transform"] = ("action = action_scale * tanh(V) + action_offset" if cfg.algo == "td3" else
+                                        "action = action_scale * tanh(V[:n]) + action_offset, n action dimensions "
+                                        "(V[n:] is the log-std of SAC's exploration, unused when acting)")
         metadata["action_scale"] = policy.action_scale.cpu().numpy().astype(np.float32)
         metadata["action_offset"] = policy.action_offset.cpu().numpy().astype(np.float32)
     else:
@@ -216,7 +218,7 @@ def load_nir_policy(path: Path, env_id: str | None = None, backend: str = "auto"
     its layers on `backend` and `device`."""
     from spikerl.config import NetworkConfig, TrainConfig, config_from_dict
     from spikerl.devices import resolve_device
-    from spikerl.rl import dqn, td3
+    from spikerl.rl import algorithm_module
     from spikerl.rl.envs import make_env
 
     graph = read_nir(path)
@@ -267,7 +269,7 @@ def load_nir_policy(path: Path, env_id: str | None = None, backend: str = "auto"
     base = config_from_dict(stored) if stored else TrainConfig()
     cfg = replace(base, algo=algo, env_id=env_id, network=replace(net_cfg, neuron=replace(base.network.neuron,
                   randomize="none", learnable=False, reset="hard")))
-    policy = (dqn if algo == "dqn" else td3).make_policy(cfg, env)  # on the CPU while the graph's values load
+    policy = algorithm_module(algo).make_policy(cfg, env)  # on the CPU while the graph's values load
     env.close()
 
     net = policy.net
@@ -288,7 +290,7 @@ def load_nir_policy(path: Path, env_id: str | None = None, backend: str = "auto"
         net.decoder.readout.beta = torch.as_tensor(beta, dtype=torch.float32)
         if "obs_max_abs" in meta:
             policy.obs_norm.max_abs.copy_(torch.as_tensor(np.asarray(meta["obs_max_abs"], np.float32)))
-        if algo == "td3" and "action_scale" in meta:
+        if algo in ("td3", "sac") and "action_scale" in meta:
             policy.action_scale.copy_(torch.as_tensor(np.asarray(meta["action_scale"], np.float32)))
             policy.action_offset.copy_(torch.as_tensor(np.asarray(meta["action_offset"], np.float32)))
     torch_device = resolve_device(device)

@@ -1,12 +1,8 @@
-"""Reinforcement learning: DQN and TD3 with spiking or ANN networks, environments, evaluation, runs."""
+"""Reinforcement learning: DQN, TD3 and SAC with spiking or ANN networks, environments, evaluation, runs."""
+
+import importlib
 
 
 def algorithm_module(name: str):
-    """The module (dqn or td3) whose `train(cfg, run, checkpoint)` trains `name`; imported on demand."""
-    if name == "dqn":
-        from spikerl.rl import dqn
-
-        return dqn
-    from spikerl.rl import td3
-
-    return td3
+    """The module (dqn, td3 or sac) whose `train(cfg, run, checkpoint)` trains `name`; imported on demand."""
+    return importlib.import_module(f"spikerl.rl.{name}")

@@ -70,7 +70,7 @@ def load_policy(run_dir: Path, checkpoint: str | None = None, backend: str = "au
     `device`, its spiking layers on `backend` (whatever backend it was trained with)."""
     from spikerl.config import config_from_dict
     from spikerl.devices import resolve_device
-    from spikerl.rl import dqn, td3
+    from spikerl.rl import algorithm_module
     from spikerl.rl.checkpoint import load_checkpoint
 
     if not run_dir.is_dir():
@@ -87,7 +87,7 @@ def load_policy(run_dir: Path, checkpoint: str | None = None, backend: str = "au
     torch_device = resolve_device(device)
     cfg.device = str(torch_device)
     cfg.network.backend = backend  # build_network resolves it for the device
-    algorithm = dqn if cfg.algo == "dqn" else td3
+    algorithm = algorithm_module(cfg.algo)
     env = make_env(cfg.env_id, cfg.algo)
     policy = algorithm.make_policy(cfg, env, torch_device)
     env.close()

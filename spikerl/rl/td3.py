@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from spikerl.config import TrainConfig
+from spikerl.config import NetworkConfig, TrainConfig
 from spikerl.rl.loop import TrainingLoop, as_obs_tensor, seed_everything
 from spikerl.rl.replay import ReplayBuffer
 from spikerl.rl.run import Run
@@ -46,11 +46,11 @@ class Actor(nn.Module):
 class Critic(nn.Module):
     """Q(s, a) on the same normalized observation as the actor; the input is [obs, action]."""
 
-    def __init__(self, cfg: TrainConfig, obs_norm: RunningMaxAbs, action_dim: int, generator=None,
+    def __init__(self, net_cfg: NetworkConfig, obs_norm: RunningMaxAbs, action_dim: int, generator=None,
                  device: torch.device | str = "cpu"):
         super().__init__()
         self.obs_norm = obs_norm
-        self.net = build_network(cfg.td3.critic, obs_norm.max_abs.numel() + action_dim, 1, generator, device)
+        self.net = build_network(net_cfg, obs_norm.max_abs.numel() + action_dim, 1, generator, device)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([self.obs_norm(obs), action], dim=1)).squeeze(1)
@@ -85,8 +85,8 @@ def train(cfg: TrainConfig, run: Run, checkpoint: dict | None = None) -> dict:
     action_dim = env.action_space.shape[0]
 
     actor = Actor(cfg, obs_norm, env.action_space, membrane_gen, device)
-    critic1 = Critic(cfg, obs_norm, action_dim, membrane_gen, device)
-    critic2 = Critic(cfg, obs_norm, action_dim, membrane_gen, device)
+    critic1 = Critic(t.critic, obs_norm, action_dim, membrane_gen, device)
+    critic2 = Critic(t.critic, obs_norm, action_dim, membrane_gen, device)
     actor_target, critic1_target, critic2_target = (copy.deepcopy(m) for m in (actor, critic1, critic2))
     for target in (actor_target, critic1_target, critic2_target):
         target.obs_norm = obs_norm  # one normalizer for every network, as dsrl's critic input

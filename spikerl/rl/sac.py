@@ -1,0 +1,153 @@
+"""SAC (Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications": automatic entropy tuning, twin
+Q critics, Polyak-averaged target critics) with a spiking (or ANN) actor. One file.
+
+The actor's readout gives, per action dimension, the mean and the log-std of a Gaussian; a sample u is
+squashed, a = scale * tanh(u) + offset. The log-std is bounded smoothly into [log_std_min, log_std_max]
+as CleanRL and Stable-Baselines3 do. Evaluation acts with the squashed mean. As in TD3, the critics are
+ANNs by default (a spiking critic is an option), warm-up actions are uniform, and a time limit
+bootstraps unless `truncation_bootstraps: false`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from spikerl.config import TrainConfig
+from spikerl.rl.loop import TrainingLoop, as_obs_tensor, seed_everything
+from spikerl.rl.replay import ReplayBuffer
+from spikerl.rl.run import Run
+from spikerl.rl.td3 import Critic, td_target
+from spikerl.snn.encoders import RunningMaxAbs
+from spikerl.snn.network import build_network
+
+
+class GaussianActor(nn.Module):
+    """u ~ N(mean, std), a = scale * tanh(u) + offset; `forward` is the deterministic action scale * tanh(mean) + offset."""
+
+    def __init__(self, cfg: TrainConfig, obs_norm: RunningMaxAbs, action_space: gym.spaces.Box,
+                 generator: torch.Generator | None = None, device: torch.device | str = "cpu"):
+        super().__init__()
+        self.obs_norm = obs_norm
+        self.log_std_min, self.log_std_max = cfg.sac.log_std_min, cfg.sac.log_std_max
+        self.net = build_network(cfg.network, obs_norm.max_abs.numel(), 2 * action_space.shape[0], generator, device)
+        low, high = (torch.as_tensor(b, dtype=torch.float32) for b in (action_space.low, action_space.high))
+        self.register_buffer("action_scale", ((high - low) / 2.0).to(device))
+        self.register_buffer("action_offset", ((high + low) / 2.0).to(device))
+
+    def mean_and_log_std(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, raw = self.net(self.obs_norm(obs)).chunk(2, dim=-1)
+        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(raw) + 1.0)
+        return mean, log_std
+
+    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterized action and its log-probability (tanh's change of variables included)."""
+        mean, log_std = self.mean_and_log_std(obs)
+        u = mean + log_std.exp() * torch.randn_like(mean)
+        squashed = torch.tanh(u)
+        log_prob = (-0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+                    - torch.log(self.action_scale * (1.0 - squashed.pow(2)) + 1e-6)).sum(dim=-1)
+        return self.action_scale * squashed + self.action_offset, log_prob
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.action_scale * torch.tanh(self.mean_and_log_std(obs)[0]) + self.action_offset
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return self(as_obs_tensor(obs, self.action_scale.device))[0].cpu().numpy()
+
+    @torch.no_grad()
+    def explore(self, obs: np.ndarray) -> np.ndarray:
+        return self.sample(as_obs_tensor(obs, self.action_scale.device))[0][0].cpu().numpy()
+
+
+def make_policy(cfg: TrainConfig, env: gym.Env, device: torch.device | str = "cpu") -> GaussianActor:
+    obs_norm = RunningMaxAbs(env.observation_space.shape[0], enabled=cfg.network.normalize_obs).to(device)
+    return GaussianActor(cfg, obs_norm, env.action_space, device=device)
+
+
+def soft_q_target(rewards: torch.Tensor, terminated: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor,
+                  next_log_prob: torch.Tensor, alpha: torch.Tensor | float, gamma: float) -> torch.Tensor:
+    """r + gamma (1 - terminated) (min(Q1'(s', a'), Q2'(s', a')) - alpha log pi(a' | s')), a' ~ pi(. | s')."""
+    return td_target(rewards, terminated, q1 - alpha * next_log_prob, q2 - alpha * next_log_prob, gamma)
+
+
+def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """J(alpha) = E[-alpha (log pi(a | s) + target entropy)]: alpha grows while the policy's entropy is below target."""
+    return (-log_alpha.exp() * (log_prob.detach() + target_entropy)).mean()
+
+
+def train(cfg: TrainConfig, run: Run, checkpoint: dict | None = None) -> dict:
+    """Train from scratch, or continue from `checkpoint` (a dict from `Run.latest_good_checkpoint`)."""
+    a = cfg.sac
+    # Seeding: Python, NumPy, torch; the loop seeds the environment and its action space.
+    rng, membrane_gen = seed_everything(cfg.seed)
+    loop = TrainingLoop(cfg, run, rng)
+    env, device, obs_norm = loop.env, loop.device, loop.obs_norm
+    action_dim = env.action_space.shape[0]
+
+    actor = GaussianActor(cfg, obs_norm, env.action_space, membrane_gen, device)
+    critic1 = Critic(a.critic, obs_norm, action_dim, membrane_gen, device)
+    critic2 = Critic(a.critic, obs_norm, action_dim, membrane_gen, device)
+    critic1_target, critic2_target = copy.deepcopy(critic1), copy.deepcopy(critic2)
+    critic1_target.obs_norm = critic2_target.obs_norm = obs_norm
+    critic_optimizer = torch.optim.Adam(list(critic1.net.parameters()) + list(critic2.net.parameters()),
+                                        lr=a.critic_learning_rate)
+    actor_optimizer = torch.optim.Adam(actor.net.parameters(), lr=a.actor_learning_rate)
+    temperature = nn.ParameterDict({"log_alpha": nn.Parameter(torch.tensor(math.log(a.alpha), device=device))})
+    alpha_optimizer = torch.optim.Adam(temperature.parameters(), lr=a.alpha_learning_rate or a.critic_learning_rate)
+    target_entropy = -float(action_dim) if a.target_entropy is None else a.target_entropy
+    buffer = ReplayBuffer(a.buffer_size, env.observation_space.shape[0], (action_dim,))
+
+    step, obs = loop.begin(checkpoint, policy=actor, buffer=buffer, components={
+        "actor": actor, "critic1": critic1, "critic2": critic2, "critic1_target": critic1_target,
+        "critic2_target": critic2_target, "temperature": temperature, "actor_optimizer": actor_optimizer,
+        "critic_optimizer": critic_optimizer, "alpha_optimizer": alpha_optimizer})
+    for step in loop.remaining_steps(step):
+        action = env.action_space.sample() if step <= a.learning_starts else actor.explore(obs)
+        obs = loop.env_step(step, obs, action)
+
+        if step > a.learning_starts:
+            alpha = temperature["log_alpha"].exp().detach()
+            b_obs, b_actions, b_rewards, b_next_obs, b_terminated = buffer.sample(a.batch_size, rng, device)
+            with torch.no_grad():
+                next_actions, next_log_prob = actor.sample(b_next_obs)
+                target = soft_q_target(b_rewards, b_terminated, critic1_target(b_next_obs, next_actions),
+                                       critic2_target(b_next_obs, next_actions), next_log_prob, alpha, a.gamma)
+            q1, q2 = critic1(b_obs, b_actions), critic2(b_obs, b_actions)
+            critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
+            loop.check_finite(step, "losses/critic_loss", critic_loss)
+            critic_optimizer.zero_grad()
+            critic_loss.backward()
+            critic_optimizer.step()
+
+            new_actions, log_prob = actor.sample(b_obs)
+            actor_loss = (alpha * log_prob - torch.min(critic1(b_obs, new_actions), critic2(b_obs, new_actions))).mean()
+            loop.check_finite(step, "losses/actor_loss", actor_loss)
+            actor_optimizer.zero_grad()
+            actor_loss.backward()
+            actor_optimizer.step()
+            if a.autotune:
+                alpha_loss = temperature_loss(temperature["log_alpha"], log_prob, target_entropy)
+                alpha_optimizer.zero_grad()
+                alpha_loss.backward()
+                alpha_optimizer.step()
+
+            with torch.no_grad():
+                for net, target_net in ((critic1, critic1_target), (critic2, critic2_target)):
+                    for p, p_target in zip(net.net.parameters(), target_net.net.parameters()):
+                        p_target.lerp_(p, a.tau)
+            if step % 100 == 0:
+                run.log_scalars(step, {"losses/critic_loss": critic_loss.item() / 2, "losses/actor_loss": actor_loss.item(),
+                                       "losses/q_values": q1.mean().item(), "losses/alpha": alpha.item(),
+                                       "charts/entropy": -log_prob.mean().item()})
+
+        if loop.after_step(step):
+            break
+    return loop.finish(step, actor.state_dict(), {"actor": actor.net.backend, "critic": critic1.net.backend})
