@@ -10,7 +10,6 @@ bootstraps unless `truncation_bootstraps: false`.
 
 from __future__ import annotations
 
-import copy
 import math
 
 import gymnasium as gym
@@ -23,7 +22,7 @@ from spikerl.config import TrainConfig
 from spikerl.rl.loop import TrainingLoop, as_obs_tensor, seed_everything
 from spikerl.rl.replay import ReplayBuffer
 from spikerl.rl.run import Run
-from spikerl.rl.td3 import Critic, td_target
+from spikerl.rl.td3 import td_target, twin_critics
 from spikerl.snn.encoders import RunningMaxAbs
 from spikerl.snn.network import build_network
 
@@ -93,12 +92,8 @@ def train(cfg: TrainConfig, run: Run, checkpoint: dict | None = None) -> dict:
     action_dim = env.action_space.shape[0]
 
     actor = GaussianActor(cfg, obs_norm, env.action_space, membrane_gen, device)
-    critic1 = Critic(a.critic, obs_norm, action_dim, membrane_gen, device)
-    critic2 = Critic(a.critic, obs_norm, action_dim, membrane_gen, device)
-    critic1_target, critic2_target = copy.deepcopy(critic1), copy.deepcopy(critic2)
-    critic1_target.obs_norm = critic2_target.obs_norm = obs_norm
-    critic_optimizer = torch.optim.Adam(list(critic1.net.parameters()) + list(critic2.net.parameters()),
-                                        lr=a.critic_learning_rate)
+    (critic1, critic2), (critic1_target, critic2_target), critic_optimizer = twin_critics(
+        a.critic, obs_norm, action_dim, membrane_gen, device, a.critic_learning_rate)
     actor_optimizer = torch.optim.Adam(actor.net.parameters(), lr=a.actor_learning_rate)
     temperature = nn.ParameterDict({"log_alpha": nn.Parameter(torch.tensor(math.log(a.alpha), device=device))})
     alpha_optimizer = torch.optim.Adam(temperature.parameters(), lr=a.alpha_learning_rate or a.critic_learning_rate)

@@ -56,6 +56,17 @@ class Critic(nn.Module):
         return self.net(torch.cat([self.obs_norm(obs), action], dim=1)).squeeze(1)
 
 
+def twin_critics(net_cfg: NetworkConfig, obs_norm: RunningMaxAbs, action_dim: int, generator: torch.Generator | None,
+                 device: torch.device | str, learning_rate: float) -> tuple[list[Critic], list[Critic], torch.optim.Optimizer]:
+    """Two critics, their target copies (reading the same normalizer) and one Adam over both critics."""
+    critics = [Critic(net_cfg, obs_norm, action_dim, generator, device) for _ in range(2)]
+    targets = [copy.deepcopy(critic) for critic in critics]
+    for target in targets:
+        target.obs_norm = obs_norm
+    optimizer = torch.optim.Adam([p for critic in critics for p in critic.net.parameters()], lr=learning_rate)
+    return critics, targets, optimizer
+
+
 def make_policy(cfg: TrainConfig, env: gym.Env, device: torch.device | str = "cpu") -> Actor:
     obs_norm = RunningMaxAbs(env.observation_space.shape[0], enabled=cfg.network.normalize_obs).to(device)
     return Actor(cfg, obs_norm, env.action_space, device=device)
@@ -85,13 +96,10 @@ def train(cfg: TrainConfig, run: Run, checkpoint: dict | None = None) -> dict:
     action_dim = env.action_space.shape[0]
 
     actor = Actor(cfg, obs_norm, env.action_space, membrane_gen, device)
-    critic1 = Critic(t.critic, obs_norm, action_dim, membrane_gen, device)
-    critic2 = Critic(t.critic, obs_norm, action_dim, membrane_gen, device)
-    actor_target, critic1_target, critic2_target = (copy.deepcopy(m) for m in (actor, critic1, critic2))
-    for target in (actor_target, critic1_target, critic2_target):
-        target.obs_norm = obs_norm  # one normalizer for every network, as dsrl's critic input
-    critic_params = list(critic1.net.parameters()) + list(critic2.net.parameters())
-    critic_optimizer = torch.optim.Adam(critic_params, lr=t.critic_learning_rate)
+    (critic1, critic2), (critic1_target, critic2_target), critic_optimizer = twin_critics(
+        t.critic, obs_norm, action_dim, membrane_gen, device, t.critic_learning_rate)
+    actor_target = copy.deepcopy(actor)
+    actor_target.obs_norm = obs_norm  # one normalizer for every network, as dsrl's critic input
     actor_optimizer = torch.optim.Adam(actor.net.parameters(), lr=t.actor_learning_rate)
     buffer = ReplayBuffer(t.buffer_size, env.observation_space.shape[0], (action_dim,))
     scale, offset = actor.action_scale, actor.action_offset
