@@ -132,12 +132,14 @@ class TrainingLoop:
                              desc=f"{self.cfg.algo}-{self.cfg.network.kind} {self.cfg.env_id}")
         return step, obs
 
+    def episodes_done(self) -> bool:
+        """Whether the `total_episodes` budget (if any) is spent."""
+        return self.cfg.total_episodes is not None and self.episodes >= self.cfg.total_episodes
+
     def remaining_steps(self, step: int) -> range:
         """The steps still to train after `step`: none if `total_episodes` were done before it (a run resumed
         from the checkpoint at its last episode end), else up to `total_steps`."""
-        if self.cfg.total_episodes is not None and self.episodes >= self.cfg.total_episodes:
-            return range(step + 1, step + 1)
-        return range(step + 1, self.cfg.total_steps + 1)
+        return range(step + 1, step + 1 if self.episodes_done() else self.cfg.total_steps + 1)
 
     def observe(self, obs: np.ndarray) -> None:
         self.obs_norm.update(torch.as_tensor(obs).to(self.device))
@@ -244,7 +246,7 @@ class TrainingLoop:
             stop = self.periodic_eval(step)
         if self.cfg.video.every and step % self.cfg.video.every == 0:
             self.record_video(step)
-        if self.cfg.total_episodes is not None and self.episodes >= self.cfg.total_episodes:
+        if self.episodes_done():
             stop = True
         if self.env_rng_before_reset is not None:  # an episode ended in this step: a checkpoint may be taken
             if self.cfg.checkpoint_every and step >= self.next_checkpoint:
