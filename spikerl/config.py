@@ -440,29 +440,28 @@ def validate(cfg: TrainConfig) -> None:
         _check(d.learning_starts >= 0, f"dqn.learning_starts must be >= 0, got {d.learning_starts}")
     elif cfg.algo == "sac":
         a = cfg.sac
-        _check(a.buffer_size >= a.batch_size >= 1, f"sac.batch_size must be in [1, buffer_size], got {a.batch_size}")
-        _check(0.0 <= a.gamma <= 1.0, f"sac.gamma must be in [0, 1], got {a.gamma}")
-        _check(0.0 < a.tau <= 1.0, f"sac.tau must be in (0, 1], got {a.tau}")
-        _check(a.actor_learning_rate > 0 and a.critic_learning_rate > 0, "sac learning rates must be > 0")
+        _validate_actor_critic(a, "sac")
         _check(a.alpha_learning_rate is None or a.alpha_learning_rate > 0, "sac.alpha_learning_rate must be > 0")
         _check(a.alpha > 0, f"sac.alpha must be > 0, got {a.alpha}")
         _check(a.log_std_min < a.log_std_max, "sac.log_std_min must be below sac.log_std_max")
-        _check(a.learning_starts >= 0, f"sac.learning_starts must be >= 0, got {a.learning_starts}")
         _check(cfg.network.decoder != "population", "sac needs network.decoder membrane or integrator (mean and log-std)")
-        validate_network(a.critic, "sac.critic")
-        _check(a.critic.decoder == "membrane" or a.critic.kind == "ann",
-               "sac.critic.decoder must be 'membrane': a critic's Q-value is an unbounded readout")
     else:
         t = cfg.td3
-        _check(t.buffer_size >= t.batch_size >= 1, f"td3.batch_size must be in [1, buffer_size], got {t.batch_size}")
-        _check(0.0 <= t.gamma <= 1.0, f"td3.gamma must be in [0, 1], got {t.gamma}")
-        _check(0.0 < t.tau <= 1.0, f"td3.tau must be in (0, 1], got {t.tau}")
-        _check(t.actor_learning_rate > 0 and t.critic_learning_rate > 0, "td3 learning rates must be > 0")
+        _validate_actor_critic(t, "td3")
         _check(t.policy_delay >= 1, f"td3.policy_delay must be >= 1, got {t.policy_delay}")
         for name in ("exploration_noise", "target_noise", "target_noise_clip"):
             value = getattr(t, name)
             _check(value >= 0.0, f"td3.{name} must be >= 0, got {value}")
-        _check(t.learning_starts >= 0, f"td3.learning_starts must be >= 0, got {t.learning_starts}")
-        validate_network(t.critic, "td3.critic")
-        _check(t.critic.decoder == "membrane" or t.critic.kind == "ann",
-               "td3.critic.decoder must be 'membrane': a critic's Q-value is an unbounded readout")
+
+
+def _validate_actor_critic(section: TD3Config | SACConfig, name: str) -> None:
+    """The settings TD3 and SAC share: replay, discount, Polyak coefficient, learning rates, warm-up, critic."""
+    _check(section.buffer_size >= section.batch_size >= 1,
+           f"{name}.batch_size must be in [1, buffer_size], got {section.batch_size}")
+    _check(0.0 <= section.gamma <= 1.0, f"{name}.gamma must be in [0, 1], got {section.gamma}")
+    _check(0.0 < section.tau <= 1.0, f"{name}.tau must be in (0, 1], got {section.tau}")
+    _check(section.actor_learning_rate > 0 and section.critic_learning_rate > 0, f"{name} learning rates must be > 0")
+    _check(section.learning_starts >= 0, f"{name}.learning_starts must be >= 0, got {section.learning_starts}")
+    validate_network(section.critic, f"{name}.critic")
+    _check(section.critic.decoder == "membrane" or section.critic.kind == "ann",
+           f"{name}.critic.decoder must be 'membrane': a critic's Q-value is an unbounded readout")
