@@ -22,23 +22,18 @@ from spikerl.config import TrainConfig
 from spikerl.rl.loop import TrainingLoop, as_obs_tensor, seed_everything
 from spikerl.rl.replay import ReplayBuffer
 from spikerl.rl.run import Run
-from spikerl.rl.td3 import td_target, twin_critics
+from spikerl.rl.td3 import Actor, td_target, twin_critics
 from spikerl.snn.encoders import RunningMaxAbs
-from spikerl.snn.network import build_network
 
 
-class GaussianActor(nn.Module):
-    """u ~ N(mean, std), a = scale * tanh(u) + offset; `forward` is the deterministic action scale * tanh(mean) + offset."""
+class GaussianActor(Actor):
+    """u ~ N(mean, std), a = scale * tanh(u) + offset; `forward` (and so `act`) is the deterministic action
+    scale * tanh(mean) + offset. TD3's actor with two readouts per action dimension: mean, then log-std."""
 
     def __init__(self, cfg: TrainConfig, obs_norm: RunningMaxAbs, action_space: gym.spaces.Box,
                  generator: torch.Generator | None = None, device: torch.device | str = "cpu"):
-        super().__init__()
-        self.obs_norm = obs_norm
+        super().__init__(cfg, obs_norm, action_space, generator, device, outputs_per_dimension=2)
         self.log_std_min, self.log_std_max = cfg.sac.log_std_min, cfg.sac.log_std_max
-        self.net = build_network(cfg.network, obs_norm.max_abs.numel(), 2 * action_space.shape[0], generator, device)
-        low, high = (torch.as_tensor(b, dtype=torch.float32) for b in (action_space.low, action_space.high))
-        self.register_buffer("action_scale", ((high - low) / 2.0).to(device))
-        self.register_buffer("action_offset", ((high + low) / 2.0).to(device))
 
     def mean_and_log_std(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, raw = self.net(self.obs_norm(obs)).chunk(2, dim=-1)
@@ -56,10 +51,6 @@ class GaussianActor(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.action_scale * torch.tanh(self.mean_and_log_std(obs)[0]) + self.action_offset
-
-    @torch.no_grad()
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        return self(as_obs_tensor(obs, self.action_scale.device))[0].cpu().numpy()
 
     @torch.no_grad()
     def explore(self, obs: np.ndarray) -> np.ndarray:

@@ -27,10 +27,11 @@ class Actor(nn.Module):
     """action = scale * tanh(net(normalized obs)) + offset, mapping onto the action box."""
 
     def __init__(self, cfg: TrainConfig, obs_norm: RunningMaxAbs, action_space: gym.spaces.Box,
-                 generator: torch.Generator | None = None, device: torch.device | str = "cpu"):
+                 generator: torch.Generator | None = None, device: torch.device | str = "cpu", outputs_per_dimension: int = 1):
         super().__init__()
         self.obs_norm = obs_norm
-        self.net = build_network(cfg.network, obs_norm.max_abs.numel(), action_space.shape[0], generator, device)
+        self.net = build_network(cfg.network, obs_norm.max_abs.numel(), outputs_per_dimension * action_space.shape[0],
+                                 generator, device)
         low, high = (torch.as_tensor(b, dtype=torch.float32) for b in (action_space.low, action_space.high))
         self.register_buffer("action_scale", ((high - low) / 2.0).to(device))
         self.register_buffer("action_offset", ((high + low) / 2.0).to(device))
