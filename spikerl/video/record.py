@@ -8,6 +8,7 @@ state after the action, with the spikes of the decision that chose it.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import time
@@ -79,7 +80,7 @@ class FrameComposer(EpisodeObserver):
         frame = np.asarray(env.render())
         if self.tap is not None:
             if self.panel is None:
-                self.panel = self.panel_factory(frame.shape[0])
+                self.panel = self.panel_factory(env, frame.shape[0])
             self.panel.push(self.tap.last, action)
             frame = np.concatenate([frame, self.panel.draw()], axis=1)
         image = Image.fromarray(frame)
@@ -92,15 +93,16 @@ class FrameComposer(EpisodeObserver):
         self.render_seconds += time.perf_counter() - started
 
 
-def _panel_factory(policy, env, timesteps: int):
+def _panel_factory(net):
+    """Makes the spike panel for `net` beside the frames of an environment, as tall as its frames."""
     from gymnasium import spaces
 
-    sizes = [layer.out_features for layer in policy.net.layers]
-    space = env.action_space
-    discrete = isinstance(space, spaces.Discrete)
+    sizes = [layer.out_features for layer in net.layers]
 
-    def make(height: int) -> RasterPanel:
-        return RasterPanel(sizes, timesteps, height, discrete=discrete,
+    def make(env, height: int) -> RasterPanel:
+        space = env.action_space
+        discrete = isinstance(space, spaces.Discrete)
+        return RasterPanel(sizes, net.timesteps, height, discrete=discrete,
                            n_actions=int(space.n) if discrete else 0,
                            action_dims=1 if discrete else int(np.prod(space.shape)),
                            action_low=None if discrete else space.low, action_high=None if discrete else space.high)
@@ -112,7 +114,6 @@ def render_episodes(policy, env_id: str, episodes: int, seed: int, sink, raster:
     """Play `episodes` deterministic evaluation episodes of `policy`, handing each composed frame to `sink`
     (MuJoCo scenes without shadows and reflections unless `shadows`). Returns the evaluation result (as
     `spikerl eval` gives it) and the composer (frame counts, timing)."""
-    from spikerl.rl.envs import make_env
     from spikerl.snn.network import SpikingMLP
 
     tap = None
@@ -120,9 +121,7 @@ def render_episodes(policy, env_id: str, episodes: int, seed: int, sink, raster:
         if not isinstance(policy.net, SpikingMLP):
             raise SpikerlError("--raster shows the hidden spikes of a spiking network; this policy is an ANN")
         tap = _SpikeTap(policy.net)
-    probe = make_env(env_id)
-    factory = _panel_factory(policy, probe, policy.net.timesteps) if raster else None
-    probe.close()
+    factory = _panel_factory(policy.net) if raster else None
     composer = FrameComposer(sink, episodes, tap, factory, plain=is_mujoco(env_id) and not shadows)
     net = policy.net
     if tap is not None:
@@ -134,22 +133,12 @@ def render_episodes(policy, env_id: str, episodes: int, seed: int, sink, raster:
     return result, composer
 
 
-def frames_per_second(env_id: str, requested: float | None = None) -> float:
-    """The playback rate: as asked, else the environment's own (`render_fps`), else 30."""
-    if requested:
-        return float(requested)
-    from spikerl.rl.envs import make_env
-
-    env = make_env(env_id)
-    fps = env.metadata.get("render_fps")
-    env.close()
-    return float(fps) if fps else 30.0
-
-
-def prepare_rendering(env_id: str) -> None:
+@functools.cache
+def prepare_rendering(env_id: str) -> float:
     """Fail early, in one line, where videos cannot be made (no encoder, an environment that draws no
     frames, no pygame for classic control, no OpenGL backend for MuJoCo): choose MuJoCo's backend before
-    anything imports MuJoCo, then render one frame."""
+    anything imports MuJoCo, then render one frame. Done once per environment and process (a failure is
+    not remembered); returns the environment's own frame rate (`render_fps`, else 30)."""
     import gymnasium as gym
 
     from spikerl.rl.envs import make_env
@@ -164,7 +153,7 @@ def prepare_rendering(env_id: str) -> None:
 
         choose_mujoco_gl()
     env = make_env(env_id)
-    modes = env.metadata.get("render_modes", [])
+    modes, fps = env.metadata.get("render_modes", []), env.metadata.get("render_fps")
     env.close()
     if "rgb_array" not in modes:
         raise SpikerlError(f"environment {env_id} draws no frames (its render modes: {', '.join(modes) or 'none'})")
@@ -179,6 +168,7 @@ def prepare_rendering(env_id: str) -> None:
         raise SpikerlError(f"rendering {env_id} needs {exc}; pip install 'spikerl[video]'") from None
     finally:
         env.close()
+    return float(fps) if fps else 30.0
 
 
 def open_mp4(path: Path, fps: float):
@@ -194,8 +184,8 @@ def write_video(policy, env_id: str, path: Path, episodes: int = 1, seed: int = 
                 fps: float | None = None, on_frame=None, shadows: bool = False) -> dict:
     """Render deterministic evaluation episodes to an MP4 at `path` (each frame also to `on_frame`, if given);
     return what was made."""
-    prepare_rendering(env_id)
-    rate = frames_per_second(env_id, fps)
+    own_rate = prepare_rendering(env_id)
+    rate = float(fps) if fps else own_rate
     writer = open_mp4(path, rate)
     started = time.perf_counter()
     try:
