@@ -28,7 +28,8 @@ E_MAC_PJ = 4.6
 
 
 class SpikeRecorder(nn.Module):
-    """Wraps a network that has `forward_with_spikes`; counts spikes, keeps the first `keep` decisions' trains."""
+    """Wraps a network that has `forward_with_spikes`; counts spikes, keeps the first `keep` decisions' trains and
+    the latest decision's (`last`, of the first batch row)."""
 
     def __init__(self, net: nn.Module, keep: int = 0):
         super().__init__()
@@ -36,14 +37,16 @@ class SpikeRecorder(nn.Module):
         self.decisions = 0
         self.spike_totals: list[float] | None = None
         self.kept: list[list[torch.Tensor]] = []  # per decision: [T, n_l] per layer
+        self.last: list[torch.Tensor] | None = None
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         out, spikes = self.net.forward_with_spikes(obs)
         counts = [float(s.sum()) for s in spikes]
         self.spike_totals = counts if self.spike_totals is None else [a + b for a, b in zip(self.spike_totals, counts)]
         self.decisions += obs.shape[0]
+        self.last = [s[:, 0].detach() for s in spikes]
         if len(self.kept) < self.keep:
-            self.kept.append([s[:, 0].detach().clone() for s in spikes])
+            self.kept.append([s.clone() for s in self.last])
         return out
 
 

@@ -17,7 +17,7 @@ class EpisodeObserver:
 
     def start(self, env, episode: int) -> None: ...
 
-    def step(self, env, episode: int, action, episode_return: float, done: bool) -> None: ...
+    def step(self, env, episode: int, action, episode_return: float) -> None: ...
 
 
 def evaluate(act: Callable[[np.ndarray], np.ndarray | int], env_id: str, episodes: int, seed: int,
@@ -38,7 +38,7 @@ def evaluate(act: Callable[[np.ndarray], np.ndarray | int], env_id: str, episode
                 length += 1
                 done = terminated or truncated
                 if observer is not None:
-                    observer.step(env, i, action, total, done)
+                    observer.step(env, i, action, total)
             returns.append(total)
             lengths.append(length)
     finally:

@@ -24,7 +24,7 @@ GAP = 3  # pixels between layer bands
 TEXT_HEIGHT = 14
 
 
-def _action_colors(values: np.ndarray, discrete: bool, n_actions: int) -> np.ndarray:
+def _action_colors(values: np.ndarray, discrete: bool) -> np.ndarray:
     """RGB per action entry: discrete actions by index (tab10), continuous ones blue (-1) to red (+1)."""
     if discrete:
         palette = np.array([[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
@@ -40,11 +40,11 @@ class RasterPanel:
     """Spikes of the hidden layers, `height` pixels tall and `width` wide, updated one decision at a time."""
 
     def __init__(self, layer_sizes: list[int], timesteps: int, height: int, width: int = 360, history: int = 64,
-                 action_dims: int = 1, discrete: bool = True, n_actions: int = 2,
+                 action_dims: int = 1, discrete: bool = True,
                  action_low: np.ndarray | None = None, action_high: np.ndarray | None = None):
         self.layer_sizes, self.timesteps, self.history = list(layer_sizes), timesteps, history
         self.height, self.width = height, width
-        self.discrete, self.n_actions = discrete, n_actions
+        self.discrete = discrete
         self.action_rows = 1 if discrete else action_dims
         self.action_low = None if action_low is None else np.asarray(action_low, dtype=np.float64)
         self.action_high = None if action_high is None else np.asarray(action_high, dtype=np.float64)
@@ -133,13 +133,13 @@ class RasterPanel:
         self._paint_bands(canvas, self.history_counts, self.history_left, self.column_width)
         h = self.action_row_height
         if self.current_action is not None:
-            colors = _action_colors(self.current_action, self.discrete, self.n_actions)  # [rows, 3]
+            colors = _action_colors(self.current_action, self.discrete)  # [rows, 3]
             for r in range(self.action_rows):
                 canvas[self.action_top + r * h:self.action_top + (r + 1) * h - 1,
                        self.current_left:self.current_left + self.timesteps * self.step_width] = colors[r]
         if self.history_filled:
             first = self.history - self.history_filled
-            colors = _action_colors(self.history_actions[:, first:], self.discrete, self.n_actions)  # [rows, k, 3]
+            colors = _action_colors(self.history_actions[:, first:], self.discrete)  # [rows, k, 3]
             strip = np.repeat(np.repeat(colors, h, axis=0), self.column_width, axis=1)
             strip[h - 1::h] = BACKGROUND
             left = self.history_left + first * self.column_width

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from torch import nn
 
+from spikerl.deploy.energy import SpikeRecorder
 from spikerl.errors import SpikerlError
 from spikerl.rl.envs import is_mujoco
 from spikerl.rl.evaluate import EpisodeObserver, evaluate
@@ -30,20 +30,6 @@ def _even(frame: np.ndarray) -> np.ndarray:
     if h % 2 == 0 and w % 2 == 0:
         return frame
     return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)))
-
-
-class _SpikeTap(nn.Module):
-    """Stands in for a spiking policy's network: passes its output through, keeps the latest decision's spikes."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-        self.last: list[np.ndarray] | None = None
-
-    def forward(self, obs):
-        out, spikes = self.net.forward_with_spikes(obs)
-        self.last = [s[:, 0].detach().cpu().numpy() for s in spikes]  # [T, n_l] per layer, batch of one
-        return out
 
 
 def plain_mujoco_scene(env) -> None:
@@ -60,12 +46,11 @@ def plain_mujoco_scene(env) -> None:
 class FrameComposer(EpisodeObserver):
     """Collects one composed frame per environment step (environment, caption, spike panel) into `sink`."""
 
-    def __init__(self, sink, episodes: int, tap: _SpikeTap | None, panel_factory=None, plain: bool = False):
+    def __init__(self, sink, episodes: int, tap: SpikeRecorder | None, panel_factory=None, plain: bool = False):
         self.sink, self.episodes, self.tap, self.plain = sink, episodes, tap, plain
         self.panel_factory = panel_factory
         self.panel: RasterPanel | None = None
         self.frames = 0
-        self.render_seconds = 0.0
         self.lengths: list[int] = []
 
     def start(self, env, episode: int) -> None:
@@ -75,13 +60,12 @@ class FrameComposer(EpisodeObserver):
         if self.panel is not None:
             self.panel.reset()
 
-    def step(self, env, episode: int, action, episode_return: float, done: bool) -> None:
-        started = time.perf_counter()
+    def step(self, env, episode: int, action, episode_return: float) -> None:
         frame = np.asarray(env.render())
         if self.tap is not None:
             if self.panel is None:
                 self.panel = self.panel_factory(env, frame.shape[0])
-            self.panel.push(self.tap.last, action)
+            self.panel.push([s.cpu().numpy() for s in self.tap.last], action)
             frame = np.concatenate([frame, self.panel.draw()], axis=1)
         image = Image.fromarray(frame)
         ImageDraw.Draw(image).text((6, 4), f"episode {episode + 1}/{self.episodes}   step {self.lengths[-1] + 1}   "
@@ -90,7 +74,6 @@ class FrameComposer(EpisodeObserver):
         self.sink(_even(np.asarray(image)))
         self.lengths[-1] += 1
         self.frames += 1
-        self.render_seconds += time.perf_counter() - started
 
 
 def _panel_factory(net):
@@ -103,7 +86,6 @@ def _panel_factory(net):
         space = env.action_space
         discrete = isinstance(space, spaces.Discrete)
         return RasterPanel(sizes, net.timesteps, height, discrete=discrete,
-                           n_actions=int(space.n) if discrete else 0,
                            action_dims=1 if discrete else int(np.prod(space.shape)),
                            action_low=None if discrete else space.low, action_high=None if discrete else space.high)
     return make
@@ -120,7 +102,7 @@ def render_episodes(policy, env_id: str, episodes: int, seed: int, sink, raster:
     if raster:
         if not isinstance(policy.net, SpikingMLP):
             raise SpikerlError("--raster shows the hidden spikes of a spiking network; this policy is an ANN")
-        tap = _SpikeTap(policy.net)
+        tap = SpikeRecorder(policy.net)
     factory = _panel_factory(policy.net) if raster else None
     composer = FrameComposer(sink, episodes, tap, factory, plain=is_mujoco(env_id) and not shadows)
     net = policy.net
