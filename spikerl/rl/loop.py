@@ -13,6 +13,7 @@ identically (same final model, same metric rows; tested by killing a run with SI
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -281,12 +282,11 @@ class TrainingLoop:
         limit = self.env.spec.max_episode_steps if self.env.spec and self.env.spec.max_episode_steps else 1000
         stride = max(1, -(-limit * v.episodes // 300))
         kept: list[np.ndarray] = []
-        seen = [0]
+        frame_numbers = itertools.count()
 
         def keep(frame: np.ndarray) -> None:
-            if seen[0] % stride == 0:
+            if next(frame_numbers) % stride == 0:
                 kept.append(downscaled(frame))
-            seen[0] += 1
 
         info = write_video(self.policy, self.cfg.env_id, self.run.dir / "videos" / f"step_{step}.mp4", v.episodes,
                            self.cfg.eval.seed, v.raster, v.fps, on_frame=keep)
