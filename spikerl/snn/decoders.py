@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from spikerl.snn.layer import CubaLIF, LeakyReadout
+from spikerl.snn.stacked import linear
 
 
 def snn_linear(in_features: int, out_features: int, bias: bool) -> nn.Linear:
@@ -36,21 +37,38 @@ class IntegratorReadout(torch.autograd.Function):
     def forward(ctx, spikes, weight, bias, readout):
         ctx.save_for_backward(spikes, weight)
         ctx.has_bias = bias is not None
-        return readout(torch.nn.functional.linear(spikes, weight, bias))
+        return readout(linear(spikes, weight, bias))
 
     @staticmethod
     def backward(ctx, grad_out):
         spikes, weight = ctx.saved_tensors
-        steps = spikes.shape[0]
-        grad_spikes = (grad_out @ weight).unsqueeze(0).expand(steps, *grad_out.shape[:-1], -1) \
-            if ctx.needs_input_grad[0] else None
-        grad_weight = None
+        if weight.dim() == 3 and weight.shape[0] == 1:  # a population of one: one network's products
+            grad_spikes, grad_weight, grad_bias = _integrator_grads(grad_out.squeeze(-3), spikes.squeeze(-3), weight[0], ctx)
+            return (None if grad_spikes is None else grad_spikes.unsqueeze(-3),
+                    None if grad_weight is None else grad_weight.unsqueeze(0),
+                    None if grad_bias is None else grad_bias.view(1, 1, -1), None)
+        return (*_integrator_grads(grad_out, spikes, weight, ctx), None)
+
+
+def _integrator_grads(grad_out, spikes, weight, ctx):
+    """Gradients of V[T] = sum_t (W s[t] + b) for spikes, W and b: one network (W [out, in]) or stacked agents
+    (W [K, out, in], grad_out [K, B, out], each agent's rows to its own matrix)."""
+    steps = spikes.shape[0]
+    grad_spikes = (grad_out @ weight).unsqueeze(0).expand(steps, *grad_out.shape[:-1], -1) \
+        if ctx.needs_input_grad[0] else None
+    grad_weight = grad_bias = None
+    if weight.dim() == 2:
         if ctx.needs_input_grad[1]:
             counts = spikes.sum(dim=0)
             grad_weight = grad_out.reshape(-1, grad_out.shape[-1]).t() @ counts.reshape(-1, counts.shape[-1])
-        grad_bias = grad_out.reshape(-1, grad_out.shape[-1]).sum(dim=0) * steps \
-            if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return grad_spikes, grad_weight, grad_bias, None
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_out.reshape(-1, grad_out.shape[-1]).sum(dim=0) * steps
+    else:
+        if ctx.needs_input_grad[1]:
+            grad_weight = grad_out.transpose(-1, -2) @ spikes.sum(dim=0)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_out.sum(dim=-2, keepdim=True) * steps
+    return grad_spikes, grad_weight, grad_bias
 
 
 class MembraneDecoder(nn.Module):

@@ -32,9 +32,13 @@ class RunningMaxAbs(nn.Module):
 
     @torch.no_grad()
     def update(self, obs: torch.Tensor) -> None:
-        if self.enabled:
+        if not self.enabled:
+            return
+        if self.max_abs.dim() == 1:
             batch_max = obs.abs().reshape(-1, obs.shape[-1]).amax(dim=0)
-            torch.maximum(self.max_abs, batch_max, out=self.max_abs)
+        else:  # stacked agents (spikerl.snn.stacked): max_abs [K, 1, d], obs [K, B, d], each agent its own
+            batch_max = obs.abs().amax(dim=-2, keepdim=True)
+        torch.maximum(self.max_abs, batch_max, out=self.max_abs)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
@@ -99,7 +103,7 @@ class PopulationEncoder(nn.Module):
     def activation(self, obs: torch.Tensor) -> torch.Tensor:
         """Receptive-field activations in (0, 1]: [B, obs_dim * pop]."""
         a = torch.exp(-((obs.unsqueeze(-1) - self.mean) ** 2) / (2.0 * self.std**2))
-        return a.reshape(obs.shape[0], self.out_features)
+        return a.reshape(*obs.shape[:-1], self.out_features)
 
     def forward(self, obs: torch.Tensor, timesteps: int) -> torch.Tensor:
         act = self.activation(obs)

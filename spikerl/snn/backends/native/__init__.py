@@ -138,8 +138,9 @@ def _grouped(params: tuple[torch.Tensor, ...], batch: torch.Size, n: int) -> lis
     """Parameters as the kernels take them: [P, n], where row r of the flattened batch uses parameter row
     r // (R / P). P covers the leading batch dimensions up to the last one any parameter varies along
     (P = 1 for a layer-wide or per-neuron value; the agents for per-agent rows [agents, 1, n])."""
-    if all(p.dim() <= 1 for p in params):  # the usual layer-wide or per-neuron values: one row, no copies
-        return [p.view(1, n) if p.dim() == 1 else p.expand(1, n).contiguous() for p in params]
+    if all(p.dim() <= 1 or p.numel() == p.shape[-1] for p in params):  # layer-wide or per-neuron values
+        # (a population of one's [1, 1, n] too): one row, no copies
+        return [p.reshape(1, n) if p.numel() == n else p.reshape(1, 1).expand(1, n).contiguous() for p in params]
     dims = len(batch) + 1
     if any(p.dim() > dims for p in params):
         raise SpikerlError("membrane parameters have more dimensions than the layer's input")
