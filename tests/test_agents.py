@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from spikerl.config import DQNConfig, load_config
-from spikerl.rl import dqn, td3
+from spikerl.rl import dqn, td3, train_run
 from spikerl.rl.evaluate import best_moving_average
 from spikerl.rl.replay import ReplayBuffer
 from spikerl.rl.run import Run
@@ -35,14 +35,22 @@ def test_best_moving_average_by_hand():
 
 
 def test_replay_buffer_wraps_around_and_samples_what_was_stored():
-    buf = ReplayBuffer(3, obs_dim=1, action_shape=(2,))
+    buf = ReplayBuffer(3, obs_dim=1, action_shape=(2,), agents=2)  # agent 1 stores the negatives of agent 0
     for i in range(5):
-        buf.add([i], [i, -i], float(i), [i + 1], i == 4)
-    assert buf.size == 3 and sorted(buf.obs[:, 0].tolist()) == [2.0, 3.0, 4.0]
-    obs, actions, rewards, next_obs, terminated = buf.sample(64, np.random.default_rng(0))
-    assert set(obs[:, 0].tolist()) == {2.0, 3.0, 4.0}
-    assert torch.equal(actions[:, 0], obs[:, 0]) and torch.equal(rewards, obs[:, 0])
-    assert torch.equal(next_obs[:, 0], obs[:, 0] + 1) and torch.equal(terminated, (obs[:, 0] == 4).float())
+        buf.add([[i], [-i]], [[i, -i], [-i, i]], [float(i), -float(i)], [[i + 1], [-i - 1]], [i == 4, i == 4])
+    assert buf.size == 3 and sorted(buf.obs[0, :, 0].tolist()) == [2.0, 3.0, 4.0]
+    obs, actions, rewards, next_obs, terminated = buf.sample(64, [np.random.default_rng(0), np.random.default_rng(1)])
+    assert obs.shape == (2, 64, 1) and actions.shape == (2, 64, 2)
+    assert set(obs[0, :, 0].tolist()) == {2.0, 3.0, 4.0} and set(obs[1, :, 0].tolist()) == {-2.0, -3.0, -4.0}
+    assert not torch.equal(obs[0], -obs[1])  # each agent's own indices
+    assert torch.equal(actions[..., 0], obs[..., 0]) and torch.equal(rewards, obs[..., 0])
+    assert torch.equal(next_obs[..., 0], obs[..., 0] + torch.tensor([[1.0], [-1.0]]))
+    assert torch.equal(terminated, (obs[..., 0].abs() == 4).float())
+    # Each agent's sample is what a buffer of its own gives with the same generator.
+    alone = ReplayBuffer(3, obs_dim=1, action_shape=(2,))
+    for i in range(5):
+        alone.add([[-i]], [[-i, i]], [-float(i)], [[-i - 1]], [i == 4])
+    assert torch.equal(alone.sample(64, [np.random.default_rng(1)])[0][0], obs[1])
 
 
 def test_td3_with_a_spiking_critic_trains(tmp_path):
@@ -50,7 +58,7 @@ def test_td3_with_a_spiking_critic_trains(tmp_path):
         "total_steps=250", "td3.learning_starts=100", "td3.batch_size=16", "network.hidden=[16, 16]",
         "td3.critic.kind=snn", "td3.critic.hidden=[16, 16]", "td3.critic.encoder=two_neuron",
         "eval.every=0", "eval.final_episodes=1", "checkpoint_every=200", f"run_dir={tmp_path / 'run'}", "progress=false"])
-    result = td3.train(cfg, Run(cfg))
+    result = train_run(cfg, Run(cfg))
     assert result["global_step"] == 250
     critics = newest_checkpoint(tmp_path / "run")["components"]
     assert any(k.startswith("net.neurons") for k in critics["critic1"])  # the critic is spiking
@@ -64,7 +72,7 @@ def test_a_time_limit_ends_the_return_only_when_asked(tmp_path, bootstraps):
         "env_id=spikerl/PointReach-v0", "total_steps=80", "td3.learning_starts=100", "network.hidden=[8, 8]",
         "td3.critic.hidden=[8, 8]", "eval.every=0", "eval.final_episodes=1", "checkpoint_every=80",
         f"truncation_bootstraps={str(bootstraps).lower()}", f"run_dir={tmp_path / 'run'}", "progress=false"])
-    td3.train(cfg, Run(cfg))
+    train_run(cfg, Run(cfg))
     buffer = newest_checkpoint(tmp_path / "run")["buffer"]
     ended = np.flatnonzero(np.asarray(buffer["terminated"])[:80])
     assert ended.tolist() == ([] if bootstraps else [39, 79])
@@ -83,7 +91,7 @@ def test_dqn_soft_target_updates_and_double_q_run(tmp_path):
         "total_steps=400", "dqn.learning_starts=100", "dqn.batch_size=16", "dqn.double=true", "dqn.target_update=soft",
         "dqn.tau=0.5", "eval.every=0", "eval.final_episodes=1", "checkpoint_every=300", f"run_dir={tmp_path / 'run'}",
         "progress=false"])
-    dqn.train(cfg, Run(cfg))
+    train_run(cfg, Run(cfg))
     nets = newest_checkpoint(tmp_path / "run")["components"]
     online, target = nets["q_net"]["net.layers.1.weight"], nets["target_net"]["net.layers.1.weight"]
     # tau = 0.5 per step: the target trails the online net closely but is not a copy.

@@ -6,7 +6,7 @@ import gymnasium as gym
 import pytest
 
 from spikerl.config import load_config
-from spikerl.rl import dqn, td3
+from spikerl.rl import dqn, td3, train_run
 from spikerl.rl.evaluate import evaluate
 from spikerl.rl.run import Run
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 def train(cfg, tmp_path):
     cfg.run_dir, cfg.progress = str(tmp_path / "run"), False
     algorithm = dqn if cfg.algo == "dqn" else td3
-    return algorithm.train(cfg, Run(cfg))
+    return train_run(cfg, Run(cfg))
 
 
 def test_spiking_dqn_learns_cartpole(tmp_path):

@@ -160,9 +160,9 @@ def test_checkpoint_damage_is_detected_with_a_clear_message(tmp_path):
     path.write_bytes(good[: len(good) - 100])
     with pytest.raises(SpikerlError, match=r"is corrupt: truncated \(\d+ of \d+ bytes\)"):
         load_checkpoint(path)
-    path.write_bytes(good.replace(b'"format": 3', b'"format": 9'))
+    path.write_bytes(good.replace(b'"format": 4', b'"format": 9'))
     with pytest.raises(CheckpointFormatError, match="has format 9, written by a newer spikerl; this spikerl reads "
-                                                    "format 3 \\(the file is intact"):
+                                                    "format 4 \\(the file is intact"):
         load_checkpoint(path)
     path.write_bytes(b"not a checkpoint at all")
     with pytest.raises(SpikerlError, match="no spikerl header"):
@@ -290,10 +290,33 @@ def test_a_checkpoint_of_another_format_version_stops_the_resume_and_is_kept(ref
     for name in ("final_eval.json", "final_model.pt"):
         (run_dir / name).unlink()  # as if killed before the end
     newest = max((run_dir / "checkpoints").glob("step_*.pt"), key=lambda p: int(p.stem[5:]))
-    newest.write_bytes(newest.read_bytes().replace(b'{"format": 3,', b'{"format": 2,', 1))
+    newest.write_bytes(newest.read_bytes().replace(b'{"format": 4,', b'{"format": 3,', 1))
     before = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     result = run_cli("train", "--resume", str(run_dir))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert f"checkpoint {newest} has format 2, written by an older spikerl; this spikerl reads format 3" \
+    assert f"checkpoint {newest} has format 3, written by an older spikerl; this spikerl reads format 4" \
         in result.stderr.strip().splitlines()[-1]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before
+
+
+@pytest.mark.parametrize("algo", ["dqn", "td3"])
+def test_a_population_killed_mid_episode_resumes_to_the_uninterrupted_population(algo, tmp_path):
+    """`train --seeds 0:3` SIGKILLed after its second checkpoint (every agent mid-episode: CartPole's and
+    PointReach's episodes do not end on the checkpoint steps) resumes, by replaying each agent's episode, to
+    the files of the uninterrupted population. DQN's seed 1 also equals its run alone file for file (TD3's
+    continuous actions carry the batched products' rounding, 1e-7, into its returns' last digits)."""
+    args = [*train_args(algo, tmp_path / "whole"), "--seeds", "0:3"]
+    assert run_cli(*args).returncode == 0
+    killed = tmp_path / "killed"
+    assert start_and_kill([*train_args(algo, killed), "--seeds", "0:3"], killed,
+                          lambda d: checkpoint_count(d) >= 2 and episode_rows(d / "s2") > 0)
+    resumed = run_cli("train", "--resume", str(killed))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr and "3 agents: mean final return" in resumed.stdout
+    for seed in range(3):
+        assert_same_run(tmp_path / "whole" / f"s{seed}", killed / f"s{seed}")
+    if algo == "dqn":
+        assert run_cli(*train_args(algo, tmp_path / "alone"), "seed=1").returncode == 0
+        assert_same_run(tmp_path / "alone", killed / "s1")
+    again = run_cli("train", "--resume", str(killed))
+    assert again.returncode == 0 and "every agent finished already" in again.stderr

@@ -8,7 +8,7 @@ import torch
 from torch.distributions import AffineTransform, Normal, TanhTransform, TransformedDistribution
 
 from spikerl.config import load_config
-from spikerl.rl import sac
+from spikerl.rl import sac, train_run
 from spikerl.rl.evaluate import evaluate
 from spikerl.rl.run import Run
 
@@ -39,7 +39,7 @@ def test_the_squashed_gaussian_log_probability_matches_torch_distributions():
     obs = torch.randn(64, 3)
     actor.obs_norm.update(obs)
     torch.manual_seed(0)
-    actions, log_prob = actor.sample(obs)
+    actions, log_prob = actor.sample(obs, torch.randn(64, 1))
     mean, log_std = actor.mean_and_log_std(obs)
     assert log_std.min().item() >= cfg.sac.log_std_min and log_std.max().item() <= cfg.sac.log_std_max
     reference = TransformedDistribution(Normal(mean, log_std.exp()), [
@@ -59,7 +59,7 @@ def test_spiking_sac_learns_point_reach(tmp_path):
         f"run_dir={tmp_path / 'run'}", "progress=false"])
     untrained = sac.make_policy(cfg, gym.make("spikerl/PointReach-v0"))
     before = evaluate(untrained.act, cfg.env_id, 20, cfg.eval.seed)["mean_return"]
-    result = sac.train(cfg, Run(cfg))
+    result = train_run(cfg, Run(cfg))
     # Standing still scores about -24, the best policy about -0.7.
     assert before < -15
     assert result["mean_return"] >= -14, result

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from spikerl.config import load_config
-from spikerl.rl import dqn
+from spikerl.rl import dqn, train_run
 from spikerl.rl.evaluate import evaluate
 from spikerl.snn.network import SpikingMLP
 from spikerl.video.gl import renders_with
@@ -127,7 +127,7 @@ def test_videos_while_training_go_to_the_run_folder_and_tensorboard(tmp_path):
     cfg = load_config(ROOT / "configs" / "cartpole_dqn_snn.yaml", [
         "total_steps=400", "eval.every=0", "eval.final_episodes=1", "network.hidden=[16, 16]", "video.every=200",
         "video.raster=true", f"run_dir={tmp_path / 'run'}", "progress=false"])
-    dqn.train(cfg, Run(cfg))
+    train_run(cfg, Run(cfg))
     assert sorted(p.name for p in (tmp_path / "run" / "videos").iterdir()) == ["step_200.mp4", "step_400.mp4"]
     events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"images": 0})
     events.Reload()
@@ -144,7 +144,7 @@ def test_videos_while_training_leave_the_training_unchanged(tmp_path):
         cfg = load_config(ROOT / "configs" / "cartpole_dqn_snn.yaml", [
             "total_steps=900", "dqn.learning_starts=100", "eval.every=300", "eval.episodes=2", "eval.final_episodes=2",
             "network.hidden=[16, 16]", f"run_dir={tmp_path / name}", "progress=false", *video])
-        dqn.train(cfg, Run(cfg))
+        train_run(cfg, Run(cfg))
         finals.append(load_checkpoint(tmp_path / name / "final_model.pt")["policy"])
     assert (tmp_path / "filmed" / "videos" / "step_900.mp4").is_file()
     assert (tmp_path / "plain" / "episodes.csv").read_text() == (tmp_path / "filmed" / "episodes.csv").read_text()

@@ -10,56 +10,29 @@ from pathlib import Path
 from spikerl.errors import SpikerlError
 
 
-RESUMABLE_OVERRIDES = ("total_steps", "total_episodes", "progress", "threads", "checkpoint_every", "keep_checkpoints",
-                       "video.every", "video.episodes", "video.raster", "video.fps")
-
-
-def _resume_config(run_dir: Path, overrides: list[str]):
-    """The run's own resolved config, with only the overrides that leave its past steps valid."""
-    from spikerl.config import load_config, parse_override
-
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise SpikerlError(f"cannot resume {run_dir}: " + ("run folder not found" if not run_dir.is_dir()
-                                                            else "not a spikerl run folder (no config.yaml)"))
-    for text in overrides:
-        key = parse_override(text)[0]
-        if key not in RESUMABLE_OVERRIDES:
-            raise SpikerlError(f"cannot change {key} when resuming; a resumed run may only change "
-                               f"{', '.join(RESUMABLE_OVERRIDES)}")
-    return load_config(config_path, [*overrides, f"run_dir={run_dir}"])
-
-
-def resolve_run_choices(cfg) -> None:
-    """Resolve `device` and every `backend: auto` once, before the run folder is written, so its config.yaml
-    records what this run uses (a resumed run and `spikerl train RUN/config.yaml` use the same)."""
-    from spikerl.devices import resolve_device
-    from spikerl.snn.backends import resolve_backend
-
-    device = resolve_device(cfg.device)
-    cfg.device = str(device)
-    critic = {"td3": cfg.td3.critic, "sac": cfg.sac.critic}.get(cfg.algo)
-    for net in (cfg.network, critic):
-        if net is not None and net.kind == "snn":
-            net.backend = resolve_backend(net.backend, device)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from spikerl.config import load_config
-    from spikerl.rl import algorithm_module
+    from spikerl.rl import train_run
     from spikerl.rl.envs import make_env
-    from spikerl.rl.run import Run
+    from spikerl.rl.population import (is_population, parse_seeds, resolve_run_choices, resume_config, seed_configs,
+                                       train_population)
+    from spikerl.rl.run import Run, default_run_dir
 
+    overrides = args.overrides
     if args.resume:
         # `spikerl train --resume RUN key=value`: argparse files the first override under `config`.
         overrides = [args.config, *args.overrides] if args.config else args.overrides
-        cfg = _resume_config(Path(args.resume), overrides)
+        if args.seeds:
+            raise SpikerlError("--seeds starts a population; a resumed population keeps its own seeds")
+        if is_population(Path(args.resume)):
+            return _report(train_population(Path(args.resume), None, overrides))
+        cfg = resume_config(Path(args.resume), overrides)
     elif args.config is None:
         raise SpikerlError("train needs a config file, or --resume RUN_DIR")
     else:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, overrides)
     if cfg.video.every:
         from spikerl.video.record import prepare_rendering
 
@@ -67,6 +40,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     make_env(cfg.env_id, cfg.algo).close()  # fail on a wrong environment before a run folder exists
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if args.seeds:
+        seeds = parse_seeds(args.seeds)
+        home = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg, f"seeds{seeds[0]}-{seeds[-1]}")
+        return _report(train_population(home, seed_configs(cfg, seeds, home)))
     resolve_run_choices(cfg)
     run = Run(cfg, resume=bool(args.resume))
     checkpoint = None
@@ -78,7 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if checkpoint is None:
             print(f"spikerl: {run.dir} has no checkpoint yet; training it again from step 0", file=sys.stderr)
     print(f"run folder: {run.dir}", file=sys.stderr)
-    result = algorithm_module(cfg.algo).train(cfg, run, checkpoint)
+    result = train_run(cfg, run, checkpoint)
     print(f"final evaluation ({result['episodes']} deterministic episodes, seeds {result['seed']}..."
           f"{result['seed'] + result['episodes'] - 1}): mean return {result['mean_return']:.1f} "
           f"+- {result['std_return']:.1f} after {result['global_step']} steps in {result['wall_time_s']:.0f} s "
@@ -87,6 +64,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"best 100-episode average of training returns: {result['best_train_average']:.1f}, reached at "
               f"episode {result['best_train_average_episode']} of {result['train_episodes']}")
     return 0
+
+
+def _report(results: list[dict | None]) -> int:
+    """One line per agent of a population, then the mean over those that finished; status 1 if any diverged."""
+    import numpy as np
+
+    finished = [r for r in results if r and "mean_return" in r]
+    diverged = [r for r in results if r and "diverged" in r]
+    for r in finished:
+        print(f"{r['run_dir']}: final evaluation mean return {r['mean_return']:.1f} +- {r['std_return']:.1f} after "
+              f"{r['global_step']} steps" + (f"; best 100-episode training average {r['best_train_average']:.1f}"
+                                             if r["best_train_average"] is not None else ""))
+    for r in diverged:
+        print(f"{r['run_dir']}: {r['diverged']}")
+    if finished:
+        returns = np.array([r["mean_return"] for r in finished])
+        wall = max(r["wall_time_s"] for r in finished)
+        steps = sum(r["global_step"] for r in finished)
+        print(f"{len(finished)} agents: mean final return {returns.mean():.1f} (std over agents {returns.std():.1f}, "
+              f"min {returns.min():.1f}, max {returns.max():.1f}); {steps} agent-steps in {wall:.0f} s "
+              f"({steps / max(wall, 1e-9):.0f} agent-steps/s)")
+    return 1 if diverged else 0
 
 
 def _load_any_policy(source: Path, args: argparse.Namespace):
@@ -265,8 +264,11 @@ def add_commands(sub) -> None:
         "With --resume RUN_DIR, continue a stopped run from its newest good checkpoint."))
     train.add_argument("config", nargs="?", help="YAML config (see configs/)")
     train.add_argument("overrides", nargs="*", help="key=value overrides of config fields")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue this run folder from its newest good checkpoint "
-                       f"(overrides allowed: {', '.join(RESUMABLE_OVERRIDES)})")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue this run folder (or population folder) from its "
+                       "newest good checkpoint (overrides allowed: total_steps, total_episodes, progress, threads, "
+                       "checkpoint_every, keep_checkpoints, video.*)")
+    train.add_argument("--seeds", metavar="SEEDS", help="train these seeds as one population in lockstep, one process "
+                       "(0:8 is seeds 0 to 7; or 0,3,5): folders RUN_DIR/s<seed>, checkpoints in RUN_DIR/checkpoints")
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate a trained run (or a NIR file) deterministically, JSON out")

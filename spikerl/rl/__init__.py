@@ -1,8 +1,15 @@
 """Reinforcement learning: DQN, TD3 and SAC with spiking or ANN networks, environments, evaluation, runs."""
 
+from __future__ import annotations
+
 import importlib
 
 
 def algorithm_module(name: str):
-    """The module (dqn, td3 or sac) whose `train(cfg, run, checkpoint)` trains `name`; imported on demand."""
+    """The module (dqn, td3 or sac) whose `train(cfgs, runs, store, checkpoint)` trains `name`; imported on demand."""
     return importlib.import_module(f"spikerl.rl.{name}")
+
+
+def train_run(cfg, run, checkpoint: dict | None = None) -> dict:
+    """Train one run (a population of one, through the one training loop); its final result."""
+    return algorithm_module(cfg.algo).train([cfg], [run], run.store, checkpoint)[0]

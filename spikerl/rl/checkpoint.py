@@ -29,7 +29,8 @@ from spikerl.errors import CheckpointFormatError, SpikerlError
 from spikerl.fileio import atomic_write_bytes
 
 # 3: networks built from spiking layers (state keys neurons.N.membrane.*, decoder.readout.*), CUDA generators.
-CHECKPOINT_FORMAT = 3
+# 4: populations: every agent stacked along a leading dimension, per-agent generators, mid-episode replays.
+CHECKPOINT_FORMAT = 4
 MAGIC = b"SPIKERL-CHECKPOINT "
 
 

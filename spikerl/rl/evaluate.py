@@ -43,6 +43,51 @@ def evaluate(act: Callable[[np.ndarray], np.ndarray | int], env_id: str, episode
             lengths.append(length)
     finally:
         env.close()
+    return summarize(env_id, episodes, seed, returns, lengths)
+
+
+def evaluate_agents(policy, agents: list[int], population: int, env_id: str, episodes: int, seed: int,
+                    device) -> list[dict]:
+    """`evaluate` for agents of a stacked policy at once: agent j plays its episodes (episode i seeded
+    seed + i) in an environment of its own, all of them acting through one forward pass per step
+    (`policy.act_agents(obs [K, 1, d])`; rows of agents not evaluated are zeros). Each agent's result is
+    what `evaluate` gives for that agent's own policy (tested)."""
+    import torch
+
+    envs = {k: make_env(env_id) for k in agents}
+    obs_dim = next(iter(envs.values())).observation_space.shape[0] if envs else 0
+    obs = np.zeros((population, obs_dim), dtype=np.float32)
+    returns = {k: [] for k in agents}
+    lengths = {k: [] for k in agents}
+    totals = dict.fromkeys(agents, 0.0)
+    steps = dict.fromkeys(agents, 0)
+    try:
+        for k, env in envs.items():
+            obs[k] = env.reset(seed=seed)[0]
+        playing = set(agents) if episodes > 0 else set()
+        while playing:
+            actions = policy.act_agents(torch.as_tensor(obs, device=device).unsqueeze(1))
+            for k in sorted(playing):
+                next_obs, reward, terminated, truncated, _ = envs[k].step(actions[k])
+                totals[k] += float(reward)
+                steps[k] += 1
+                if not (terminated or truncated):
+                    obs[k] = next_obs
+                    continue
+                returns[k].append(totals[k])
+                lengths[k].append(steps[k])
+                totals[k], steps[k] = 0.0, 0
+                if len(returns[k]) == episodes:
+                    playing.discard(k)
+                else:
+                    obs[k] = envs[k].reset(seed=seed + len(returns[k]))[0]
+    finally:
+        for env in envs.values():
+            env.close()
+    return [summarize(env_id, episodes, seed, returns[k], lengths[k]) for k in agents]
+
+
+def summarize(env_id: str, episodes: int, seed: int, returns: list[float], lengths: list[int]) -> dict:
     r = np.asarray(returns)
     return {
         "env_id": env_id, "episodes": episodes, "seed": seed,
@@ -50,6 +95,21 @@ def evaluate(act: Callable[[np.ndarray], np.ndarray | int], env_id: str, episode
         "min_return": float(r.min()), "max_return": float(r.max()),
         "mean_length": float(np.mean(lengths)), "returns": [float(x) for x in r],
     }
+
+
+def _agent_state(stacked: dict, agents: list[str], run_dir: Path, shapes: dict, checkpoint) -> dict:
+    """The run's own policy state from a checkpoint, which holds its population's agents stacked."""
+    mine = [i for i, agent in enumerate(agents) if Path(agent).resolve() == run_dir.resolve()]
+    if not mine:
+        mine = [i for i, agent in enumerate(agents) if Path(agent).name == run_dir.name]  # a moved population
+    if len(agents) != 1 and len(mine) != 1:
+        raise SpikerlError(f"checkpoint {checkpoint} holds agents {', '.join(agents)}, not {run_dir}")
+    index = mine[0] if mine else 0
+    try:
+        return {key: value[index].reshape(shapes[key].shape) for key, value in stacked.items()}
+    except (KeyError, RuntimeError) as exc:
+        raise SpikerlError(f"the weights in {checkpoint} do not fit the network the config of {run_dir} describes: "
+                           f"{str(exc).splitlines()[0]}") from None
 
 
 TRAIN_AVERAGE_WINDOW = 100  # training episodes: the paper's released code reports this moving average
@@ -95,9 +155,10 @@ def load_policy(run_dir: Path, checkpoint: str | None = None, backend: str = "au
         state = final["policy"]
     else:
         data = load_checkpoint(Path(checkpoint))
-        state = data.get("components", {}).get("q_net" if cfg.algo == "dqn" else "actor")
-        if state is None:
+        stacked = data.get("components", {}).get("q_net" if cfg.algo == "dqn" else "actor")
+        if stacked is None:
             raise SpikerlError(f"checkpoint {checkpoint} holds no {cfg.algo} policy")
+        state = _agent_state(stacked, data.get("agents", []), run_dir, policy.state_dict(), checkpoint)
     try:
         policy.load_state_dict(state)
     except RuntimeError as exc:

@@ -1,26 +1,33 @@
-"""The training loop DQN and TD3 share around their updates: environment, observation statistics,
-episodes, progress, evaluation, divergence checks, checkpoints and resume.
+"""The one training loop: K agents of one algorithm trained in lockstep (an ordinary run is K = 1).
 
-The loop owns the environment and the observation normalizer: it creates both, steps the one and
-updates the other with every observation it collects; the algorithm builds its networks on the
-normalizer (they only read it) and owns its update.
+The loop owns the agents (`spikerl.rl.agent`: environment, generators, episode books, run folder),
+the stacked observation normalizer, evaluations, divergence checks, checkpoints and resume. The
+algorithm builds each agent's networks with `build` (they come back stacked along a leading agents
+dimension, `spikerl.snn.stacked`), owns its update, and calls `begin`, then per step `env_step`,
+`check_finite` on each per-agent loss and `after_step`, which returns True once no agent trains on.
 
-Checkpoints are taken at episode boundaries: at the first episode end at or after every multiple of
-`checkpoint_every` steps. There the environment's only state is its random number generators, so
-a resumed run resets the environment exactly as the uninterrupted run did and continues
-identically (same final model, same metric rows; tested by killing a run with SIGKILL).
+An agent stops alone: when a periodic evaluation reaches its `eval.stop_at_return`, when its
+`total_episodes` are done, or when its loss or weights stop being finite (diverged.json in its folder;
+the others go on). Its final model and evaluation are written at that step, so its files are those of
+the same config trained alone. A stopped agent's rows are still computed (the stacked tensors keep
+their shape) but never read again.
+
+Checkpoints are taken every `checkpoint_every` steps and hold every agent (a population of one keeps
+them in its run folder, a larger population in its own folder). Each agent's environment is rebuilt
+mid-episode by replaying the episode's actions from its recorded start (`Agent.restore`), so a resumed
+run continues exactly as the uninterrupted one (tested by killing runs with SIGKILL).
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import random
 import resource
 import sys
 import time
-from collections import deque
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -30,21 +37,19 @@ from tqdm import tqdm
 from spikerl.config import TrainConfig
 from spikerl.devices import resolve_device
 from spikerl.errors import SpikerlError, TrainingDiverged
-from spikerl.rl.checkpoint import capture_rng_state, env_rng_state, restore_env_rng_state, restore_rng_state
-from spikerl.rl.envs import make_env
-from spikerl.rl.evaluate import best_moving_average, evaluate
-from spikerl.rl.run import Run
+from spikerl.rl.agent import Agent
+from spikerl.rl.evaluate import best_moving_average, evaluate_agents
+from spikerl.rl.run import CheckpointStore, Run
 from spikerl.snn.encoders import RunningMaxAbs
+from spikerl.snn.stacked import stack_modules, unstack_state
 
 
-def seed_everything(seed: int) -> tuple[np.random.Generator, torch.Generator]:
-    """Seed Python, NumPy and torch (CPU and CUDA); return the run's NumPy generator and the membrane-draw
-    generator (a CPU generator: the same draw whatever the device)."""
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) globally; each agent has its own generators besides."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = True
-    return np.random.default_rng(seed), torch.Generator().manual_seed(seed)
 
 
 def resident_memory_mib() -> float | None:
@@ -76,74 +81,128 @@ def _tensor_bytes(state) -> int:
     return 0
 
 
+@torch.no_grad()
+def clip_grad_norm_per_agent(parameters, max_norm: float) -> torch.Tensor:
+    """`torch.nn.utils.clip_grad_norm_` for stacked agents: each agent's gradients (leading dimension of
+    every parameter) scaled so that their joint 2-norm is at most `max_norm`; returns the norms [K]."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    norms = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1)
+                                                  for g in grads]), dim=0)
+    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale.reshape(-1, *([1] * (g.dim() - 1))))
+    return norms
+
+
+def _finite_per_agent(tensor: torch.Tensor) -> np.ndarray:
+    """Whether each agent's slice (leading dimension) of a stacked tensor is finite everywhere."""
+    return torch.isfinite(tensor.detach()).reshape(tensor.shape[0], -1).all(dim=1).cpu().numpy()
+
+
 class TrainingLoop:
-    """Environment, observation statistics, episode books, progress bar, evaluations, divergence checks,
-    checkpoints and resume.
+    """The population's agents, normalizer, progress, evaluations, divergence checks and checkpoints.
 
-    Made with the config and run folder, it creates the environment (`env`, its action space seeded),
-    the observation normalizer (`obs_norm`) and resolves the device (`device`). The algorithm builds its
-    networks on those, then calls `begin` with what a checkpoint must hold (`components`: every module
-    and optimizer), its replay buffer and its policy (the module whose `act` is greedy); then `env_step` to act, `check_finite` on each
-    loss, and `after_step`, which returns True when training should stop (a periodic evaluation reached
-    `eval.stop_at_return`, or `total_episodes` episodes are done); `finish` at the end.
-    """
+    `cfgs` are the agents' configs (one algorithm, environment and network shape; see
+    `spikerl.rl.population` for what may differ), `runs` their run folders (None for an agent that had
+    finished before), `store` where the population's checkpoints go."""
 
-    def __init__(self, cfg: TrainConfig, run: Run, rng: np.random.Generator):
-        self.cfg, self.run, self.rng = cfg, run, rng
-        self.device = resolve_device(cfg.device)
-        if cfg.video.every:
+    def __init__(self, cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStore):
+        self.cfg = cfgs[0]  # the settings every agent shares
+        seed_everything(self.cfg.seed)
+        self.store = store
+        self.device = resolve_device(self.cfg.device)
+        if self.cfg.video.every:
             from spikerl.video.record import prepare_rendering
 
-            prepare_rendering(cfg.env_id)  # MuJoCo's OpenGL is chosen before the environment imports MuJoCo
-        self.env = make_env(cfg.env_id, cfg.algo)
-        self.env.action_space.seed(cfg.seed)
-        self.obs_norm = RunningMaxAbs(self.env.observation_space.shape[0], enabled=cfg.network.normalize_obs)
+            prepare_rendering(self.cfg.env_id)  # MuJoCo's OpenGL is chosen before the environment imports MuJoCo
+        self.agents = [Agent(k, cfg, run) for k, (cfg, run) in enumerate(zip(cfgs, runs))]
+        env = self.agents[0].env
+        self.observation_space, self.action_space = env.observation_space, env.action_space
+        self.obs_norm = RunningMaxAbs(self.observation_space.shape[0], enabled=self.cfg.network.normalize_obs)
+        self.obs_norm.max_abs = self.obs_norm.max_abs.expand(len(self.agents), 1, -1).clone()
         self.obs_norm.to(self.device)
-        self.policy: nn.Module | None = None  # has `act(obs)` (greedy or noise-free) and `net`
+        self.policy: nn.Module | None = None  # stacked; `policy(obs [K, B, d])` acts greedily or noise-free
         self.components: dict[str, nn.Module | torch.optim.Optimizer] = {}
         self.buffer = None
-        self.recent_returns: deque[float] = deque(maxlen=10)
-        self.episode_return, self.episode_length, self.episodes = 0.0, 0, 0
-        self.best_eval: float | None = None
-        self.last_eval: tuple[int, dict] | None = None  # (step, result) of the latest periodic evaluation
-        self.next_checkpoint = cfg.checkpoint_every
+        self.next_checkpoint = self.cfg.checkpoint_every
         self.last_checkpoint: tuple[int, str] | None = None
-        self.env_rng_before_reset: dict | None = None  # set when an episode ended in the current step
+        self.backends: dict[str, str] = {}  # the backend each network ran on (final_eval.json); the algorithm sets it
         self.start = time.perf_counter()
         self.progress = None
+
+    @property
+    def size(self) -> int:
+        return len(self.agents)
+
+    def active_agents(self) -> list[Agent]:
+        return [agent for agent in self.agents if agent.active]
+
+    # ------------------------------------------------------------------ building
+
+    def build(self, make: Callable[[Agent, RunningMaxAbs], tuple[nn.Module, ...]]) -> tuple[nn.Module, ...]:
+        """Each agent's modules, made by `make(agent, its normalizer)` with the global torch generator seeded
+        with the agent's seed (initial weights as its run alone draws them), stacked across agents, each
+        reading the population's normalizer. Each agent's torch generator continues from there."""
+        per_agent = []
+        for agent in self.agents:
+            torch.manual_seed(agent.cfg.seed)
+            norm = RunningMaxAbs(self.observation_space.shape[0], enabled=agent.cfg.network.normalize_obs).to(self.device)
+            per_agent.append(make(agent, norm))
+            agent.torch_generator.set_state(torch.get_rng_state())
+        stacked = tuple(stack_modules(list(group)) for group in zip(*per_agent))
+        for module in stacked:
+            self.share_normalizer(module)
+        return stacked
+
+    def share_normalizer(self, module: nn.Module) -> None:
+        """Point every `obs_norm` inside `module` (a stacked module or a copy of one) at the population's."""
+        for sub in list(module.modules()):
+            if isinstance(getattr(sub, "obs_norm", None), RunningMaxAbs):
+                sub.obs_norm = self.obs_norm
+
+    def per_agent(self, value: Callable[[TrainConfig], float]) -> float | torch.Tensor:
+        """A setting that agents may differ in: a Python number when they all agree (the arithmetic of a run
+        alone, bit for bit: torch multiplies by a Python number in double precision), else a [K, 1] tensor
+        on the device, which broadcasts against [K, B] batches."""
+        values = [float(value(agent.cfg)) for agent in self.agents]
+        if len(set(values)) == 1:
+            return values[0]
+        return torch.tensor([[v] for v in values], device=self.device)
+
+    def normal(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """Standard normal noise [K, *shape], each agent's drawn from its own torch generator."""
+        return torch.stack([torch.randn(shape, generator=agent.torch_generator) for agent in self.agents]).to(self.device)
+
+    def obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
+        """The agents' observations [K, d] as a batch of one per agent, [K, 1, d]."""
+        return torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(1)
 
     # ------------------------------------------------------------------ start, new or resumed
 
     def begin(self, checkpoint: dict | None, *, components: dict[str, nn.Module | torch.optim.Optimizer], buffer,
               policy: nn.Module) -> tuple[int, np.ndarray]:
-        """Restore `checkpoint` if given; return the last completed step and the first observation."""
+        """Restore `checkpoint` if given; return the last completed step and the agents' observations [K, d]."""
         self.components, self.buffer, self.policy = components, buffer, policy
-        self.run.check_free_space(self.checkpoint_bytes())
+        self.store.check_free_space(self.checkpoint_bytes(), bool(self.cfg.checkpoint_every))
         if checkpoint is None:
-            self.run.open_logs(None)
-            obs, _ = self.env.reset(seed=self.cfg.seed)
+            step, obs = 0, np.stack([agent.reset() for agent in self.agents])
             self.observe(obs)
-            step = 0
+            for agent in self.active_agents():
+                agent.run.open_logs(None)
         else:
-            step = self.restore(checkpoint)
-            self.run.open_logs(checkpoint)
-            obs, _ = self.env.reset()  # the same reset the uninterrupted run made after this episode end
+            step, obs = self.restore(checkpoint)
+        agents = f"{self.size} agents, " if self.size > 1 else ""
         self.progress = tqdm(total=self.cfg.total_steps, initial=step, disable=not self.cfg.progress, unit="step",
                              dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0,
-                             desc=f"{self.cfg.algo}-{self.cfg.network.kind} {self.cfg.env_id}")
+                             desc=f"{agents}{self.cfg.algo}-{self.cfg.network.kind} {self.cfg.env_id}")
         return step, obs
 
-    def episodes_done(self) -> bool:
-        """Whether the `total_episodes` budget (if any) is spent."""
-        return self.cfg.total_episodes is not None and self.episodes >= self.cfg.total_episodes
-
     def remaining_steps(self, step: int) -> range:
-        """The steps still to train after `step`: none if `total_episodes` were done before it (a run resumed
-        from the checkpoint at its last episode end), else up to `total_steps`."""
-        return range(step + 1, step + 1 if self.episodes_done() else self.cfg.total_steps + 1)
+        """The steps still to train after `step`, up to `total_steps` (none if no agent trains on)."""
+        return range(step + 1, step + 1 if not self.active_agents() else self.cfg.total_steps + 1)
 
     def observe(self, obs: np.ndarray) -> None:
-        self.obs_norm.update(torch.as_tensor(obs).to(self.device))
+        self.obs_norm.update(self.obs_tensor(obs))
 
     def checkpoint_bytes(self) -> int:
         """About the size of one checkpoint: tensors now, Adam's two moments per parameter, the full buffer."""
@@ -154,21 +213,22 @@ class TrainingLoop:
                 size += 2 * sum(_tensor_bytes(p) for group in component.param_groups for p in group["params"])
         return size + 2**20
 
-    def state(self, step: int) -> dict:
+    def state(self, step: int, obs: np.ndarray) -> dict:
         return {
-            "algo": self.cfg.algo, "env_id": self.cfg.env_id,
+            "algo": self.cfg.algo, "env_id": self.cfg.env_id, "agents": [str(a.cfg.run_dir) for a in self.agents],
             "components": {name: c.state_dict() for name, c in self.components.items()},
-            "buffer": self.buffer.state_dict(), "rng": capture_rng_state(self.rng), "env_rng": self.env_rng_before_reset,
-            "loop": {"episodes": self.episodes, "recent_returns": list(self.recent_returns), "best_eval": self.best_eval,
-                     "last_eval": self.last_eval, "elapsed_s": time.perf_counter() - self.start,
-                     "next_checkpoint": self.next_checkpoint},
-            "logs": self.run.log_offsets(),
+            "buffer": self.buffer.state_dict(), "torch": torch.get_rng_state(),
+            "agent_states": [agent.state(obs[agent.index]) for agent in self.agents],
+            "loop": {"elapsed_s": time.perf_counter() - self.start, "next_checkpoint": self.next_checkpoint},
         }
 
-    def restore(self, checkpoint: dict) -> int:
+    def restore(self, checkpoint: dict) -> tuple[int, np.ndarray]:
         if checkpoint.get("algo") != self.cfg.algo or checkpoint.get("env_id") != self.cfg.env_id:
             raise SpikerlError(f"the checkpoint is from {checkpoint.get('algo')} on {checkpoint.get('env_id')}, "
                                f"but the run's config says {self.cfg.algo} on {self.cfg.env_id}")
+        if len(checkpoint.get("agent_states", ())) != self.size:
+            raise SpikerlError(f"the checkpoint holds {len(checkpoint.get('agent_states', ()))} agents, "
+                               f"the population {self.size}")
         try:
             for name, component in self.components.items():
                 component.load_state_dict(checkpoint["components"][name])
@@ -176,110 +236,139 @@ class TrainingLoop:
             raise SpikerlError(f"the checkpoint does not fit the networks the run's config describes: "
                                f"{str(exc).splitlines()[0]}") from None
         self.buffer.load_state_dict(checkpoint["buffer"])
-        restore_rng_state(checkpoint["rng"], self.rng)
-        restore_env_rng_state(self.env, checkpoint["env_rng"])
+        torch.set_rng_state(checkpoint["torch"])
+        step = checkpoint["step"]
+        obs = []
+        for agent, state in zip(self.agents, checkpoint["agent_states"]):
+            obs.append(agent.restore(state))
+            if state["status"] != "training":
+                agent.active = False  # stopped before the checkpoint: its run was closed then
+            if agent.active:
+                agent.run.open_logs({"step": step, "logs": state["logs"]})
         loop = checkpoint["loop"]
-        self.episodes, self.best_eval, self.next_checkpoint = loop["episodes"], loop["best_eval"], loop["next_checkpoint"]
-        self.recent_returns.extend(loop["recent_returns"])
-        self.last_eval = tuple(loop["last_eval"]) if loop["last_eval"] else None
+        self.next_checkpoint = loop["next_checkpoint"]
         self.start = time.perf_counter() - loop["elapsed_s"]
-        self.last_checkpoint = (checkpoint["step"], str(self.run.checkpoint_path(checkpoint["step"])))
-        return checkpoint["step"]
+        self.last_checkpoint = (step, str(self.store.path(step)))
+        return step, np.stack(obs)
 
     # ------------------------------------------------------------------ every step
 
-    def env_step(self, step: int, obs: np.ndarray, action) -> np.ndarray:
-        """Act in the environment, store the transition, keep the episode books; return the next observation."""
-        next_obs, reward, terminated, truncated, _ = self.env.step(action)
-        self.observe(next_obs)
-        ends_return = terminated or (truncated and not self.cfg.truncation_bootstraps)
-        self.buffer.add(obs, action, reward, next_obs, ends_return)
-        self.episode_return += float(reward)
-        self.episode_length += 1
-        if terminated or truncated:
-            self.episode_done(step)
-            self.env_rng_before_reset = env_rng_state(self.env)
-            next_obs, _ = self.env.reset()
-        return next_obs
+    def env_step(self, step: int, obs: np.ndarray, actions: list) -> np.ndarray:
+        """Step every training agent's environment, store the transitions (a stopped agent's row repeats its
+        last one), keep the episode books; return the observations to act on next [K, d]."""
+        stored_next, act_next = obs.copy(), obs.copy()
+        rewards, ends = np.zeros(self.size, np.float32), np.zeros(self.size, np.float32)
+        for agent in self.agents:
+            if not agent.active:
+                continue
+            k = agent.index
+            stored_next[k], rewards[k], ends[k], episode_over, act_next[k] = agent.step(actions[k])
+            if episode_over:
+                agent.end_episode(step)
+        self.observe(stored_next)
+        self.buffer.add(obs, np.asarray(actions), rewards, stored_next, ends)
+        if self.progress is not None and self.size == 1 and self.agents[0].recent_returns:
+            self.progress.set_postfix(ret=f"{np.mean(self.agents[0].recent_returns):.1f}", refresh=False)
+        return act_next
 
-    def episode_done(self, step: int) -> None:
-        self.run.log_episode(step, self.episode_return, self.episode_length)
-        self.recent_returns.append(self.episode_return)
-        self.episodes += 1
-        self.episode_return, self.episode_length = 0.0, 0
-        self.progress.set_postfix(ret=f"{np.mean(self.recent_returns):.1f}", refresh=False)
-
-    def check_finite(self, step: int, name: str, value: torch.Tensor) -> None:
-        if not bool(torch.isfinite(value).all()):
-            self.stop_diverged(step, f"{name} is {value.detach().flatten()[0].item()}")
+    def check_finite(self, step: int, name: str, values: torch.Tensor) -> None:
+        """`values`: one loss per agent, [K]; an agent whose loss is not finite stops as diverged."""
+        finite = _finite_per_agent(values.reshape(self.size, -1))
+        for agent in self.active_agents():
+            if not finite[agent.index]:
+                self.stop_diverged(agent, step, f"{name} is {values.detach().reshape(self.size, -1)[agent.index, 0].item()}")
 
     def check_states_finite(self, step: int) -> None:
         for name, component in self.components.items():
             if isinstance(component, nn.Module):
                 for key, tensor in component.state_dict().items():
-                    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                        self.stop_diverged(step, f"{name}.{key} holds NaN or infinite values")
+                    if not tensor.is_floating_point():
+                        continue
+                    finite = _finite_per_agent(tensor)
+                    for agent in self.active_agents():
+                        if not finite[agent.index]:
+                            self.stop_diverged(agent, step, f"{name}.{key} holds NaN or infinite values")
 
-    def stop_diverged(self, step: int, what: str):
+    def stop_diverged(self, agent: Agent, step: int, what: str) -> None:
         if self.last_checkpoint:
             good = f"the last good checkpoint is {self.last_checkpoint[1]} (step {self.last_checkpoint[0]})"
         else:
             good = "no checkpoint was written before it"
-        (self.run.dir / "diverged.json").write_text(json.dumps(
-            {"global_step": step, "reason": what, "last_good_checkpoint": self.last_checkpoint and self.last_checkpoint[1]}))
-        self.progress.close()
-        self.run.close()
-        raise TrainingDiverged(f"training diverged at step {step}: {what}; stopped without saving it; {good}")
+        agent.write_diverged(step, what, self.last_checkpoint and self.last_checkpoint[1])
+        agent.diverged = f"training diverged at step {step}: {what}; stopped without saving it; {good}"
+        agent.active, agent.status = False, "diverged"
+        agent.run.close()
+        if self.size > 1:
+            self.progress.write(f"{agent.name}: {agent.diverged}")
 
     def steps_per_second(self, step: int) -> float:
         return step / max(time.perf_counter() - self.start, 1e-9)
 
-    def after_step(self, step: int) -> bool:
+    def after_step(self, step: int, obs: np.ndarray) -> bool:
+        """Books, evaluations, videos, checkpoints and stops after `step`; True once no agent trains on."""
         self.progress.update(1)
-        stop = False
+        stopping: list[Agent] = []
         if step % 1000 == 0:
             self.check_states_finite(step)
-            self.run.log_scalars(step, {"charts/SPS": self.steps_per_second(step)})
+            scalars = {"charts/SPS": self.steps_per_second(step)}
             rss = resident_memory_mib()
             if rss is not None:
-                self.run.log_scalars(step, {"perf/rss_mib": rss, "perf/peak_rss_mib": peak_memory_mib()})
+                scalars.update({"perf/rss_mib": rss, "perf/peak_rss_mib": peak_memory_mib()})
+            for agent in self.active_agents():
+                agent.run.log_scalars(step, scalars)
         if self.cfg.eval.every and step % self.cfg.eval.every == 0:
-            stop = self.periodic_eval(step)
+            stopping += self.periodic_eval(step)
         if self.cfg.video.every and step % self.cfg.video.every == 0:
-            self.record_video(step)
-        if self.episodes_done():
-            stop = True
-        if self.env_rng_before_reset is not None:  # an episode ended in this step: a checkpoint may be taken
-            if self.cfg.checkpoint_every and step >= self.next_checkpoint:
-                self.check_states_finite(step)
-                self.next_checkpoint = (step // self.cfg.checkpoint_every + 1) * self.cfg.checkpoint_every
-                path = self.run.save_checkpoint(step, self.state(step))
-                self.last_checkpoint = (step, str(path))
-            self.env_rng_before_reset = None
-        return stop
+            for agent in self.active_agents():
+                self.record_video(agent, step)
+        stopping += [agent for agent in self.active_agents() if agent.episodes_done() and agent not in stopping]
+        if self.cfg.checkpoint_every and step >= self.next_checkpoint:
+            self.check_states_finite(step)
+            self.next_checkpoint = (step // self.cfg.checkpoint_every + 1) * self.cfg.checkpoint_every
+            path = self.store.save(step, self.state(step, obs))
+            self.last_checkpoint = (step, str(path))
+        if stopping or step == self.cfg.total_steps:
+            self.finish_agents(step, stopping if step < self.cfg.total_steps else self.active_agents())
+        return not self.active_agents()
 
-    def periodic_eval(self, step: int) -> bool:
-        result = evaluate(self.policy.act, self.cfg.env_id, self.cfg.eval.episodes, self.cfg.eval.seed)
-        self.run.log_eval(step, result)
-        self.last_eval = (step, result)
-        self.best_eval = max(self.best_eval if self.best_eval is not None else -np.inf, result["mean_return"])
-        self.progress.write(f"step {step}: eval mean return {result['mean_return']:.1f} "
-                            f"+- {result['std_return']:.1f} over {result['episodes']} episodes")
-        for listener in self.run.eval_listeners:
-            listener(step, result)
-        target = self.cfg.eval.stop_at_return
-        if target is not None and result["mean_return"] >= target:
-            self.progress.write(f"step {step}: reached eval.stop_at_return = {target}, stopping")
-            return True
-        return False
+    def periodic_eval(self, step: int) -> list[Agent]:
+        """Evaluate every training agent; return those that reached their `eval.stop_at_return`."""
+        agents = self.active_agents()
+        results = evaluate_agents(self.policy, [a.index for a in agents], self.size, self.cfg.env_id,
+                                  self.cfg.eval.episodes, self.cfg.eval.seed, self.device)
+        stopping = []
+        for agent, result in zip(agents, results):
+            agent.run.log_eval(step, result)
+            agent.last_eval = (step, result)
+            agent.best_eval = max(agent.best_eval if agent.best_eval is not None else -np.inf, result["mean_return"])
+            who = f"{agent.run.dir.name}: " if self.size > 1 else ""
+            self.progress.write(f"{who}step {step}: eval mean return {result['mean_return']:.1f} "
+                                f"+- {result['std_return']:.1f} over {result['episodes']} episodes")
+            for listener in agent.run.eval_listeners:
+                listener(step, result)
+            target = agent.cfg.eval.stop_at_return
+            if target is not None and result["mean_return"] >= target:
+                self.progress.write(f"{who}step {step}: reached eval.stop_at_return = {target}, stopping")
+                stopping.append(agent)
+        return stopping
 
-    def record_video(self, step: int) -> None:
-        """An evaluation video: videos/step_N.mp4 in the run folder, and a GIF of it in TensorBoard."""
+    def agent_policy(self, agent: Agent) -> nn.Module:
+        """The agent's policy as its own (unstacked) module, as `spikerl eval` loads it."""
+        from spikerl.rl import algorithm_module
+
+        policy = algorithm_module(self.cfg.algo).make_policy(agent.cfg, agent.env, self.device)
+        policy.load_state_dict(unstack_state(self.policy, agent.index))
+        policy.eval()
+        return policy
+
+    def record_video(self, agent: Agent, step: int) -> None:
+        """An evaluation video: videos/step_N.mp4 in the agent's run folder, and a GIF of it in TensorBoard."""
         from spikerl.video.record import downscaled, gif_bytes, write_video
 
         v = self.cfg.video
         # The GIF keeps every k-th frame, downscaled, so that a long episode stays near 300 small frames in memory.
-        limit = self.env.spec.max_episode_steps if self.env.spec and self.env.spec.max_episode_steps else 1000
+        spec = agent.env.spec
+        limit = spec.max_episode_steps if spec and spec.max_episode_steps else 1000
         stride = max(1, -(-limit * v.episodes // 300))
         kept: list[np.ndarray] = []
         frame_numbers = itertools.count()
@@ -288,32 +377,54 @@ class TrainingLoop:
             if next(frame_numbers) % stride == 0:
                 kept.append(downscaled(frame))
 
-        info = write_video(self.policy, self.cfg.env_id, self.run.dir / "videos" / f"step_{step}.mp4", v.episodes,
-                           self.cfg.eval.seed, v.raster, v.fps, on_frame=keep)
-        self.run.log_gif(step, "eval/video", gif_bytes(kept, info["fps"] / stride), kept[0].shape)
+        info = write_video(self.agent_policy(agent), self.cfg.env_id, agent.run.dir / "videos" / f"step_{step}.mp4",
+                           v.episodes, self.cfg.eval.seed, v.raster, v.fps, on_frame=keep)
+        agent.run.log_gif(step, "eval/video", gif_bytes(kept, info["fps"] / stride), kept[0].shape)
 
     # ------------------------------------------------------------------ the end
 
-    def finish(self, step: int, policy_state: dict, backends: dict[str, str]) -> dict:
-        """Final evaluation over eval.final_episodes, final model and summary in the run folder.
-        `backends`: the backend each network ran on (recorded in final_eval.json)."""
-        self.env.close()
+    def finish_agents(self, step: int, agents: list[Agent]) -> None:
+        """Final evaluation over eval.final_episodes, final model and summary in each agent's run folder."""
         self.check_states_finite(step)
-        self.progress.close()
-        wall = time.perf_counter() - self.start
+        agents = [agent for agent in agents if agent.active]
         episodes = self.cfg.eval.final_episodes
-        if self.last_eval and self.last_eval[0] == step and self.last_eval[1]["episodes"] == episodes:
-            result = self.last_eval[1]  # the same policy on the same seeds: evaluating again would repeat it
-        else:
-            result = evaluate(self.policy.act, self.cfg.env_id, episodes, self.cfg.eval.seed)
-            self.run.log_eval(step, result)
-        best = max(self.best_eval if self.best_eval is not None else -np.inf, result["mean_return"])
-        train_average = best_moving_average(self.run.training_returns())
-        extra = {"global_step": step, "train_episodes": self.episodes, "wall_time_s": wall,
-                 "steps_per_second": step / max(wall, 1e-9), "best_eval_mean_return": float(best),
-                 "best_train_average": train_average and train_average[0],
-                 "best_train_average_episode": train_average and train_average[1],
-                 "device": str(self.device), "backends": backends, "run_dir": str(self.run.dir)}
-        self.run.save_final(self.cfg, policy_state, result, extra)
-        self.run.close()
-        return {**result, **extra}
+        fresh = [a for a in agents if not (a.last_eval and a.last_eval[0] == step and a.last_eval[1]["episodes"] == episodes)]
+        # An evaluation at this step on the same seeds is reused: evaluating again would repeat it.
+        results = dict(zip((a.index for a in fresh), evaluate_agents(
+            self.policy, [a.index for a in fresh], self.size, self.cfg.env_id, episodes, self.cfg.eval.seed,
+            self.device))) if fresh else {}
+        wall = time.perf_counter() - self.start
+        for agent in agents:
+            result = results.get(agent.index)
+            if result is None:
+                result = agent.last_eval[1]
+            else:
+                agent.run.log_eval(step, result)
+            best = max(agent.best_eval if agent.best_eval is not None else -np.inf, result["mean_return"])
+            train_average = best_moving_average(agent.run.training_returns())
+            extra = {"global_step": step, "train_episodes": agent.episodes, "wall_time_s": wall,
+                     "steps_per_second": step / max(wall, 1e-9), "best_eval_mean_return": float(best),
+                     "best_train_average": train_average and train_average[0],
+                     "best_train_average_episode": train_average and train_average[1],
+                     "device": str(self.device), "backends": self.backends, "run_dir": str(agent.run.dir)}
+            if self.size > 1:
+                extra["population"] = {"agents": self.size, "index": agent.index}
+            agent.run.save_final(agent.cfg, unstack_state(self.policy, agent.index), result, extra)
+            agent.run.close()
+            agent.result = {**result, **extra}
+            agent.active, agent.status = False, "finished"
+
+    def finish(self, step: int) -> list[dict]:
+        """Finish the agents still training at `step` (a resumed run given a lower total_steps than its checkpoint's
+        step ends there), close everything; the results of the agents that finished in this process, in agent
+        order. A population of one that diverged raises TrainingDiverged, as does one whose every agent did."""
+        self.finish_agents(step, self.active_agents())
+        self.progress.close()
+        for agent in self.agents:
+            agent.env.close()
+        diverged = [agent for agent in self.agents if agent.diverged]
+        if diverged and len(diverged) == len([a for a in self.agents if a.run is not None]):
+            raise TrainingDiverged(diverged[0].diverged if self.size == 1 else
+                                   f"every agent diverged; {diverged[0].name}: {diverged[0].diverged}")
+        return [getattr(agent, "result", None) or ({"diverged": agent.diverged, "run_dir": str(agent.run.dir)}
+                                                   if agent.diverged else None) for agent in self.agents]

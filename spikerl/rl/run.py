@@ -32,10 +32,10 @@ EPISODE_FIELDS = ["global_step", "episodic_return", "episodic_length"]
 EVAL_FIELDS = ["global_step", "mean_return", "std_return", "min_return", "max_return"]
 
 
-def default_run_dir(cfg: TrainConfig) -> Path:
+def default_run_dir(cfg: TrainConfig, seeds: str | None = None) -> Path:
     env = cfg.env_id.replace("/", "_")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{env}-{cfg.algo}-{cfg.network.kind}-s{cfg.seed}-{stamp}"
+    return Path("runs") / f"{env}-{cfg.algo}-{cfg.network.kind}-{seeds or f's{cfg.seed}'}-{stamp}"
 
 
 class CsvLog:
@@ -63,9 +63,72 @@ class CsvLog:
         self._file.close()
 
 
+class CheckpointStore:
+    """A folder of checkpoints step_<N>.pt, the newest `keep` kept: a run's, or a population's (which holds
+    every agent of it in each file)."""
+
+    def __init__(self, directory: Path, keep: int):
+        self.dir, self.keep = Path(directory), keep
+
+    def checkpoints(self) -> list[Path]:
+        """The checkpoints, newest first."""
+        paths = [p for p in self.dir.glob("step_*.pt") if p.stem[5:].isdigit()]
+        return sorted(paths, key=lambda p: int(p.stem[5:]), reverse=True)
+
+    def check_free_space(self, checkpoint_bytes: int, checkpointing: bool) -> None:
+        """Refuse to start when the checkpoints kept (plus one being written) cannot fit."""
+        copies = self.keep + 1 if checkpointing else 1
+        needed = checkpoint_bytes * copies
+        self.dir.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.dir).free
+        if free < needed:
+            raise SpikerlError(f"{self.dir} has {free / 2**20:.0f} MiB free, but this run's checkpoints "
+                               f"need about {needed / 2**20:.0f} MiB ({copies} x {checkpoint_bytes / 2**20:.0f} MiB, "
+                               "mostly the replay buffer); free space, or lower keep_checkpoints or the buffer size")
+
+    def path(self, step: int) -> Path:
+        return self.dir / f"step_{step}.pt"
+
+    def save(self, step: int, state: dict) -> Path:
+        """Write step_<step>.pt completely, then drop checkpoints beyond `keep`, oldest first."""
+        path = self.path(step)
+        previous = self.checkpoints()
+        try:
+            write_checkpoint({"step": step, **state}, path)
+        except OSError as exc:
+            kept = f"; the previous checkpoint {previous[0]} is intact" if previous else ""
+            raise SpikerlError(f"could not write checkpoint {path}: {exc.strerror or exc}{kept}") from None
+        for old in self.checkpoints()[self.keep:]:
+            old.unlink()
+        return path
+
+    def latest_good(self, owner: Path) -> dict | None:
+        """The newest checkpoint that loads and verifies; corrupt newer ones are set aside with a message.
+        A sound checkpoint of another format version stops the resume (and is left where it is)."""
+        for stale in self.dir.glob(".step_*.pt.tmp-*"):
+            stale.unlink()  # a write the killed process never finished
+        candidates = self.checkpoints()
+        for path in candidates:
+            try:
+                data = load_checkpoint(path)
+            except CheckpointFormatError:
+                raise
+            except SpikerlError as exc:
+                aside = path.with_name(path.name + ".corrupt")
+                path.replace(aside)
+                print(f"spikerl: {exc}; moved it to {aside.name} and falling back to the previous checkpoint",
+                      file=sys.stderr)
+                continue
+            print(f"spikerl: resuming {owner} from {path.name} (step {data['step']})", file=sys.stderr)
+            return data
+        if candidates:
+            raise SpikerlError(f"no usable checkpoint in {self.dir}: all {len(candidates)} are corrupt")
+        return None
+
+
 def _check_writable(directory: Path) -> None:
     try:
-        (directory / "checkpoints").mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True)
         probe = directory / ".write-test"
         probe.write_text("ok")
         probe.unlink()
@@ -109,7 +172,7 @@ class Run:
     def __init__(self, cfg: TrainConfig, *, resume: bool = False):
         self.cfg = cfg
         self.dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
-        self.checkpoint_dir = self.dir / "checkpoints"
+        self.store = CheckpointStore(self.dir / "checkpoints", cfg.keep_checkpoints)  # a population of one's
         if resume:
             if not (self.dir / "config.yaml").is_file():
                 raise SpikerlError(f"cannot resume {self.dir}: not a spikerl run folder (no config.yaml)")
@@ -123,6 +186,9 @@ class Run:
         # Called as listener(step, result) after every periodic evaluation; a tuner reports to its
         # pruner here, and may raise to stop the run (the caller then closes it).
         self.eval_listeners: list = []
+
+    def latest_good_checkpoint(self) -> dict | None:
+        return self.store.latest_good(self.dir)
 
     def finished(self) -> bool:
         return run_finished(self.dir)
@@ -171,62 +237,6 @@ class Run:
     def log_eval(self, step: int, result: dict) -> None:
         self.evals.write({"global_step": step, **{k: result[k] for k in EVAL_FIELDS[1:]}})
         self.tb.add_scalar("eval/mean_return", result["mean_return"], step)
-
-    # ------------------------------------------------------------------ checkpoints
-
-    def checkpoints(self) -> list[Path]:
-        """The run's checkpoints, newest first."""
-        paths = [p for p in self.checkpoint_dir.glob("step_*.pt") if p.stem[5:].isdigit()]
-        return sorted(paths, key=lambda p: int(p.stem[5:]), reverse=True)
-
-    def check_free_space(self, checkpoint_bytes: int) -> None:
-        """Refuse to start when the checkpoints this run keeps (plus one being written) cannot fit."""
-        copies = self.cfg.keep_checkpoints + 1 if self.cfg.checkpoint_every else 1
-        needed = checkpoint_bytes * copies
-        free = shutil.disk_usage(self.dir).free
-        if free < needed:
-            raise SpikerlError(f"run folder {self.dir} has {free / 2**20:.0f} MiB free, but this run's checkpoints "
-                               f"need about {needed / 2**20:.0f} MiB ({copies} x {checkpoint_bytes / 2**20:.0f} MiB, "
-                               "mostly the replay buffer); free space, or lower keep_checkpoints or the buffer size")
-
-    def checkpoint_path(self, step: int) -> Path:
-        return self.checkpoint_dir / f"step_{step}.pt"
-
-    def save_checkpoint(self, step: int, state: dict) -> Path:
-        """Write step_<step>.pt completely, then drop checkpoints beyond `keep_checkpoints`, oldest first."""
-        path = self.checkpoint_path(step)
-        previous = self.checkpoints()
-        try:
-            write_checkpoint({"step": step, **state}, path)
-        except OSError as exc:
-            kept = f"; the previous checkpoint {previous[0]} is intact" if previous else ""
-            raise SpikerlError(f"could not write checkpoint {path}: {exc.strerror or exc}{kept}") from None
-        for old in self.checkpoints()[self.cfg.keep_checkpoints:]:
-            old.unlink()
-        return path
-
-    def latest_good_checkpoint(self) -> dict | None:
-        """The newest checkpoint that loads and verifies; corrupt newer ones are set aside with a message.
-        A sound checkpoint of another format version stops the resume (and is left where it is)."""
-        for stale in self.checkpoint_dir.glob(".step_*.pt.tmp-*"):
-            stale.unlink()  # a write the killed process never finished
-        candidates = self.checkpoints()
-        for path in candidates:
-            try:
-                data = load_checkpoint(path)
-            except CheckpointFormatError:
-                raise
-            except SpikerlError as exc:
-                aside = path.with_name(path.name + ".corrupt")
-                path.replace(aside)
-                print(f"spikerl: {exc}; moved it to {aside.name} and falling back to the previous checkpoint",
-                      file=sys.stderr)
-                continue
-            print(f"spikerl: resuming {self.dir} from {path.name} (step {data['step']})", file=sys.stderr)
-            return data
-        if candidates:
-            raise SpikerlError(f"no usable checkpoint in {self.checkpoint_dir}: all {len(candidates)} are corrupt")
-        return None
 
     def save_final(self, cfg: TrainConfig, policy_state: dict, result: dict, extra: dict) -> None:
         write_checkpoint({"config": config_to_dict(cfg), "policy": policy_state}, self.dir / "final_model.pt")

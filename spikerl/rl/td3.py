@@ -16,9 +16,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from spikerl.config import NetworkConfig, TrainConfig
-from spikerl.rl.loop import TrainingLoop, as_obs_tensor, seed_everything
+from spikerl.rl.loop import TrainingLoop, as_obs_tensor
 from spikerl.rl.replay import ReplayBuffer
-from spikerl.rl.run import Run
+from spikerl.rl.run import CheckpointStore, Run
 from spikerl.snn.encoders import RunningMaxAbs
 from spikerl.snn.network import build_network
 
@@ -30,7 +30,7 @@ class Actor(nn.Module):
                  generator: torch.Generator | None = None, device: torch.device | str = "cpu", outputs_per_dimension: int = 1):
         super().__init__()
         self.obs_norm = obs_norm
-        self.net = build_network(cfg.network, obs_norm.max_abs.numel(), outputs_per_dimension * action_space.shape[0],
+        self.net = build_network(cfg.network, obs_norm.max_abs.shape[-1], outputs_per_dimension * action_space.shape[0],
                                  generator, device)
         low, high = (torch.as_tensor(b, dtype=torch.float32) for b in (action_space.low, action_space.high))
         self.register_buffer("action_scale", ((high - low) / 2.0).to(device))
@@ -43,6 +43,11 @@ class Actor(nn.Module):
     def act(self, obs: np.ndarray) -> np.ndarray:
         return self(as_obs_tensor(obs, self.action_scale.device))[0].cpu().numpy()
 
+    @torch.no_grad()
+    def act_agents(self, obs: torch.Tensor) -> np.ndarray:
+        """Stacked: each agent's action for its observation, obs [K, 1, d] -> [K, action_dim]."""
+        return self(obs)[:, 0].cpu().numpy()
+
 
 class Critic(nn.Module):
     """Q(s, a) on the same normalized observation as the actor; the input is [obs, action]."""
@@ -51,21 +56,25 @@ class Critic(nn.Module):
                  device: torch.device | str = "cpu"):
         super().__init__()
         self.obs_norm = obs_norm
-        self.net = build_network(net_cfg, obs_norm.max_abs.numel() + action_dim, 1, generator, device)
+        self.net = build_network(net_cfg, obs_norm.max_abs.shape[-1] + action_dim, 1, generator, device)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([self.obs_norm(obs), action], dim=1)).squeeze(1)
+        return self.net(torch.cat([self.obs_norm(obs), action], dim=-1)).squeeze(-1)
 
 
 def twin_critics(net_cfg: NetworkConfig, obs_norm: RunningMaxAbs, action_dim: int, generator: torch.Generator | None,
-                 device: torch.device | str, learning_rate: float) -> tuple[list[Critic], list[Critic], torch.optim.Optimizer]:
-    """Two critics, their target copies (reading the same normalizer) and one Adam over both critics."""
-    critics = [Critic(net_cfg, obs_norm, action_dim, generator, device) for _ in range(2)]
+                 device: torch.device | str) -> tuple[Critic, Critic]:
+    """The two critics of clipped double Q-learning, reading the actor's normalizer."""
+    return tuple(Critic(net_cfg, obs_norm, action_dim, generator, device) for _ in range(2))
+
+
+def critic_targets(loop: TrainingLoop, critics: tuple[nn.Module, nn.Module], learning_rate: float):
+    """Target copies of the (stacked) critics, reading the population's normalizer, and one Adam over both critics."""
     targets = [copy.deepcopy(critic) for critic in critics]
     for target in targets:
-        target.obs_norm = obs_norm
+        loop.share_normalizer(target)
     optimizer = torch.optim.Adam([p for critic in critics for p in critic.net.parameters()], lr=learning_rate)
-    return critics, targets, optimizer
+    return targets, optimizer
 
 
 def make_policy(cfg: TrainConfig, env: gym.Env, device: torch.device | str = "cpu") -> Actor:
@@ -82,29 +91,33 @@ def smoothed_target_actions(target_actions: torch.Tensor, noise: torch.Tensor, n
 
 
 def td_target(rewards: torch.Tensor, terminated: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor,
-              gamma: float) -> torch.Tensor:
+              gamma: float | torch.Tensor) -> torch.Tensor:
     """Clipped double Q-learning: r + gamma (1 - terminated) min(Q1'(s', a'), Q2'(s', a'))."""
     return rewards + gamma * (1.0 - terminated) * torch.min(q1, q2)
 
 
-def train(cfg: TrainConfig, run: Run, checkpoint: dict | None = None) -> dict:
-    """Train from scratch, or continue from `checkpoint` (a dict from `Run.latest_good_checkpoint`)."""
-    t = cfg.td3
-    # Seeding: Python, NumPy, torch; the loop seeds the environment and its action space.
-    rng, membrane_gen = seed_everything(cfg.seed)
-    loop = TrainingLoop(cfg, run, rng)
-    env, device, obs_norm = loop.env, loop.device, loop.obs_norm
-    action_dim = env.action_space.shape[0]
+def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStore,
+          checkpoint: dict | None = None) -> list[dict | None]:
+    """Train agents `cfgs` (a population; one config is an ordinary run) from scratch or from `checkpoint`."""
+    t = cfgs[0].td3  # what agents share; per agent: gamma and the exploration noise
+    # Seeding: each agent's networks, environment, action space and generators from its own seed (the loop).
+    loop = TrainingLoop(cfgs, runs, store)
+    device, agents, action_space = loop.device, loop.agents, loop.action_space
+    action_dim = action_space.shape[0]
 
-    actor = Actor(cfg, obs_norm, env.action_space, membrane_gen, device)
-    (critic1, critic2), (critic1_target, critic2_target), critic_optimizer = twin_critics(
-        t.critic, obs_norm, action_dim, membrane_gen, device, t.critic_learning_rate)
+    actor, critic1, critic2 = loop.build(lambda agent, norm: (
+        Actor(agent.cfg, norm, action_space, agent.membrane_generator, device),
+        *twin_critics(t.critic, norm, action_dim, agent.membrane_generator, device)))
+    (critic1_target, critic2_target), critic_optimizer = critic_targets(loop, (critic1, critic2), t.critic_learning_rate)
     actor_target = copy.deepcopy(actor)
-    actor_target.obs_norm = obs_norm  # one normalizer for every network, as dsrl's critic input
+    loop.share_normalizer(actor_target)  # one normalizer for every network, as dsrl's critic input
     actor_optimizer = torch.optim.Adam(actor.net.parameters(), lr=t.actor_learning_rate)
-    buffer = ReplayBuffer(t.buffer_size, env.observation_space.shape[0], (action_dim,))
+    buffer = ReplayBuffer(t.buffer_size, loop.observation_space.shape[0], (action_dim,), agents=loop.size)
     scale, offset = actor.action_scale, actor.action_offset
-    scale_np, low, high = scale.cpu().numpy(), env.action_space.low, env.action_space.high
+    scale_np, low, high = scale[0, 0].cpu().numpy(), action_space.low, action_space.high
+    gamma = loop.per_agent(lambda cfg: cfg.td3.gamma)
+    rngs = [agent.rng for agent in agents]
+    loop.backends = {"actor": actor.net.backend, "critic": critic1.net.backend}
 
     step, obs = loop.begin(checkpoint, policy=actor, buffer=buffer, components={
         "actor": actor, "critic1": critic1, "critic2": critic2, "actor_target": actor_target,
@@ -112,40 +125,46 @@ def train(cfg: TrainConfig, run: Run, checkpoint: dict | None = None) -> dict:
         "actor_optimizer": actor_optimizer, "critic_optimizer": critic_optimizer})
     for step in loop.remaining_steps(step):
         if step <= t.learning_starts:
-            action = env.action_space.sample()
+            actions = [agent.env.action_space.sample() if agent.active else np.zeros(action_dim, np.float32)
+                       for agent in agents]
         else:
-            noise = rng.normal(0.0, t.exploration_noise, size=action_dim) * scale_np
-            action = np.clip(actor.act(obs) + noise, low, high).astype(np.float32)
-        obs = loop.env_step(step, obs, action)
+            greedy = actor.act_agents(loop.obs_tensor(obs))
+            actions = [np.clip(greedy[a.index] + a.rng.normal(0.0, a.cfg.td3.exploration_noise, size=action_dim)
+                               * scale_np, low, high).astype(np.float32) if a.active else greedy[a.index] for a in agents]
+        obs = loop.env_step(step, obs, actions)
 
         if step > t.learning_starts:
-            b_obs, b_actions, b_rewards, b_next_obs, b_terminated = buffer.sample(t.batch_size, rng, device)
+            b_obs, b_actions, b_rewards, b_next_obs, b_terminated = buffer.sample(t.batch_size, rngs, device)
             with torch.no_grad():
-                noise = torch.randn_like(b_actions) * t.target_noise
+                noise = loop.normal(tuple(b_actions.shape[1:])) * t.target_noise
                 next_actions = smoothed_target_actions(actor_target(b_next_obs), noise, t.target_noise_clip, scale, offset)
                 target = td_target(b_rewards, b_terminated, critic1_target(b_next_obs, next_actions),
-                                   critic2_target(b_next_obs, next_actions), t.gamma)
+                                   critic2_target(b_next_obs, next_actions), gamma)
             q1, q2 = critic1(b_obs, b_actions), critic2(b_obs, b_actions)
-            critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
-            loop.check_finite(step, "losses/critic_loss", critic_loss)
+            critic_losses = (F.mse_loss(q1, target, reduction="none").mean(dim=-1)
+                             + F.mse_loss(q2, target, reduction="none").mean(dim=-1))  # one per agent
+            loop.check_finite(step, "losses/critic_loss", critic_losses)
             critic_optimizer.zero_grad()
-            critic_loss.backward()
+            critic_losses.sum().backward()  # each agent's gradient is its own loss's
             critic_optimizer.step()
 
             if step % t.policy_delay == 0:
-                actor_loss = -critic1(b_obs, actor(b_obs)).mean()
-                loop.check_finite(step, "losses/actor_loss", actor_loss)
+                actor_losses = -critic1(b_obs, actor(b_obs)).mean(dim=-1)
+                loop.check_finite(step, "losses/actor_loss", actor_losses)
                 actor_optimizer.zero_grad()
-                actor_loss.backward()
+                actor_losses.sum().backward()
                 actor_optimizer.step()
                 with torch.no_grad():
                     for net, target_net in ((actor, actor_target), (critic1, critic1_target), (critic2, critic2_target)):
                         for p, p_target in zip(net.net.parameters(), target_net.net.parameters()):
                             p_target.lerp_(p, t.tau)
                 if step % 100 == 0:
-                    run.log_scalars(step, {"losses/critic_loss": critic_loss.item() / 2, "losses/actor_loss": actor_loss.item(),
-                                           "losses/q_values": q1.mean().item()})
+                    for agent, critic_loss, actor_loss, q in zip(agents, critic_losses.tolist(), actor_losses.tolist(),
+                                                                 q1.mean(dim=-1).tolist()):
+                        if agent.active:
+                            agent.run.log_scalars(step, {"losses/critic_loss": critic_loss / 2,
+                                                         "losses/actor_loss": actor_loss, "losses/q_values": q})
 
-        if loop.after_step(step):
+        if loop.after_step(step, obs):
             break
-    return loop.finish(step, actor.state_dict(), {"actor": actor.net.backend, "critic": critic1.net.backend})
+    return loop.finish(step)

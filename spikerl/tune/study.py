@@ -127,8 +127,8 @@ class TrialRunner:
         import optuna
 
         from spikerl.config import load_config
-        from spikerl.rl import algorithm_module
         from spikerl.errors import TrainingDiverged
+        from spikerl.rl import train_run
         from spikerl.rl.run import Run
 
         trial.set_user_attr("worker", worker_identity())
@@ -144,7 +144,7 @@ class TrialRunner:
                 run.eval_listeners.append(self._reporter(trial, index))
             try:  # the run's own messages go to its folder; the tuner prints one line per trial
                 with open(folder / f"s{seed}.log", "w") as output, redirect_stdout(output), redirect_stderr(output):
-                    result = algorithm_module(cfg.algo).train(cfg, run)
+                    result = train_run(cfg, run)
             except SpikerlError as exc:
                 if not isinstance(exc, TrainingDiverged):
                     trial.set_user_attr("error", f"seed {seed}: {exc}")
