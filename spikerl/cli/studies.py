@@ -24,7 +24,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     validate_spec(spec)
     sweep = Sweep(spec, Path(args.out))
     sweep.prepare()
-    sweep.run(args.workers, log=lambda line: print(line, flush=True))
+    sweep.run(args.workers, log=lambda line: print(line, flush=True), population=args.population)
     rows = read_rows(sweep.out)
     heatmaps = plot_heatmaps(spec, rows, sweep.out / "heatmaps.png", args.title)
     table = summary_table(spec, rows)
@@ -117,7 +117,10 @@ def add_commands(sub) -> None:
     sweep.add_argument("--grid", action="append", default=[], metavar="KEY=VALUES", help="a heatmap axis (one or two)")
     sweep.add_argument("--variant", action="append", default=[], metavar="KEY=VALUES", help="a panel axis (any number)")
     sweep.add_argument("--seeds", default="0", help="comma-separated seeds per cell (default 0)")
-    sweep.add_argument("--workers", type=int, default=1, help="runs at a time, one process and one thread each")
+    sweep.add_argument("--workers", type=int, default=1, help="runs (or populations) at a time, one process and one "
+                       "thread each")
+    sweep.add_argument("--population", action="store_true", help="train the runs that share every shape as one "
+                       "population per process, in lockstep (OUT/populations/p<i>); run folders stay as they are")
     sweep.add_argument("--out", required=True, help="the sweep's folder")
     sweep.add_argument("--solved-at", type=float, help="a cell counts as solving the task at this mean final return")
     sweep.add_argument("--title")

@@ -11,7 +11,10 @@ OUT/
   heatmaps.png        mean final return over the grid, one panel per variant, one colour scale
   summary.md          per variant: share of the grid that solves the task, mean and spread of returns
 
-Every run is a `spikerl train` child process with one thread, `--workers` at a time. The run
+Every run is a `spikerl train` child process with one thread, `--workers` at a time; with
+`--population`, the runs that share every tensor shape and shared setting (spikerl.rl.population)
+train as one population per child process instead (OUT/populations/p<i>: its population.yaml and
+checkpoints), each agent still writing its own run folder under runs/. The run
 folders are the truth: a sweep that is stopped (even by SIGKILL) and started again skips finished
 runs, resumes interrupted ones from their checkpoints, and rebuilds results.csv from what is
 there, so no row is lost or repeated. A diverged run is recorded as such and not retried.
@@ -119,6 +122,12 @@ class RunJob:
     seed: int
     run_dir: Path
 
+    def config(self, spec: SweepSpec):
+        from spikerl.config import load_config
+
+        values = [f"{k}={json.dumps(v)}" for k, v in {**self.variant, **self.point}.items()]
+        return load_config(spec.config, [*spec.overrides, *values, f"seed={self.seed}", f"run_dir={self.run_dir}"])
+
     def command(self, spec: SweepSpec) -> list[str]:
         values = [f"{k}={json.dumps(v)}" for k, v in {**self.variant, **self.point}.items()]
         if (self.run_dir / "config.yaml").is_file():
@@ -173,7 +182,19 @@ class Sweep:
                 raise SpikerlError(f"{self.out} holds another sweep (its sweep.yaml differs); choose another --out")
         atomic_write_text(path, text)
 
-    def run(self, workers: int, log=print) -> None:
+    def populations(self) -> list[list[RunJob]]:
+        """The sweep's runs grouped into populations: those whose configs share everything but per-agent values."""
+        from spikerl.rl.population import shared_settings
+
+        groups: dict[str, list[RunJob]] = {}
+        for job in self.jobs:
+            key = json.dumps(shared_settings(job.config(self.spec)), sort_keys=True, default=str)
+            groups.setdefault(key, []).append(job)
+        return list(groups.values())
+
+    def run(self, workers: int, log=print, population: bool = False) -> None:
+        if population:
+            return self.run_populations(workers, log)
         todo = [job for job in self.jobs if status_of(job.run_dir) in ("pending", "failed")]
         log(f"sweep {self.out}: {len(self.jobs)} runs, {len(self.jobs) - len(todo)} already finished, "
             f"{len(todo)} to run on {workers} worker(s)")
@@ -193,6 +214,48 @@ class Sweep:
                 done_count[0] += 1
                 self.write_results()
                 log(f"[{done_count[0]}/{len(self.jobs)}] {job.run_dir.relative_to(self.out)}: {status_of(job.run_dir)}"
+                    + (f" ({error})" if error else ""))
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(work, todo))
+        self.write_results()
+
+    def run_populations(self, workers: int, log=print) -> None:
+        """Each population that still has a pending run as one `spikerl train --resume POP` child process (a new
+        population has agent configs and no checkpoint yet, which that command trains from step 0)."""
+        from spikerl.config import save_config
+        from spikerl.rl.population import write_population
+
+        groups = self.populations()
+        homes = [self.out / "populations" / f"p{i}" for i in range(len(groups))]
+        todo = [(home, jobs) for home, jobs in zip(homes, groups)
+                if any(status_of(job.run_dir) in ("pending", "failed") for job in jobs)]
+        log(f"sweep {self.out}: {len(self.jobs)} runs in {len(groups)} populations, {len(groups) - len(todo)} "
+            f"populations already finished, {len(todo)} to run on {workers} worker(s)")
+        done_count = [len(groups) - len(todo)]
+
+        def work(item) -> None:
+            home, jobs = item
+            for job in jobs:
+                (job.run_dir / "sweep-error.txt").unlink(missing_ok=True)
+                if not (job.run_dir / "config.yaml").is_file():
+                    job.run_dir.mkdir(parents=True, exist_ok=True)
+                    save_config(job.config(self.spec), job.run_dir / "config.yaml")
+            if not (home / "population.yaml").is_file():
+                write_population(home, [job.run_dir for job in jobs])
+            command = [sys.executable, "-m", "spikerl.cli", "train", "--resume", str(home), "progress=false", "threads=1"]
+            result = subprocess.run(command, capture_output=True, text=True, preexec_fn=die_with_parent,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            error = result.stderr.strip().splitlines()[-1] if result.returncode and result.stderr.strip() else ""
+            for job in jobs:
+                if result.returncode != 0 and status_of(job.run_dir) == "pending":
+                    (job.run_dir / "sweep-error.txt").write_text(result.stderr)
+            with self._lock:
+                done_count[0] += 1
+                self.write_results()
+                statuses = [status_of(job.run_dir) for job in jobs]
+                counts = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
+                log(f"[{done_count[0]}/{len(groups)}] {home.relative_to(self.out)} ({len(jobs)} runs): {counts}"
                     + (f" ({error})" if error else ""))
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
