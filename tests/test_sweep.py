@@ -84,3 +84,28 @@ def test_sweep_bad_input_is_one_clear_line(cli, tmp_path):
         assert result.returncode == 2, (extra, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (extra, result.stderr)
+
+
+def test_a_population_sweep_groups_runs_by_shape_and_writes_what_separate_runs_write(cli, tmp_path):
+    """--population: the two T values are two populations of 2 x 2 runs (beta and seeds differ within one);
+    each run folder and results.csv row equals the separate-process sweep's."""
+    axes = ["--grid", "network.neuron.beta=0.3:0.7:2", "--variant", "network.timesteps=2,3", "--seeds", "0,1",
+            "--workers", "2"]
+    together = cli("sweep", *TINY, *axes, "--population", "--out", str(tmp_path / "together"))
+    assert together.returncode == 0, together.stderr
+    assert "8 runs in 2 populations" in together.stdout
+    homes = sorted(p.name for p in (tmp_path / "together" / "populations").iterdir())
+    assert homes == ["p0", "p1"]
+    assert (tmp_path / "together" / "populations" / "p0" / "population.yaml").read_text().count("runs/") == 4
+    apart = cli("sweep", *TINY, *axes, "--out", str(tmp_path / "apart"))
+    assert apart.returncode == 0, apart.stderr
+    by_run = {r["run_dir"]: r for r in rows(tmp_path / "apart")}
+    table = rows(tmp_path / "together")
+    assert len(table) == 8 and {r["status"] for r in table} == {"done"}
+    for r in table:
+        assert r["final_return"] == by_run[r["run_dir"]]["final_return"], r["run_dir"]
+        for name in ("episodes.csv", "eval.csv"):
+            assert (tmp_path / "together" / r["run_dir"] / name).read_text() == \
+                (tmp_path / "apart" / r["run_dir"] / name).read_text()
+    again = cli("sweep", *TINY, *axes, "--population", "--out", str(tmp_path / "together"))
+    assert again.returncode == 0 and "2 populations already finished, 0 to run" in again.stdout
