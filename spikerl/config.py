@@ -175,7 +175,7 @@ class TrainConfig:
     device: str = "cpu"  # auto (CUDA where available), cpu, cuda or cuda:N
     threads: int | None = None  # torch CPU threads; None leaves torch's default
     run_dir: str | None = None  # None: runs/<env>-<algo>-<kind>-s<seed>-<time>
-    checkpoint_every: int = 20_000  # 0: none; taken at the first episode end at or after each multiple
+    checkpoint_every: int = 20_000  # 0: none; taken every this many steps
     keep_checkpoints: int = 2  # the newest N are kept; the older one stays until a newer one is complete
     progress: bool = True
     network: NetworkConfig = field(default_factory=NetworkConfig)  # Q-network (DQN) or actor (TD3)

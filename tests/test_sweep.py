@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import ROOT
 
 TINY = ["configs/cartpole_dqn_snn.yaml", "total_steps=400", "dqn.learning_starts=100", "eval.every=0",
@@ -109,3 +111,56 @@ def test_a_population_sweep_groups_runs_by_shape_and_writes_what_separate_runs_w
                 (tmp_path / "apart" / r["run_dir"] / name).read_text()
     again = cli("sweep", *TINY, *axes, "--population", "--out", str(tmp_path / "together"))
     assert again.returncode == 0 and "2 populations already finished, 0 to run" in again.stdout
+
+
+@pytest.mark.parametrize("kind", ["journal", "postgres"])
+def test_a_sweep_shared_through_a_storage_completes_every_run_once_when_a_worker_is_killed(tmp_path, kind):
+    """Two `spikerl sweep --storage` processes on one sweep folder (as two machines sharing it); one is
+    SIGKILLed while it trains a run: the other finishes every run, the killed run resuming from its folder,
+    and the study holds exactly one completed trial per run."""
+    import uuid
+
+    import optuna
+
+    from spikerl.tune.storage import open_storage
+    from tests.test_tune import _storage_for, load
+
+    storage = _storage_for(kind, tmp_path)
+    out = tmp_path / f"shared-{uuid.uuid4().hex[:8]}"
+    args = [sys.executable, "-m", "spikerl.cli", "sweep", *TINY, "total_steps=2500", "checkpoint_every=500",
+            "--grid", "network.neuron.beta=0.3:0.7:2", "--seeds", "0,1", "--storage", storage, "--heartbeat", "2",
+            "--out", str(out)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    victim = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    survivor = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, killed = time.time() + 300, None
+        while killed is None and time.time() < deadline:
+            time.sleep(0.3)
+            if kind == "journal" and not os.path.exists(storage):
+                continue
+            names = [s.study_name for s in optuna.get_all_study_summaries(open_storage(storage, out, 2))
+                     if out.name in s.study_name]
+            if not names:
+                continue
+            running = load(storage, names[0]).get_trials(states=(optuna.trial.TrialState.RUNNING,))
+            mine = [t for t in running if f":{victim.pid}:" in t.user_attrs.get("worker", "")]
+            if mine:
+                time.sleep(3.0)  # inside the run: a checkpoint or two written
+                os.kill(victim.pid, signal.SIGKILL)
+                killed = mine[0]
+        assert killed is not None, "the first worker never claimed a run"
+        victim.wait(timeout=30)
+        _, err = survivor.communicate(timeout=900)
+    finally:
+        for proc in (victim, survivor):
+            if proc.poll() is None:
+                proc.kill()
+    assert survivor.returncode == 0, err
+    table = rows(out)
+    assert len(table) == 4 and {r["status"] for r in table} == {"done"}
+    study = load(storage, names[0])
+    complete = [t.params["unit"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(complete) == [0, 1, 2, 3]  # every run once
+    assert study.trials[killed.number].state == optuna.trial.TrialState.FAIL
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]

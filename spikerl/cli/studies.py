@@ -24,7 +24,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     validate_spec(spec)
     sweep = Sweep(spec, Path(args.out))
     sweep.prepare()
-    sweep.run(args.workers, log=lambda line: print(line, flush=True), population=args.population)
+    if args.heartbeat < 1:
+        raise SpikerlError(f"--heartbeat must be >= 1, got {args.heartbeat}")
+    sweep.run(args.workers, log=lambda line: print(line, flush=True), population=args.population,
+              storage=args.storage, heartbeat_s=args.heartbeat)
     rows = read_rows(sweep.out)
     heatmaps = plot_heatmaps(spec, rows, sweep.out / "heatmaps.png", args.title)
     table = summary_table(spec, rows)
@@ -121,6 +124,10 @@ def add_commands(sub) -> None:
                        "thread each")
     sweep.add_argument("--population", action="store_true", help="train the runs that share every shape as one "
                        "population per process, in lockstep (OUT/populations/p<i>); run folders stay as they are")
+    sweep.add_argument("--storage", help="share the sweep's runs (or populations) with every process, on any machine, "
+                       "running the same sweep with this storage: a database URL (postgresql://...) or a journal file")
+    sweep.add_argument("--heartbeat", type=int, default=30,
+                       help="database storage: seconds between heartbeats; a unit silent for 4 beats is handed out again")
     sweep.add_argument("--out", required=True, help="the sweep's folder")
     sweep.add_argument("--solved-at", type=float, help="a cell counts as solving the task at this mean final return")
     sweep.add_argument("--title")

@@ -11,7 +11,9 @@ OUT/
   heatmaps.png        mean final return over the grid, one panel per variant, one colour scale
   summary.md          per variant: share of the grid that solves the task, mean and spread of returns
 
-Every run is a `spikerl train` child process with one thread, `--workers` at a time; with
+Every run is a `spikerl train` child process with one thread, `--workers` at a time (with
+`--storage URL`, shared with every other process or machine running the same sweep on that storage:
+spikerl.tune.shared_sweep); with
 `--population`, the runs that share every tensor shape and shared setting (spikerl.rl.population)
 train as one population per child process instead (OUT/populations/p<i>: its population.yaml and
 checkpoints), each agent still writing its own run folder under runs/. The run
@@ -192,75 +194,83 @@ class Sweep:
             groups.setdefault(key, []).append(job)
         return list(groups.values())
 
-    def run(self, workers: int, log=print, population: bool = False) -> None:
+    def units(self, population: bool) -> list[tuple[str, list[RunJob]]]:
+        """The sweep's units of work: each run alone, or (population) each population of runs; (name, runs)."""
         if population:
-            return self.run_populations(workers, log)
-        todo = [job for job in self.jobs if status_of(job.run_dir) in ("pending", "failed")]
-        log(f"sweep {self.out}: {len(self.jobs)} runs, {len(self.jobs) - len(todo)} already finished, "
-            f"{len(todo)} to run on {workers} worker(s)")
-        done_count = [len(self.jobs) - len(todo)]
+            return [(f"populations/p{i}", jobs) for i, jobs in enumerate(self.populations())]
+        return [(str(job.run_dir.relative_to(self.out)), [job]) for job in self.jobs]
 
-        def work(job: RunJob) -> None:
+    def pending(self, jobs: list[RunJob]) -> bool:
+        return any(status_of(job.run_dir) in ("pending", "failed") for job in jobs)
+
+    def run(self, workers: int, log=print, population: bool = False, storage: str | None = None,
+            heartbeat_s: int = 30) -> None:
+        """Train every unfinished unit on this machine, `workers` child processes at a time; with `storage`,
+        share the units with every other process running this sweep on the same storage."""
+        if storage is not None:
+            from spikerl.tune.shared_sweep import run_shared
+
+            return run_shared(self, storage, workers, heartbeat_s, population, log)
+        units = self.units(population)
+        todo = [unit for unit in units if self.pending(unit[1])]
+        grouped = f" in {len(units)} populations" if population else ""
+        log(f"sweep {self.out}: {len(self.jobs)} runs{grouped}, {len(units) - len(todo)}"
+            f"{' populations' if population else ''} already finished, {len(todo)} to run on {workers} worker(s)")
+        done_count = [len(units) - len(todo)]
+
+        def work(unit) -> None:
+            error = self.train_unit(*unit, population)
+            with self._lock:
+                done_count[0] += 1
+                log(f"[{done_count[0]}/{len(units)}] {self.describe(*unit)}" + (f" ({error})" if error else ""))
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(work, todo))
+        self.write_results()
+
+    def describe(self, name: str, jobs: list[RunJob]) -> str:
+        statuses = [status_of(job.run_dir) for job in jobs]
+        if len(jobs) == 1:
+            return f"{name}: {statuses[0]}"
+        return f"{name} ({len(jobs)} runs): " + ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
+
+    def train_unit(self, name: str, jobs: list[RunJob], population: bool) -> str:
+        """Train one unit as a child process (resuming what its folders hold); results.csv is rewritten after.
+        Returns the child's last error line ("" when it succeeded)."""
+        if population:
+            home = self.out / name
+            self._prepare_population(home, jobs)
+            command = [sys.executable, "-m", "spikerl.cli", "train", "--resume", str(home), "progress=false", "threads=1"]
+        else:
+            job = jobs[0]
             job.run_dir.parent.mkdir(parents=True, exist_ok=True)
             if job.run_dir.exists() and not (job.run_dir / "config.yaml").is_file():
                 shutil.rmtree(job.run_dir)  # killed before its config was written, or failed to start: nothing to keep
-            result = subprocess.run(job.command(self.spec), capture_output=True, text=True, preexec_fn=die_with_parent,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
-            error = result.stderr.strip().splitlines()[-1] if result.returncode and result.stderr.strip() else ""
-            if result.returncode != 0 and status_of(job.run_dir) != "diverged":
+            command = job.command(self.spec)
+        result = subprocess.run(command, capture_output=True, text=True, preexec_fn=die_with_parent,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        error = result.stderr.strip().splitlines()[-1] if result.returncode and result.stderr.strip() else ""
+        for job in jobs:
+            if result.returncode != 0 and status_of(job.run_dir) not in ("done", "diverged"):
                 job.run_dir.mkdir(parents=True, exist_ok=True)
                 (job.run_dir / "sweep-error.txt").write_text(result.stderr)
-            with self._lock:
-                done_count[0] += 1
-                self.write_results()
-                log(f"[{done_count[0]}/{len(self.jobs)}] {job.run_dir.relative_to(self.out)}: {status_of(job.run_dir)}"
-                    + (f" ({error})" if error else ""))
+        with self._lock:
+            self.write_results()
+        return error
 
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(work, todo))
-        self.write_results()
-
-    def run_populations(self, workers: int, log=print) -> None:
-        """Each population that still has a pending run as one `spikerl train --resume POP` child process (a new
-        population has agent configs and no checkpoint yet, which that command trains from step 0)."""
+    def _prepare_population(self, home: Path, jobs: list[RunJob]) -> None:
+        """Agent configs and population.yaml, so that `spikerl train --resume home` trains a new population from
+        step 0 (no checkpoint yet) or continues an interrupted one."""
         from spikerl.config import save_config
         from spikerl.rl.population import write_population
 
-        groups = self.populations()
-        homes = [self.out / "populations" / f"p{i}" for i in range(len(groups))]
-        todo = [(home, jobs) for home, jobs in zip(homes, groups)
-                if any(status_of(job.run_dir) in ("pending", "failed") for job in jobs)]
-        log(f"sweep {self.out}: {len(self.jobs)} runs in {len(groups)} populations, {len(groups) - len(todo)} "
-            f"populations already finished, {len(todo)} to run on {workers} worker(s)")
-        done_count = [len(groups) - len(todo)]
-
-        def work(item) -> None:
-            home, jobs = item
-            for job in jobs:
-                (job.run_dir / "sweep-error.txt").unlink(missing_ok=True)
-                if not (job.run_dir / "config.yaml").is_file():
-                    job.run_dir.mkdir(parents=True, exist_ok=True)
-                    save_config(job.config(self.spec), job.run_dir / "config.yaml")
-            if not (home / "population.yaml").is_file():
-                write_population(home, [job.run_dir for job in jobs])
-            command = [sys.executable, "-m", "spikerl.cli", "train", "--resume", str(home), "progress=false", "threads=1"]
-            result = subprocess.run(command, capture_output=True, text=True, preexec_fn=die_with_parent,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
-            error = result.stderr.strip().splitlines()[-1] if result.returncode and result.stderr.strip() else ""
-            for job in jobs:
-                if result.returncode != 0 and status_of(job.run_dir) == "pending":
-                    (job.run_dir / "sweep-error.txt").write_text(result.stderr)
-            with self._lock:
-                done_count[0] += 1
-                self.write_results()
-                statuses = [status_of(job.run_dir) for job in jobs]
-                counts = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
-                log(f"[{done_count[0]}/{len(groups)}] {home.relative_to(self.out)} ({len(jobs)} runs): {counts}"
-                    + (f" ({error})" if error else ""))
-
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(work, todo))
-        self.write_results()
+        for job in jobs:
+            (job.run_dir / "sweep-error.txt").unlink(missing_ok=True)
+            if not (job.run_dir / "config.yaml").is_file():
+                job.run_dir.mkdir(parents=True, exist_ok=True)
+                save_config(job.config(self.spec), job.run_dir / "config.yaml")
+        if not (home / "population.yaml").is_file():
+            write_population(home, [job.run_dir for job in jobs])
 
     def rows(self) -> list[dict]:
         rows = []

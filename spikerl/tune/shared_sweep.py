@@ -1,0 +1,129 @@
+"""A sweep shared by several processes or machines through an Optuna storage (`spikerl sweep ... --storage URL`).
+
+The sweep's units of work (each run, or with --population each population of runs) are queued as
+trials of an Optuna study named after the sweep (`enqueue_trial`, one per unit), and the storage
+hands each waiting trial to exactly one worker. Every worker, on any machine, loops: mark failed
+the trials of dead workers (`storage.fail_stale`: a vanished process on this host at once, a silent
+heartbeat elsewhere), queue again every unit that is neither completed, held nor waiting, take the
+next trial, train its unit as a child process, and complete the trial. A unit whose worker died
+resumes from the run folders' checkpoints where the machines share the sweep folder (a network file
+system), or trains again where they do not. Two workers that queue the same unit at the same moment
+leave two trials for it; the later one sees the earlier and fails itself before training, so each
+unit is completed exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+
+import yaml
+
+from spikerl.errors import SpikerlError
+from spikerl.tune.storage import fail_stale, open_storage, redact, worker_identity
+
+
+class heartbeat:
+    """Record the trial's heartbeat every `interval` seconds while a unit trains (a database storage fails
+    the trials of workers whose heartbeat stops; `study.optimize` does this itself, ask and tell do not)."""
+
+    def __init__(self, storage, trial_id: int, interval: int):
+        from optuna.storages import BaseStorage
+
+        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self.beats = hasattr(storage, "record_heartbeat") and isinstance(storage, BaseStorage) \
+            and getattr(storage, "heartbeat_interval", None)
+        self.stop = threading.Event()
+
+    def _beat(self) -> None:
+        while not self.stop.wait(self.interval):
+            self.storage.record_heartbeat(self.trial_id)
+
+    def __enter__(self):
+        if self.beats:
+            self.storage.record_heartbeat(self.trial_id)
+            self.thread = threading.Thread(target=self._beat, daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        if self.beats:
+            self.thread.join()
+
+
+def study_name(sweep, population: bool) -> str:
+    definition = yaml.safe_dump({"sweep": sweep.out.name, "spec": sweep.spec.__dict__ | {"solved_at": None},
+                                 "population": population}, sort_keys=True)
+    return f"sweep-{sweep.out.name}-{hashlib.sha256(definition.encode()).hexdigest()[:12]}"
+
+
+def run_shared(sweep, storage_url: str, workers: int, heartbeat_s: int, population: bool, log=print) -> None:
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    units = sweep.units(population)
+    storage = open_storage(storage_url, sweep.out, heartbeat_s)
+    name = study_name(sweep, population)
+    sampler = optuna.samplers.RandomSampler(seed=0)  # only for trials nobody queued (see `worker`)
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, load_if_exists=True)
+    except Exception as exc:  # a storage that refuses the study (permissions, a full disk)
+        raise SpikerlError(f"cannot open sweep study {name} in {redact(storage_url)}: {exc}") from None
+    log(f"sweep {sweep.out}: {len(units)} {'populations' if population else 'runs'} shared through study {name} "
+        f"in {redact(storage_url)}, {workers} worker(s) here")
+    lock = threading.Lock()
+
+    def unit_of(trial) -> int | None:
+        fixed = trial.params if "unit" in trial.params else trial.system_attrs.get("fixed_params", {})
+        return fixed.get("unit")
+
+    def claimed() -> tuple[set[int], set[int], set[int]]:
+        """Units completed (or failed by their own error twice: not retried again), held now, and queued."""
+        trials = study.get_trials(deepcopy=False)
+        done = {unit_of(t) for t in trials if t.state == TrialState.COMPLETE}
+        errors = [unit_of(t) for t in trials if t.state == TrialState.FAIL and "error" in t.user_attrs]
+        done |= {unit for unit in errors if errors.count(unit) >= 2}
+        running = {unit_of(t) for t in trials if t.state == TrialState.RUNNING}
+        waiting = {unit_of(t) for t in trials if t.state == TrialState.WAITING}
+        return done, running, waiting
+
+    def worker() -> None:
+        while True:
+            with lock:
+                fail_stale(study, log)
+                done, running, waiting = claimed()
+                if len(done) == len(units):
+                    return
+                for unit in sorted(set(range(len(units))) - done - running - waiting):
+                    study.enqueue_trial({"unit": unit})  # new, or its worker died or failed: queue it (again)
+                    waiting.add(unit)
+                trial = study.ask() if waiting - running - done else None  # takes the oldest queued trial
+                if trial is not None:
+                    trial.set_user_attr("worker", worker_identity())
+                    unit = trial.suggest_categorical("unit", list(range(len(units))))
+            if trial is None:
+                time.sleep(min(heartbeat_s, 2))  # every unit left is held by a live worker: wait for them
+                continue
+            earlier = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
+                       if unit_of(t) == unit and t.number < trial.number]
+            if earlier:  # queued twice, or a trial nobody queued: the later one steps back untrained
+                study.tell(trial, state=TrialState.FAIL)
+                continue
+            unit_name, jobs = units[unit]
+            with heartbeat(storage, trial._trial_id, heartbeat_s):
+                error = sweep.train_unit(unit_name, jobs, population)
+            trial.set_user_attr("result", sweep.describe(unit_name, jobs))
+            if error:
+                trial.set_user_attr("error", error)
+            study.tell(trial, 0.0 if not error else None, state=TrialState.COMPLETE if not error else TrialState.FAIL)
+            log(f"{sweep.describe(unit_name, jobs)}" + (f" ({error})" if error else ""))
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    sweep.write_results()
