@@ -69,7 +69,7 @@ def test_td3_with_a_spiking_critic_trains(tmp_path):
 def test_a_time_limit_ends_the_return_only_when_asked(tmp_path, bootstraps):
     # PointReach never terminates and is cut at 40 steps: only the cut transitions can be marked terminal.
     cfg = load_config("configs/pendulum_td3_snn.yaml", [
-        "env_id=spikerl/PointReach-v0", "total_steps=80", "td3.learning_starts=100", "network.hidden=[8, 8]",
+        "env_id=spikerl/PointReach-v0", "total_steps=100", "td3.learning_starts=100", "network.hidden=[8, 8]",
         "td3.critic.hidden=[8, 8]", "eval.every=0", "eval.final_episodes=1", "checkpoint_every=80",
         f"truncation_bootstraps={str(bootstraps).lower()}", f"run_dir={tmp_path / 'run'}", "progress=false"])
     train_run(cfg, Run(cfg))

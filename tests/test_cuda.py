@@ -66,7 +66,7 @@ def test_training_runs_end_to_end_on_the_gpu_and_evaluates_on_the_cpu(algo, tmp_
     # The checkpoint holds the CUDA generator; the policy trained on the GPU evaluates on the CPU alike.
     from tests.conftest import newest_checkpoint
 
-    assert "cuda" in newest_checkpoint(run_dir)["rng"]
+    assert newest_checkpoint(run_dir)["torch_cuda"]
     result = run_cli("eval", str(run_dir), "--episodes", "2", "--device", "cpu", "-o", str(tmp_path / "e.json"))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["returns"] == final["returns"]

@@ -174,3 +174,10 @@ def test_a_population_of_one_diverging_raises_as_a_run_does(tmp_path, monkeypatc
     with pytest.raises(TrainingDiverged, match="training diverged at step 104: losses/td_loss is nan"):
         _solo(cfg)
     assert (tmp_path / "run" / "diverged.json").is_file()
+
+
+def test_a_population_of_random_input_spikes_is_refused(tmp_path):
+    cfgs = seed_configs(load_config(CARTPOLE, ["network.encoder=poisson", "network.normalize_obs=true"]), [0, 1], tmp_path)
+    with pytest.raises(SpikerlError, match="train these seeds as separate runs"):
+        check_population(cfgs)
+    check_population(cfgs[:1])  # one seed: its run alone, as always

@@ -56,6 +56,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"spikerl: {run.dir} has no checkpoint yet; training it again from step 0", file=sys.stderr)
     print(f"run folder: {run.dir}", file=sys.stderr)
     result = train_run(cfg, run, checkpoint)
+    if result is None:  # its checkpoint says it had stopped already
+        print(f"{run.dir} had stopped at its checkpoint; nothing to resume", file=sys.stderr)
+        return 0
     print(f"final evaluation ({result['episodes']} deterministic episodes, seeds {result['seed']}..."
           f"{result['seed'] + result['episodes'] - 1}): mean return {result['mean_return']:.1f} "
           f"+- {result['std_return']:.1f} after {result['global_step']} steps in {result['wall_time_s']:.0f} s "

@@ -84,7 +84,7 @@ class Agent:
 
     def state(self, obs: np.ndarray) -> dict:
         return {
-            "status": self.status, "rng": self.rng.bit_generator.state, "torch_generator": self.torch_generator.get_state(),
+            "status": self.status, "diverged": self.diverged, "rng": self.rng.bit_generator.state, "torch_generator": self.torch_generator.get_state(),
             "action_space_rng": self.env.action_space.np_random.bit_generator.state,
             "episode_start": self.episode_start,
             "episode_actions": torch.from_numpy(np.asarray(self.episode_actions)) if self.episode_actions else None,
@@ -98,6 +98,9 @@ class Agent:
     def restore(self, state: dict) -> np.ndarray:
         """Restore the books and generators; rebuild the environment mid-episode; return the observation."""
         self.rng.bit_generator.state = state["rng"]
+        self.diverged = state["diverged"]
+        if state["status"] != "training":  # stopped before the checkpoint: its run was closed then
+            self.active, self.status = False, state["status"]
         self.torch_generator.set_state(state["torch_generator"])
         books = state["books"]
         self.episodes, self.best_eval = books["episodes"], books["best_eval"]

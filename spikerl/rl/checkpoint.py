@@ -19,10 +19,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import random
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from spikerl.errors import CheckpointFormatError, SpikerlError
@@ -72,30 +70,7 @@ def load_checkpoint(path: Path) -> dict:
         raise SpikerlError(f"checkpoint {path} is corrupt ({type(exc).__name__} while unpickling)") from None
 
 
-# ----------------------------------------------------------------------------- random-number state
-
-
-def capture_rng_state(rng: np.random.Generator) -> dict:
-    """Every generator a run draws from (Python, NumPy's global and the run's, torch's CPU and CUDA
-    generators), in a form `torch.load(weights_only=True)` accepts."""
-    legacy = np.random.get_state(legacy=False)
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(), "run": rng.bit_generator.state,
-             "numpy_global": {**legacy, "state": {"key": torch.from_numpy(legacy["state"]["key"].astype(np.int64)),
-                                                  "pos": legacy["state"]["pos"]}}}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict, rng: np.random.Generator) -> None:
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    rng.bit_generator.state = state["run"]
-    legacy = state["numpy_global"]
-    np.random.set_state({**legacy, "state": {"key": legacy["state"]["key"].numpy().astype(np.uint32),
-                                             "pos": legacy["state"]["pos"]}})
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"][:torch.cuda.device_count()])
+# ----------------------------------------------------------------------------- environment generators
 
 
 def env_rng_state(env) -> dict:

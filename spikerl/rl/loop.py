@@ -191,6 +191,8 @@ class TrainingLoop:
                 agent.run.open_logs(None)
         else:
             step, obs = self.restore(checkpoint)
+            # A run resumed from the checkpoint at its last episode (or given a lower total_episodes) ends there.
+            self.finish_agents(step, [agent for agent in self.active_agents() if agent.episodes_done()])
         agents = f"{self.size} agents, " if self.size > 1 else ""
         self.progress = tqdm(total=self.cfg.total_steps, initial=step, disable=not self.cfg.progress, unit="step",
                              dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0,
@@ -218,6 +220,7 @@ class TrainingLoop:
             "algo": self.cfg.algo, "env_id": self.cfg.env_id, "agents": [str(a.cfg.run_dir) for a in self.agents],
             "components": {name: c.state_dict() for name, c in self.components.items()},
             "buffer": self.buffer.state_dict(), "torch": torch.get_rng_state(),
+            "torch_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None,
             "agent_states": [agent.state(obs[agent.index]) for agent in self.agents],
             "loop": {"elapsed_s": time.perf_counter() - self.start, "next_checkpoint": self.next_checkpoint},
         }
@@ -237,12 +240,12 @@ class TrainingLoop:
                                f"{str(exc).splitlines()[0]}") from None
         self.buffer.load_state_dict(checkpoint["buffer"])
         torch.set_rng_state(checkpoint["torch"])
+        if checkpoint.get("torch_cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(checkpoint["torch_cuda"][:torch.cuda.device_count()])
         step = checkpoint["step"]
         obs = []
         for agent, state in zip(self.agents, checkpoint["agent_states"]):
             obs.append(agent.restore(state))
-            if state["status"] != "training":
-                agent.active = False  # stopped before the checkpoint: its run was closed then
             if agent.active:
                 agent.run.open_logs({"step": step, "logs": state["logs"]})
         loop = checkpoint["loop"]
@@ -322,13 +325,16 @@ class TrainingLoop:
             for agent in self.active_agents():
                 self.record_video(agent, step)
         stopping += [agent for agent in self.active_agents() if agent.episodes_done() and agent not in stopping]
-        if self.cfg.checkpoint_every and step >= self.next_checkpoint:
-            self.check_states_finite(step)
-            self.next_checkpoint = (step // self.cfg.checkpoint_every + 1) * self.cfg.checkpoint_every
-            path = self.store.save(step, self.state(step, obs))
-            self.last_checkpoint = (step, str(path))
         if stopping or step == self.cfg.total_steps:
             self.finish_agents(step, stopping if step < self.cfg.total_steps else self.active_agents())
+        # Saved after the stops, so no checkpoint holds an agent that stopped at its step as still training;
+        # none once every agent stopped (nothing would resume from it, and a diverged run's stays its last good one).
+        if self.cfg.checkpoint_every and step >= self.next_checkpoint and self.active_agents():
+            self.check_states_finite(step)
+            self.next_checkpoint = (step // self.cfg.checkpoint_every + 1) * self.cfg.checkpoint_every
+            if self.active_agents():
+                path = self.store.save(step, self.state(step, obs))
+                self.last_checkpoint = (step, str(path))
         return not self.active_agents()
 
     def periodic_eval(self, step: int) -> list[Agent]:
@@ -356,7 +362,8 @@ class TrainingLoop:
         """The agent's policy as its own (unstacked) module, as `spikerl eval` loads it."""
         from spikerl.rl import algorithm_module
 
-        policy = algorithm_module(self.cfg.algo).make_policy(agent.cfg, agent.env, self.device)
+        with torch.random.fork_rng():  # building it draws initial weights: not from the training's stream
+            policy = algorithm_module(self.cfg.algo).make_policy(agent.cfg, agent.env, self.device)
         policy.load_state_dict(unstack_state(self.policy, agent.index))
         policy.eval()
         return policy
@@ -417,14 +424,13 @@ class TrainingLoop:
     def finish(self, step: int) -> list[dict]:
         """Finish the agents still training at `step` (a resumed run given a lower total_steps than its checkpoint's
         step ends there), close everything; the results of the agents that finished in this process, in agent
-        order. A population of one that diverged raises TrainingDiverged, as does one whose every agent did."""
+        order (a diverged agent's: {"diverged": message, "run_dir": ...}). A population of one that diverged
+        raises TrainingDiverged, as a run always did."""
         self.finish_agents(step, self.active_agents())
         self.progress.close()
         for agent in self.agents:
             agent.env.close()
-        diverged = [agent for agent in self.agents if agent.diverged]
-        if diverged and len(diverged) == len([a for a in self.agents if a.run is not None]):
-            raise TrainingDiverged(diverged[0].diverged if self.size == 1 else
-                                   f"every agent diverged; {diverged[0].name}: {diverged[0].diverged}")
+        if self.size == 1 and self.agents[0].diverged:
+            raise TrainingDiverged(self.agents[0].diverged)
         return [getattr(agent, "result", None) or ({"diverged": agent.diverged, "run_dir": str(agent.run.dir)}
                                                    if agent.diverged else None) for agent in self.agents]

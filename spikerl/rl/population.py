@@ -55,6 +55,12 @@ def shared_settings(cfg: TrainConfig) -> dict[str, object]:
 
 
 def check_population(cfgs: list[TrainConfig]) -> None:
+    net = cfgs[0].network
+    if len(cfgs) > 1 and net.kind == "snn" and (net.encoder == "poisson" or
+                                                 (net.encoder == "population" and net.population_spikes == "poisson")):
+        raise SpikerlError("random input spikes (network.encoder poisson, or population with population_spikes "
+                           "poisson) are drawn from torch's global generator, which the agents of a population would "
+                           "share: train these seeds as separate runs")
     shared = shared_settings(cfgs[0])
     for cfg in cfgs[1:]:
         other = shared_settings(cfg)

@@ -22,6 +22,7 @@ import yaml
 
 from spikerl.errors import SpikerlError
 from spikerl.tune.storage import fail_stale, open_storage, redact, worker_identity
+from spikerl.tune.sweep import status_of
 
 
 class heartbeat:
@@ -38,7 +39,10 @@ class heartbeat:
 
     def _beat(self) -> None:
         while not self.stop.wait(self.interval):
-            self.storage.record_heartbeat(self.trial_id)
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception:  # a database hiccup: the next beat tries again (4 misses fail the trial)
+                pass
 
     def __enter__(self):
         if self.beats:
@@ -53,6 +57,26 @@ class heartbeat:
             self.thread.join()
 
 
+def fail_unowned(study, grace_s: float, log) -> None:
+    """Fail RUNNING trials that never recorded their worker and started more than `grace_s` ago: a worker
+    killed between taking a trial and naming itself, which neither dead-worker check can see."""
+    from datetime import datetime
+
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    now = datetime.now()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        started = trial.datetime_start
+        if "worker" in trial.user_attrs or started is None or (now - started).total_seconds() < grace_s:
+            continue
+        try:
+            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            log(f"trial {trial.number}: taken by a worker that never named itself; marked failed")
+        except UpdateFinishedTrialError:
+            pass
+
+
 def study_name(sweep, population: bool) -> str:
     definition = yaml.safe_dump({"sweep": sweep.out.name, "spec": sweep.spec.__dict__ | {"solved_at": None},
                                  "population": population}, sort_keys=True)
@@ -61,6 +85,7 @@ def study_name(sweep, population: bool) -> str:
 
 def run_shared(sweep, storage_url: str, workers: int, heartbeat_s: int, population: bool, log=print) -> None:
     import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -94,6 +119,7 @@ def run_shared(sweep, storage_url: str, workers: int, heartbeat_s: int, populati
         while True:
             with lock:
                 fail_stale(study, log)
+                fail_unowned(study, 4 * heartbeat_s, log)
                 done, running, waiting = claimed()
                 if len(done) == len(units):
                     return
@@ -115,11 +141,16 @@ def run_shared(sweep, storage_url: str, workers: int, heartbeat_s: int, populati
             unit_name, jobs = units[unit]
             with heartbeat(storage, trial._trial_id, heartbeat_s):
                 error = sweep.train_unit(unit_name, jobs, population)
-            trial.set_user_attr("result", sweep.describe(unit_name, jobs))
-            if error:
-                trial.set_user_attr("error", error)
-            study.tell(trial, 0.0 if not error else None, state=TrialState.COMPLETE if not error else TrialState.FAIL)
-            log(f"{sweep.describe(unit_name, jobs)}" + (f" ({error})" if error else ""))
+            # Done when every run finished or diverged (a diverged run is a result, not retried).
+            complete = all(status_of(job.run_dir) in ("done", "diverged") for job in jobs)
+            try:
+                trial.set_user_attr("result", sweep.describe(unit_name, jobs))
+                if not complete:
+                    trial.set_user_attr("error", error or "not every run finished")
+                study.tell(trial, 0.0 if complete else None, state=TrialState.COMPLETE if complete else TrialState.FAIL)
+            except UpdateFinishedTrialError:  # another worker took it for dead (missed heartbeats) meanwhile
+                log(f"{unit_name}: trained here after another worker had given it up")
+            log(f"{sweep.describe(unit_name, jobs)}" + (f" ({error})" if error and not complete else ""))
 
     threads = [threading.Thread(target=worker) for _ in range(workers)]
     for thread in threads:
