@@ -173,6 +173,11 @@ class TrainingLoop:
         """Standard normal noise [K, *shape], each agent's drawn from its own torch generator."""
         return torch.stack([torch.randn(shape, generator=agent.torch_generator) for agent in self.agents]).to(self.device)
 
+    def random_actions(self) -> list:
+        """Each training agent's action space sampled (warm-up); a stopped agent's row is zeros."""
+        return [agent.env.action_space.sample() if agent.active else np.zeros(self.action_space.shape, np.float32)
+                for agent in self.agents]
+
     def obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
         """The agents' observations [K, d] as a batch of one per agent, [K, 1, d]."""
         return torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(1)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 
 import gymnasium as gym
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -101,8 +100,7 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
         "critic_optimizer": critic_optimizer, "alpha_optimizer": alpha_optimizer})
     for step in loop.remaining_steps(step):
         if step <= a.learning_starts:
-            actions = [agent.env.action_space.sample() if agent.active else np.zeros(action_dim, np.float32)
-                       for agent in agents]
+            actions = loop.random_actions()
         else:
             with torch.no_grad():
                 actions = actor.sample(loop.obs_tensor(obs), loop.normal((1, action_dim)))[0][:, 0].cpu().numpy()

@@ -125,8 +125,7 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
         "actor_optimizer": actor_optimizer, "critic_optimizer": critic_optimizer})
     for step in loop.remaining_steps(step):
         if step <= t.learning_starts:
-            actions = [agent.env.action_space.sample() if agent.active else np.zeros(action_dim, np.float32)
-                       for agent in agents]
+            actions = loop.random_actions()
         else:
             greedy = actor.act_agents(loop.obs_tensor(obs))
             actions = [np.clip(greedy[a.index] + a.rng.normal(0.0, a.cfg.td3.exploration_noise, size=action_dim)
