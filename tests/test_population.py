@@ -181,3 +181,23 @@ def test_a_population_of_random_input_spikes_is_refused(tmp_path):
     with pytest.raises(SpikerlError, match="train these seeds as separate runs"):
         check_population(cfgs)
     check_population(cfgs[:1])  # one seed: its run alone, as always
+
+
+def test_seeds_on_the_command_line_make_agent_folders_that_every_command_reads(cli, tmp_path):
+    home = tmp_path / "seeds"
+    result = cli("train", CARTPOLE, "--seeds", "0:2", "total_steps=300", "dqn.learning_starts=100",
+                 "network.hidden=[16, 16]", "eval.every=0", "eval.final_episodes=2", "checkpoint_every=200",
+                 f"run_dir={home}", "threads=1", "progress=false")
+    assert result.returncode == 0, result.stderr
+    assert "2 agents: mean final return" in result.stdout
+    assert sorted(p.name for p in home.iterdir()) == [".lock", "checkpoints", "population.yaml", "s0", "s1"]
+    evaluated = cli("eval", str(home / "s1"), "--episodes", "2", "-o", str(tmp_path / "e.json"))
+    assert evaluated.returncode == 0 and json.loads(evaluated.stdout)["returns"] == \
+        json.loads((home / "s1" / "final_eval.json").read_text())["returns"]
+    # Evaluating from the population's checkpoint picks the agent's own weights out of the stacked ones.
+    assert cli("eval", str(home / "s1"), "--checkpoint", str(home / "checkpoints" / "step_200.pt"), "--episodes", "1",
+               "-o", str(tmp_path / "c.json")).returncode == 0
+    for args, message in ((["--seeds", "3:1"], "names no seed"), (["--resume", str(home), "--seeds", "0:2"],
+                                                                  "keeps its own seeds")):
+        bad = cli("train", *([CARTPOLE] if args[0] == "--seeds" else []), *args)
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
