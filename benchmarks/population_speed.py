@@ -50,6 +50,8 @@ def main() -> None:
         for algo, sizes, steps in (("dqn", args.dqn, args.steps), ("td3", args.td3, args.td3_steps)):
             if not sizes:
                 continue
+            # Untimed first: the process's one-time costs (imports, kernel checks, environment registration).
+            agent_steps_per_second(algo, 1, 300, args.device, Path(tmp) / "warm-up")
             print(f"\n{CASES[algo][0]}, {steps} steps, {args.device}, one thread")
             print("| agents | agent-steps/s | x K = 1 |\n|---|---|---|")
             first = None
