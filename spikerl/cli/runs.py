@@ -262,14 +262,15 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub) -> None:
+    from spikerl.rl.population import RESUMABLE_OVERRIDES
+
     train = sub.add_parser("train", help="train an agent from a YAML config, or resume a run", description=(
         "Train an agent. Overrides are dotted keys, e.g. network.neuron.theta=0.5 seed=1 network.kind=ann. "
         "With --resume RUN_DIR, continue a stopped run from its newest good checkpoint."))
     train.add_argument("config", nargs="?", help="YAML config (see configs/)")
     train.add_argument("overrides", nargs="*", help="key=value overrides of config fields")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue this run folder (or population folder) from its "
-                       "newest good checkpoint (overrides allowed: total_steps, total_episodes, progress, threads, "
-                       "checkpoint_every, keep_checkpoints, video.*)")
+                       f"newest good checkpoint (overrides allowed: {', '.join(RESUMABLE_OVERRIDES)})")
     train.add_argument("--seeds", metavar="SEEDS", help="train these seeds as one population in lockstep, one process "
                        "(0:8 is seeds 0 to 7; or 0,3,5): folders RUN_DIR/s<seed>, checkpoints in RUN_DIR/checkpoints")
     train.set_defaults(func=cmd_train)

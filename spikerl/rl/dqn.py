@@ -86,6 +86,7 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
     buffer = ReplayBuffer(d.buffer_size, loop.observation_space.shape[0], (), np.int64, agents=loop.size)
     gamma = loop.per_agent(lambda cfg: cfg.dqn.gamma)
     rngs = [agent.rng for agent in agents]
+    loss_fn = F.smooth_l1_loss if d.loss == "huber" else F.mse_loss
     loop.backends = {"q_net": q_net.net.backend}
 
     step, obs = loop.begin(checkpoint, policy=q_net, buffer=buffer,
@@ -107,7 +108,6 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                     target = td_target(b_rewards, b_terminated, target_net(b_next_obs), gamma,
                                        q_net(b_next_obs) if d.double else None)
                 q_taken = q_net(b_obs).gather(-1, b_actions.unsqueeze(-1)).squeeze(-1)
-                loss_fn = F.smooth_l1_loss if d.loss == "huber" else F.mse_loss
                 losses = loss_fn(q_taken, target, reduction="none").mean(dim=-1)  # one per agent
                 loop.check_finite(step, "losses/td_loss", losses)
                 optimizer.zero_grad()

@@ -124,14 +124,17 @@ class RunJob:
     seed: int
     run_dir: Path
 
+    def values(self) -> list[str]:
+        """The cell's axis values as key=value overrides."""
+        return [f"{k}={json.dumps(v)}" for k, v in {**self.variant, **self.point}.items()]
+
     def config(self, spec: SweepSpec):
         from spikerl.config import load_config
 
-        values = [f"{k}={json.dumps(v)}" for k, v in {**self.variant, **self.point}.items()]
-        return load_config(spec.config, [*spec.overrides, *values, f"seed={self.seed}", f"run_dir={self.run_dir}"])
+        return load_config(spec.config, [*spec.overrides, *self.values(), f"seed={self.seed}", f"run_dir={self.run_dir}"])
 
     def command(self, spec: SweepSpec) -> list[str]:
-        values = [f"{k}={json.dumps(v)}" for k, v in {**self.variant, **self.point}.items()]
+        values = self.values()
         if (self.run_dir / "config.yaml").is_file():
             return [sys.executable, "-m", "spikerl.cli", "train", "--resume", str(self.run_dir), "progress=false"]
         return [sys.executable, "-m", "spikerl.cli", "train", spec.config, *spec.overrides, *values, f"seed={self.seed}",
