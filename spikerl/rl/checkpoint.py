@@ -28,7 +28,9 @@ from spikerl.fileio import atomic_write_bytes
 
 # 3: networks built from spiking layers (state keys neurons.N.membrane.*, decoder.readout.*), CUDA generators.
 # 4: populations: every agent stacked along a leading dimension, per-agent generators, mid-episode replays.
-CHECKPOINT_FORMAT = 4
+# 5: several environments per agent (PPO), each with its own episode replay; format 4 still reads.
+CHECKPOINT_FORMAT = 5
+READABLE_FORMATS = (4, 5)
 MAGIC = b"SPIKERL-CHECKPOINT "
 
 
@@ -59,10 +61,10 @@ def load_checkpoint(path: Path) -> dict:
         raise SpikerlError(f"checkpoint {path} is corrupt: truncated ({len(payload)} of {size} bytes)")
     if hashlib.sha256(payload).hexdigest() != digest:
         raise SpikerlError(f"checkpoint {path} is corrupt: its SHA-256 checksum does not match")
-    if version != CHECKPOINT_FORMAT:
+    if version not in READABLE_FORMATS:
         which = "an older" if version < CHECKPOINT_FORMAT else "a newer"
         raise CheckpointFormatError(f"checkpoint {path} has format {version}, written by {which} spikerl; this "
-                                    f"spikerl reads format {CHECKPOINT_FORMAT} (the file is intact: use the spikerl "
+                                    f"spikerl reads formats {', '.join(map(str, READABLE_FORMATS))} (the file is intact: use the spikerl "
                                     "that wrote it, or train the run again)")
     try:
         return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)

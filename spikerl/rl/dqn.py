@@ -21,25 +21,25 @@ from spikerl.config import DQNConfig, TrainConfig
 from spikerl.rl.loop import TrainingLoop, as_obs_tensor, clip_grad_norm_per_agent
 from spikerl.rl.replay import ReplayBuffer
 from spikerl.rl.run import CheckpointStore, Run
-from spikerl.snn.encoders import RunningMaxAbs
+from spikerl.snn.encoders import ObservationNormalizer, observation_normalizer
 from spikerl.snn.network import build_network
 
 
 class QPolicy(nn.Module):
     """Observation normalization (read, not updated, here) followed by the Q-network; acting is greedy."""
 
-    def __init__(self, cfg: TrainConfig, obs_norm: RunningMaxAbs, n_actions: int,
+    def __init__(self, cfg: TrainConfig, obs_norm: ObservationNormalizer, n_actions: int,
                  generator: torch.Generator | None = None, device: torch.device | str = "cpu"):
         super().__init__()
         self.obs_norm = obs_norm
-        self.net = build_network(cfg.network, obs_norm.max_abs.shape[-1], n_actions, generator, device)
+        self.net = build_network(cfg.network, obs_norm.dim, n_actions, generator, device)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(self.obs_norm(obs))
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> int:
-        return int(self(as_obs_tensor(obs, self.obs_norm.max_abs.device)).argmax(dim=-1).item())
+        return int(self(as_obs_tensor(obs, self.obs_norm.device)).argmax(dim=-1).item())
 
     @torch.no_grad()
     def act_agents(self, obs: torch.Tensor) -> np.ndarray:
@@ -48,7 +48,7 @@ class QPolicy(nn.Module):
 
 
 def make_policy(cfg: TrainConfig, env: gym.Env, device: torch.device | str = "cpu") -> QPolicy:
-    obs_norm = RunningMaxAbs(env.observation_space.shape[0], enabled=cfg.network.normalize_obs).to(device)
+    obs_norm = observation_normalizer(cfg.network, env.observation_space.shape[0]).to(device)
     return QPolicy(cfg, obs_norm, int(env.action_space.n), device=device)
 
 

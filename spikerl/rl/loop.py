@@ -6,6 +6,11 @@ algorithm builds each agent's networks with `build` (they come back stacked alon
 dimension, `spikerl.snn.stacked`), owns its update, and calls `begin`, then per step `env_step`,
 `check_finite` on each per-agent loss and `after_step`, which returns True once no agent trains on.
 
+An on-policy algorithm (PPO) gives each agent `envs_per_agent` environments, steps them together with
+`vector_step` (observations [K, N, d]; the step count advances N per call), calls `after_step` with
+`boundary=False` inside a rollout and `boundary` after its update: checkpoints and the end of training
+fall on rollout boundaries, so a checkpoint never holds half a rollout.
+
 An agent stops alone: when a periodic evaluation reaches its `eval.stop_at_return`, when its
 `total_episodes` are done, or when its loss or weights stop being finite (diverged.json in its folder;
 the others go on). Its final model and evaluation are written at that step, so its files are those of
@@ -40,7 +45,7 @@ from spikerl.errors import SpikerlError, TrainingDiverged
 from spikerl.rl.agent import Agent
 from spikerl.rl.evaluate import best_moving_average, evaluate_agents
 from spikerl.rl.run import CheckpointStore, Run
-from spikerl.snn.encoders import RunningMaxAbs
+from spikerl.snn.encoders import ObservationNormalizer, observation_normalizer
 from spikerl.snn.stacked import stack_modules, unstack_state
 
 
@@ -94,6 +99,11 @@ def clip_grad_norm_per_agent(parameters, max_norm: float) -> torch.Tensor:
     return norms
 
 
+def _reached(step: int, every: int, stride: int) -> bool:
+    """Whether the last `stride` steps, ending at `step`, reached a multiple of `every` (step % every == 0 for one)."""
+    return step // every != (step - stride) // every
+
+
 def _finite_per_agent(tensor: torch.Tensor) -> np.ndarray:
     """Whether each agent's slice (leading dimension) of a stacked tensor is finite everywhere."""
     return torch.isfinite(tensor.detach()).reshape(tensor.shape[0], -1).all(dim=1).cpu().numpy()
@@ -104,9 +114,11 @@ class TrainingLoop:
 
     `cfgs` are the agents' configs (one algorithm, environment and network shape; see
     `spikerl.rl.population` for what may differ), `runs` their run folders (None for an agent that had
-    finished before), `store` where the population's checkpoints go."""
+    finished before), `store` where the population's checkpoints go. `envs_per_agent` None: one
+    environment per agent, observations [K, d]; N: N environments per agent, observations [K, N, d]."""
 
-    def __init__(self, cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStore):
+    def __init__(self, cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStore,
+                 envs_per_agent: int | None = None):
         self.cfg = cfgs[0]  # the settings every agent shares
         seed_everything(self.cfg.seed)
         self.store = store
@@ -115,11 +127,11 @@ class TrainingLoop:
             from spikerl.video.record import prepare_rendering
 
             prepare_rendering(self.cfg.env_id)  # MuJoCo's OpenGL is chosen before the environment imports MuJoCo
-        self.agents = [Agent(k, cfg, run) for k, (cfg, run) in enumerate(zip(cfgs, runs))]
+        self.vector = envs_per_agent is not None
+        self.agents = [Agent(k, cfg, run, envs_per_agent or 1) for k, (cfg, run) in enumerate(zip(cfgs, runs))]
         env = self.agents[0].env
         self.observation_space, self.action_space = env.observation_space, env.action_space
-        self.obs_norm = RunningMaxAbs(self.observation_space.shape[0], enabled=self.cfg.network.normalize_obs)
-        self.obs_norm.max_abs = self.obs_norm.max_abs.expand(len(self.agents), 1, -1).clone()
+        self.obs_norm = observation_normalizer(self.cfg.network, self.observation_space.shape[0]).stacked(len(self.agents))
         self.obs_norm.to(self.device)
         self.policy: nn.Module | None = None  # stacked; `policy(obs [K, B, d])` acts greedily or noise-free
         self.components: dict[str, nn.Module | torch.optim.Optimizer] = {}
@@ -139,14 +151,14 @@ class TrainingLoop:
 
     # ------------------------------------------------------------------ building
 
-    def build(self, make: Callable[[Agent, RunningMaxAbs], tuple[nn.Module, ...]]) -> tuple[nn.Module, ...]:
+    def build(self, make: Callable[[Agent, ObservationNormalizer], tuple[nn.Module, ...]]) -> tuple[nn.Module, ...]:
         """Each agent's modules, made by `make(agent, its normalizer)` with the global torch generator seeded
         with the agent's seed (initial weights as its run alone draws them), stacked across agents, each
         reading the population's normalizer. Each agent's torch generator continues from there."""
         per_agent = []
         for agent in self.agents:
             torch.manual_seed(agent.cfg.seed)
-            norm = RunningMaxAbs(self.observation_space.shape[0], enabled=agent.cfg.network.normalize_obs).to(self.device)
+            norm = observation_normalizer(agent.cfg.network, self.observation_space.shape[0]).to(self.device)
             per_agent.append(make(agent, norm))
             agent.torch_generator.set_state(torch.get_rng_state())
         stacked = tuple(stack_modules(list(group)) for group in zip(*per_agent))
@@ -157,7 +169,7 @@ class TrainingLoop:
     def share_normalizer(self, module: nn.Module) -> None:
         """Point every `obs_norm` inside `module` (a stacked module or a copy of one) at the population's."""
         for sub in list(module.modules()):
-            if isinstance(getattr(sub, "obs_norm", None), RunningMaxAbs):
+            if isinstance(getattr(sub, "obs_norm", None), ObservationNormalizer):
                 sub.obs_norm = self.obs_norm
 
     def per_agent(self, value: Callable[[TrainConfig], float]) -> float | torch.Tensor:
@@ -173,24 +185,30 @@ class TrainingLoop:
         """Standard normal noise [K, *shape], each agent's drawn from its own torch generator."""
         return torch.stack([torch.randn(shape, generator=agent.torch_generator) for agent in self.agents]).to(self.device)
 
+    def uniform(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """Uniform [0, 1) noise [K, *shape], each agent's drawn from its own torch generator."""
+        return torch.stack([torch.rand(shape, generator=agent.torch_generator) for agent in self.agents]).to(self.device)
+
     def random_actions(self) -> list:
         """Each training agent's action space sampled (warm-up); a stopped agent's row is zeros."""
         return [agent.env.action_space.sample() if agent.active else np.zeros(self.action_space.shape, np.float32)
                 for agent in self.agents]
 
     def obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
-        """The agents' observations [K, d] as a batch of one per agent, [K, 1, d]."""
-        return torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(1)
+        """The agents' observations as a batch per agent: [K, d] -> [K, 1, d]; [K, N, d] stays."""
+        tensor = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        return tensor if self.vector else tensor.unsqueeze(1)
 
     # ------------------------------------------------------------------ start, new or resumed
 
     def begin(self, checkpoint: dict | None, *, components: dict[str, nn.Module | torch.optim.Optimizer], buffer,
               policy: nn.Module) -> tuple[int, np.ndarray]:
-        """Restore `checkpoint` if given; return the last completed step and the agents' observations [K, d]."""
+        """Restore `checkpoint` if given; return the last completed step and the agents' observations, [K, d]
+        ([K, N, d] with several environments per agent). `buffer`: the replay buffer, or None (on-policy)."""
         self.components, self.buffer, self.policy = components, buffer, policy
         self.store.check_free_space(self.checkpoint_bytes(), bool(self.cfg.checkpoint_every))
         if checkpoint is None:
-            step, obs = 0, np.stack([agent.reset() for agent in self.agents])
+            step, obs = 0, self._per_agent_layout(np.stack([agent.reset() for agent in self.agents]))
             self.observe(obs)
             for agent in self.active_agents():
                 agent.run.open_logs(None)
@@ -208,12 +226,16 @@ class TrainingLoop:
         """The steps still to train after `step`, up to `total_steps` (none if no agent trains on)."""
         return range(step + 1, step + 1 if not self.active_agents() else self.cfg.total_steps + 1)
 
+    def _per_agent_layout(self, obs: np.ndarray) -> np.ndarray:
+        """[K, N, d] as the algorithm sees it: [K, d] with one environment per agent."""
+        return obs if self.vector else obs[:, 0]
+
     def observe(self, obs: np.ndarray) -> None:
         self.obs_norm.update(self.obs_tensor(obs))
 
     def checkpoint_bytes(self) -> int:
         """About the size of one checkpoint: tensors now, Adam's two moments per parameter, the full buffer."""
-        size = self.buffer.nbytes
+        size = self.buffer.nbytes if self.buffer is not None else 0
         for component in self.components.values():
             size += _tensor_bytes(component.state_dict())
             if isinstance(component, torch.optim.Optimizer):
@@ -224,9 +246,9 @@ class TrainingLoop:
         return {
             "algo": self.cfg.algo, "env_id": self.cfg.env_id, "agents": [str(a.cfg.run_dir) for a in self.agents],
             "components": {name: c.state_dict() for name, c in self.components.items()},
-            "buffer": self.buffer.state_dict(), "torch": torch.get_rng_state(),
+            "buffer": self.buffer.state_dict() if self.buffer is not None else None, "torch": torch.get_rng_state(),
             "torch_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None,
-            "agent_states": [agent.state(obs[agent.index]) for agent in self.agents],
+            "agent_states": [agent.state(obs[agent.index] if self.vector else obs[agent.index][None]) for agent in self.agents],
             "loop": {"elapsed_s": time.perf_counter() - self.start, "next_checkpoint": self.next_checkpoint},
         }
 
@@ -243,7 +265,8 @@ class TrainingLoop:
         except (KeyError, RuntimeError, ValueError) as exc:
             raise SpikerlError(f"the checkpoint does not fit the networks the run's config describes: "
                                f"{str(exc).splitlines()[0]}") from None
-        self.buffer.load_state_dict(checkpoint["buffer"])
+        if self.buffer is not None:
+            self.buffer.load_state_dict(checkpoint["buffer"])
         torch.set_rng_state(checkpoint["torch"])
         if checkpoint.get("torch_cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(checkpoint["torch_cuda"][:torch.cuda.device_count()])
@@ -257,7 +280,7 @@ class TrainingLoop:
         self.next_checkpoint = loop["next_checkpoint"]
         self.start = time.perf_counter() - loop["elapsed_s"]
         self.last_checkpoint = (step, str(self.store.path(step)))
-        return step, np.stack(obs)
+        return step, self._per_agent_layout(np.stack(obs))
 
     # ------------------------------------------------------------------ every step
 
@@ -270,7 +293,7 @@ class TrainingLoop:
             if not agent.active:
                 continue
             k = agent.index
-            stored_next[k], rewards[k], ends[k], episode_over, act_next[k] = agent.step(actions[k])
+            stored_next[k], rewards[k], ends[k], episode_over, act_next[k], _ = agent.step(actions[k])
             if episode_over:
                 agent.end_episode(step)
         self.observe(stored_next)
@@ -278,6 +301,24 @@ class TrainingLoop:
         if self.progress is not None and self.size == 1 and self.agents[0].recent_returns:
             self.progress.set_postfix(ret=f"{np.mean(self.agents[0].recent_returns):.1f}", refresh=False)
         return act_next
+
+    def vector_step(self, step: int, obs: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Step each training agent's N environments with `actions` [K, N, ...] and keep the episode books
+        (`step`: the agents' environment steps after this one). Returns the observations to act on next
+        [K, N, d] (the new episode's first where one ended), the rewards [K, N], whether each episode ended
+        [K, N] and whether it was cut by the time limit rather than terminated [K, N], and the observations the
+        steps reached [K, N, d] (the last of an episode that ended). A stopped agent's rows are zeros."""
+        act_next, reached = obs.copy(), obs.copy()
+        rewards, ended, truncated = (np.zeros(obs.shape[:2], np.float32) for _ in range(3))
+        for agent in self.active_agents():
+            k = agent.index
+            for i in range(len(agent.slots)):
+                reached[k, i], rewards[k, i], _, over, act_next[k, i], terminated = agent.step(actions[k][i], i)
+                if over:
+                    ended[k, i], truncated[k, i] = 1.0, float(not terminated)
+                    agent.end_episode(step, i)
+        self.observe(act_next)
+        return act_next, rewards, ended, truncated, reached
 
     def check_finite(self, step: int, name: str, values: torch.Tensor) -> None:
         """`values`: one loss per agent, [K]; an agent whose loss is not finite stops as diverged."""
@@ -312,11 +353,13 @@ class TrainingLoop:
     def steps_per_second(self, step: int) -> float:
         return step / max(time.perf_counter() - self.start, 1e-9)
 
-    def after_step(self, step: int, obs: np.ndarray) -> bool:
-        """Books, evaluations, videos, checkpoints and stops after `step`; True once no agent trains on."""
-        self.progress.update(1)
+    def after_step(self, step: int, obs: np.ndarray, stride: int = 1, boundary: bool = True) -> bool:
+        """Books, evaluations, videos and stops after `step` (`stride` environment steps per agent since the last
+        call; what is due every E steps runs when `step` reaches or passes a multiple of E), then, at a
+        `boundary`, the end of training and checkpoints (see `boundary`). True once no agent trains on."""
+        self.progress.update(stride)
         stopping: list[Agent] = []
-        if step % 1000 == 0:
+        if _reached(step, 1000, stride):
             self.check_states_finite(step)
             scalars = {"charts/SPS": self.steps_per_second(step)}
             rss = resident_memory_mib()
@@ -324,14 +367,23 @@ class TrainingLoop:
                 scalars.update({"perf/rss_mib": rss, "perf/peak_rss_mib": peak_memory_mib()})
             for agent in self.active_agents():
                 agent.run.log_scalars(step, scalars)
-        if self.cfg.eval.every and step % self.cfg.eval.every == 0:
+        if self.cfg.eval.every and _reached(step, self.cfg.eval.every, stride):
             stopping += self.periodic_eval(step)
-        if self.cfg.video.every and step % self.cfg.video.every == 0:
+        if self.cfg.video.every and _reached(step, self.cfg.video.every, stride):
             for agent in self.active_agents():
                 self.record_video(agent, step)
         stopping += [agent for agent in self.active_agents() if agent.episodes_done() and agent not in stopping]
-        if stopping or step == self.cfg.total_steps:
-            self.finish_agents(step, stopping if step < self.cfg.total_steps else self.active_agents())
+        final = boundary and step >= self.cfg.total_steps
+        if stopping and not final:
+            self.finish_agents(step, stopping)
+        return self.boundary(step, obs) if boundary else not self.active_agents()
+
+    def boundary(self, step: int, obs: np.ndarray, final: bool = False) -> bool:
+        """Where training may end and be checkpointed (every step, or after each of PPO's updates): at
+        `total_steps` (or a `final` step short of it) every agent finishes; a checkpoint is taken once
+        `checkpoint_every` is reached. True once no agent trains on."""
+        if final or step >= self.cfg.total_steps:
+            self.finish_agents(step, self.active_agents())
         # Saved after the stops, so no checkpoint holds an agent that stopped at its step as still training;
         # none once every agent stopped (nothing would resume from it, and a diverged run's stays its last good one).
         if self.cfg.checkpoint_every and step >= self.next_checkpoint and self.active_agents():
@@ -434,7 +486,7 @@ class TrainingLoop:
         self.finish_agents(step, self.active_agents())
         self.progress.close()
         for agent in self.agents:
-            agent.env.close()
+            agent.close()
         if self.size == 1 and self.agents[0].diverged:
             raise TrainingDiverged(self.agents[0].diverged)
         return [getattr(agent, "result", None) or ({"diverged": agent.diverged, "run_dir": str(agent.run.dir)}

@@ -22,14 +22,14 @@ from spikerl.rl.loop import TrainingLoop
 from spikerl.rl.replay import ReplayBuffer
 from spikerl.rl.run import CheckpointStore, Run
 from spikerl.rl.td3 import Actor, critic_targets, td_target, twin_critics
-from spikerl.snn.encoders import RunningMaxAbs
+from spikerl.snn.encoders import ObservationNormalizer, observation_normalizer
 
 
 class GaussianActor(Actor):
     """u ~ N(mean, std), a = scale * tanh(u) + offset; `forward` (and so `act`) is the deterministic action
     scale * tanh(mean) + offset. TD3's actor with two readouts per action dimension: mean, then log-std."""
 
-    def __init__(self, cfg: TrainConfig, obs_norm: RunningMaxAbs, action_space: gym.spaces.Box,
+    def __init__(self, cfg: TrainConfig, obs_norm: ObservationNormalizer, action_space: gym.spaces.Box,
                  generator: torch.Generator | None = None, device: torch.device | str = "cpu"):
         super().__init__(cfg, obs_norm, action_space, generator, device, outputs_per_dimension=2)
         self.log_std_min, self.log_std_max = cfg.sac.log_std_min, cfg.sac.log_std_max
@@ -55,7 +55,7 @@ class GaussianActor(Actor):
 
 
 def make_policy(cfg: TrainConfig, env: gym.Env, device: torch.device | str = "cpu") -> GaussianActor:
-    obs_norm = RunningMaxAbs(env.observation_space.shape[0], enabled=cfg.network.normalize_obs).to(device)
+    obs_norm = observation_normalizer(cfg.network, env.observation_space.shape[0]).to(device)
     return GaussianActor(cfg, obs_norm, env.action_space, device=device)
 
 

@@ -19,18 +19,18 @@ from spikerl.config import NetworkConfig, TrainConfig
 from spikerl.rl.loop import TrainingLoop, as_obs_tensor
 from spikerl.rl.replay import ReplayBuffer
 from spikerl.rl.run import CheckpointStore, Run
-from spikerl.snn.encoders import RunningMaxAbs
+from spikerl.snn.encoders import ObservationNormalizer, observation_normalizer
 from spikerl.snn.network import build_network
 
 
 class Actor(nn.Module):
     """action = scale * tanh(net(normalized obs)) + offset, mapping onto the action box."""
 
-    def __init__(self, cfg: TrainConfig, obs_norm: RunningMaxAbs, action_space: gym.spaces.Box,
+    def __init__(self, cfg: TrainConfig, obs_norm: ObservationNormalizer, action_space: gym.spaces.Box,
                  generator: torch.Generator | None = None, device: torch.device | str = "cpu", outputs_per_dimension: int = 1):
         super().__init__()
         self.obs_norm = obs_norm
-        self.net = build_network(cfg.network, obs_norm.max_abs.shape[-1], outputs_per_dimension * action_space.shape[0],
+        self.net = build_network(cfg.network, obs_norm.dim, outputs_per_dimension * action_space.shape[0],
                                  generator, device)
         low, high = (torch.as_tensor(b, dtype=torch.float32) for b in (action_space.low, action_space.high))
         self.register_buffer("action_scale", ((high - low) / 2.0).to(device))
@@ -52,17 +52,17 @@ class Actor(nn.Module):
 class Critic(nn.Module):
     """Q(s, a) on the same normalized observation as the actor; the input is [obs, action]."""
 
-    def __init__(self, net_cfg: NetworkConfig, obs_norm: RunningMaxAbs, action_dim: int, generator=None,
+    def __init__(self, net_cfg: NetworkConfig, obs_norm: ObservationNormalizer, action_dim: int, generator=None,
                  device: torch.device | str = "cpu"):
         super().__init__()
         self.obs_norm = obs_norm
-        self.net = build_network(net_cfg, obs_norm.max_abs.shape[-1] + action_dim, 1, generator, device)
+        self.net = build_network(net_cfg, obs_norm.dim + action_dim, 1, generator, device)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([self.obs_norm(obs), action], dim=-1)).squeeze(-1)
 
 
-def twin_critics(net_cfg: NetworkConfig, obs_norm: RunningMaxAbs, action_dim: int, generator: torch.Generator | None,
+def twin_critics(net_cfg: NetworkConfig, obs_norm: ObservationNormalizer, action_dim: int, generator: torch.Generator | None,
                  device: torch.device | str) -> tuple[Critic, Critic]:
     """The two critics of clipped double Q-learning, reading the actor's normalizer."""
     return tuple(Critic(net_cfg, obs_norm, action_dim, generator, device) for _ in range(2))
@@ -78,7 +78,7 @@ def critic_targets(loop: TrainingLoop, critics: tuple[nn.Module, nn.Module], lea
 
 
 def make_policy(cfg: TrainConfig, env: gym.Env, device: torch.device | str = "cpu") -> Actor:
-    obs_norm = RunningMaxAbs(env.observation_space.shape[0], enabled=cfg.network.normalize_obs).to(device)
+    obs_norm = observation_normalizer(cfg.network, env.observation_space.shape[0]).to(device)
     return Actor(cfg, obs_norm, env.action_space, device=device)
 
 

@@ -18,16 +18,36 @@ import torch
 from torch import nn
 
 
-class RunningMaxAbs(nn.Module):
+class ObservationNormalizer(nn.Module):
+    """Running statistics of the observations, read by every network of an agent. The training loop
+    updates them with each observation collected; networks only read them, so actor, critics and targets
+    agree. Stacked for a population (`stacked`), each statistic gains a leading agents dimension and each
+    agent's statistics see only its own observations."""
+
+    dim: int  # observation components
+
+    def stacked(self, agents: int) -> ObservationNormalizer:
+        """This normalizer for `agents` agents: every statistic of shape S as [agents, 1, *S] (a scalar as
+        [agents, 1, 1]), as `spikerl.snn.stacked` stacks every buffer."""
+        for name, buffer in list(self.named_buffers(recurse=False)):
+            shape = (1, 1, *buffer.shape) if buffer.dim() else (1, 1, 1)
+            setattr(self, name, buffer.reshape(shape).repeat(agents, *([1] * (len(shape) - 1))))
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.buffers()).device
+
+
+class RunningMaxAbs(ObservationNormalizer):
     """Observation normalization o / max|o| per component, the max taken over every observation seen.
 
-    dsrl divides TD3 observations by this running maximum so inputs lie in [-1, 1]. The agent updates
-    it on each collected observation; networks only read it, so actor, critics and targets agree.
+    dsrl divides TD3 observations by this running maximum so inputs lie in [-1, 1].
     """
 
     def __init__(self, dim: int, enabled: bool = True):
         super().__init__()
-        self.enabled = enabled
+        self.enabled, self.dim = enabled, dim
         self.register_buffer("max_abs", torch.zeros(dim))
 
     @torch.no_grad()
@@ -44,6 +64,52 @@ class RunningMaxAbs(nn.Module):
         if not self.enabled:
             return obs
         return obs / self.max_abs.clamp(min=1e-8)
+
+
+class RunningMeanStd(ObservationNormalizer):
+    """Observation normalization clip((o - mean) / sqrt(var + 1e-8), -clip, clip) per component, with the
+    running mean and variance of every observation seen (Chan et al.'s parallel update, starting from
+    mean 0, variance 1 and a count of 1e-4, in float64): Gymnasium's NormalizeObservation, which the
+    standard PPO implementations (CleanRL, Stable-Baselines3) use for continuous control.
+    """
+
+    def __init__(self, dim: int, enabled: bool = True, clip: float = 10.0):
+        super().__init__()
+        self.enabled, self.dim, self.clip = enabled, dim, clip
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, obs: torch.Tensor) -> None:
+        if not self.enabled:
+            return
+        obs = obs.to(torch.float64)
+        if self.mean.dim() == 1:
+            obs = obs.reshape(-1, obs.shape[-1])
+            batch_mean, batch_var, batch_count = obs.mean(dim=0), obs.var(dim=0, unbiased=False), obs.shape[0]
+        else:  # stacked agents: mean [K, 1, d], count [K, 1, 1], obs [K, B, d], each agent its own rows
+            batch_mean, batch_var = obs.mean(dim=-2, keepdim=True), obs.var(dim=-2, unbiased=False, keepdim=True)
+            batch_count = obs.shape[-2]
+        count = self.count
+        delta, total = batch_mean - self.mean, count + batch_count
+        squares = self.var * count + batch_var * batch_count + delta.square() * count * batch_count / total
+        self.mean.add_(delta * batch_count / total)
+        self.var.copy_(squares / total)
+        self.count.add_(batch_count)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return obs
+        normalized = (obs - self.mean) / torch.sqrt(self.var + 1e-8)
+        return normalized.clamp(-self.clip, self.clip).to(obs.dtype)
+
+
+def observation_normalizer(net_cfg, dim: int) -> ObservationNormalizer:
+    """The normalizer a network config asks for (`normalize_obs`, `obs_normalizer`), for `dim` observations."""
+    if net_cfg.obs_normalizer == "mean_std":
+        return RunningMeanStd(dim, enabled=net_cfg.normalize_obs)
+    return RunningMaxAbs(dim, enabled=net_cfg.normalize_obs)
 
 
 class DirectEncoder(nn.Module):

@@ -77,7 +77,7 @@ class SpikingMLP(nn.Module):
 
 
 class ANNMLP(nn.Module):
-    """The ANN twin: the same input features and hidden sizes, ReLU units, a linear output."""
+    """The ANN twin: the same input features and hidden sizes, ReLU (or tanh) units, a linear output."""
 
     backend = "none"
 
@@ -87,7 +87,7 @@ class ANNMLP(nn.Module):
         sizes = [self.encoder.out_features, *cfg.hidden]
         layers: list[nn.Module] = []
         for a, b in zip(sizes[:-1], sizes[1:]):
-            layers += [nn.Linear(a, b), nn.ReLU()]
+            layers += [nn.Linear(a, b), nn.Tanh() if cfg.activation == "tanh" else nn.ReLU()]
         layers.append(nn.Linear(sizes[-1], out_dim))
         self.body = nn.Sequential(*layers)
 
