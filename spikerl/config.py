@@ -63,7 +63,10 @@ class NetworkConfig:
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     timesteps: int = 5  # T: integration steps per forward pass
     encoder: Literal["two_neuron", "direct", "population", "poisson"] = "two_neuron"
-    normalize_obs: bool = False  # divide observations by a running max of |o| per component
+    normalize_obs: bool = False  # normalize observations with running statistics (obs_normalizer)
+    # max_abs: o / max|o| per component (dsrl's TD3); mean_std: clip((o - mean) / std, -10, 10) (standard PPO)
+    obs_normalizer: Literal["max_abs", "mean_std"] = "max_abs"
+    activation: Literal["relu", "tanh"] = "relu"  # the ANN's hidden units (spiking networks spike)
     population_size: int = 10  # population encoder and population decoder: neurons per dimension
     population_range: list[float] = field(default_factory=lambda: [-3.0, 3.0])  # initial means span
     population_std: float = 0.15  # initial receptive-field width
@@ -162,9 +165,40 @@ class SACConfig:
     critic: NetworkConfig = field(default_factory=_sac_critic)
 
 
+def _ppo_critic() -> NetworkConfig:
+    return NetworkConfig(kind="ann", hidden=[64, 64], encoder="direct", activation="tanh")
+
+
+@dataclass
+class PPOConfig:
+    """PPO (Schulman et al. 2017) as the standard implementations run it (CleanRL's ppo and
+    ppo_continuous_action): clipped surrogate, GAE, per-minibatch advantage normalization, clipped value
+    loss, linear learning-rate annealing, gradient clipping, reward scaling by the running standard
+    deviation of the discounted return. The defaults are the MuJoCo settings."""
+
+    num_envs: int = 1  # environments per agent, stepped together
+    num_steps: int = 2048  # steps per environment in each rollout; a rollout is num_envs * num_steps
+    num_minibatches: int = 32
+    update_epochs: int = 10
+    learning_rate: float = 3e-4
+    anneal_lr: bool = True  # decay the learning rate linearly to 0 over the run's updates
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_coef: float = 0.2
+    clip_value_loss: bool = True
+    entropy_coef: float = 0.0
+    value_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    normalize_advantages: bool = True
+    normalize_rewards: bool = True  # divide rewards by the running std of the discounted return, then clip
+    reward_clip: float = 10.0
+    initial_log_std: float = 0.0  # continuous actions: the state-independent log-std starts here
+    critic: NetworkConfig = field(default_factory=_ppo_critic)
+
+
 @dataclass
 class TrainConfig:
-    algo: Literal["dqn", "td3", "sac"] = "dqn"
+    algo: Literal["dqn", "td3", "sac", "ppo"] = "dqn"
     env_id: str = "CartPole-v1"
     seed: int = 0
     total_steps: int = 100_000
@@ -184,6 +218,7 @@ class TrainConfig:
     dqn: DQNConfig = field(default_factory=DQNConfig)
     td3: TD3Config = field(default_factory=TD3Config)
     sac: SACConfig = field(default_factory=SACConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
 
 
 # ----------------------------------------------------------------------------- building from data
@@ -445,6 +480,8 @@ def validate(cfg: TrainConfig) -> None:
         _check(a.alpha > 0, f"sac.alpha must be > 0, got {a.alpha}")
         _check(a.log_std_min < a.log_std_max, "sac.log_std_min must be below sac.log_std_max")
         _check(cfg.network.decoder != "population", "sac needs network.decoder membrane or integrator (mean and log-std)")
+    elif cfg.algo == "ppo":
+        _validate_ppo(cfg)
     else:
         t = cfg.td3
         _validate_actor_critic(t, "td3")
@@ -465,3 +502,26 @@ def _validate_actor_critic(section: TD3Config | SACConfig, name: str) -> None:
     validate_network(section.critic, f"{name}.critic")
     _check(section.critic.decoder == "membrane" or section.critic.kind == "ann",
            f"{name}.critic.decoder must be 'membrane': a critic's Q-value is an unbounded readout")
+
+
+def _validate_ppo(cfg: TrainConfig) -> None:
+    p = cfg.ppo
+    for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs"):
+        _check(getattr(p, name) >= 1, f"ppo.{name} must be >= 1, got {getattr(p, name)}")
+    rollout = p.num_envs * p.num_steps
+    _check(rollout % p.num_minibatches == 0,
+           f"ppo.num_minibatches ({p.num_minibatches}) must divide the rollout of ppo.num_envs x ppo.num_steps = "
+           f"{rollout} transitions into equal minibatches")
+    _check(cfg.total_steps >= rollout, f"total_steps ({cfg.total_steps}) is less than one PPO rollout "
+                                       f"(ppo.num_envs x ppo.num_steps = {rollout})")
+    _check(p.learning_rate > 0, f"ppo.learning_rate must be > 0, got {p.learning_rate}")
+    for name in ("gamma", "gae_lambda"):
+        _check(0.0 <= getattr(p, name) <= 1.0, f"ppo.{name} must be in [0, 1], got {getattr(p, name)}")
+    for name in ("clip_coef", "max_grad_norm", "reward_clip"):
+        _check(getattr(p, name) > 0, f"ppo.{name} must be > 0, got {getattr(p, name)}")
+    for name in ("entropy_coef", "value_coef"):
+        _check(getattr(p, name) >= 0, f"ppo.{name} must be >= 0, got {getattr(p, name)}")
+    _check(cfg.network.decoder != "population", "ppo needs network.decoder membrane or integrator")
+    validate_network(p.critic, "ppo.critic")
+    _check(p.critic.decoder == "membrane" or p.critic.kind == "ann",
+           "ppo.critic.decoder must be 'membrane': a value is an unbounded readout")

@@ -21,7 +21,7 @@ PENDULUM = "configs/pendulum_td3_snn.yaml"
     ([CARTPOLE, "env_id=Pendulum-v1"], "DQN needs discrete actions"),
     (["configs/pendulum_sac_snn.yaml", "env_id=CartPole-v1"], "SAC needs continuous actions"),
     (["configs/no_such_file.yaml"], "config file not found: configs/no_such_file.yaml"),
-    ([CARTPOLE, "algo=ppo"], "algo must be one of dqn, td3, sac"),
+    ([CARTPOLE, "algo=a2c"], "algo must be one of dqn, td3, sac, ppo"),
     ([CARTPOLE, "keep_checkpoints=0"], "keep_checkpoints must be >= 1"),
     ([CARTPOLE, "total_episodes=0"], "total_episodes must be >= 1"),
     (["--resume", "runs/no-such-run"], "cannot resume runs/no-such-run: run folder not found"),

@@ -42,7 +42,7 @@ def test_overrides_are_typed_and_dotted():
     ("network.timesteps=0", "network.timesteps (T) must be >= 1"),
     ("network.neuron.alpha=[0.5]", "network.neuron.alpha lists 1 values but the network has 2 hidden layers"),
     ("network.neuron.surrogate=sigmoid", "network.neuron.surrogate must be one of fast_sigmoid, atan, rectangular"),
-    ("algo=ppo", "algo must be one of dqn, td3"),
+    ("algo=a2c", "algo must be one of dqn, td3, sac, ppo"),
     ("network.hidden=64", "network.hidden must be a list of int"),
     ("seed=abc", "seed must be an integer"),
     ("network.nuerons=3", "unknown config key in network: 'nuerons'"),

@@ -97,10 +97,13 @@ ONE_UPDATE = {  # just past warm-up: the final models are the parameters after t
                        "network.hidden=[32, 32]"]),
     "td3": ("configs/pendulum_td3_snn.yaml", ["env_id=spikerl/PointReach-v0", "total_steps=102", "td3.learning_starts=100",
                                                "td3.batch_size=32", "network.hidden=[32, 32]", "td3.critic.hidden=[32, 32]"]),
+    "ppo": ("configs/pendulum_ppo_snn.yaml", ["env_id=spikerl/PointReach-v0", "total_steps=128", "ppo.num_envs=2",
+                                              "ppo.num_steps=64", "ppo.num_minibatches=2", "ppo.update_epochs=2",
+                                              "network.hidden=[32, 32]", "ppo.critic.hidden=[32, 32]"]),
 }
 
 
-@pytest.mark.parametrize("algo", ["dqn", "td3"])
+@pytest.mark.parametrize("algo", ["dqn", "td3", "ppo"])
 @pytest.mark.parametrize("kind", ["snn", "ann"])
 def test_one_population_update_equals_each_agents_own_update(tmp_path, algo, kind):
     """K = 4 agents (seeds and membrane values differ) stepped once together: each agent's parameters after the
@@ -123,8 +126,13 @@ def test_one_population_update_equals_each_agents_own_update(tmp_path, algo, kin
         assert together.keys() == own.keys()
         for key in own:
             assert torch.allclose(together[key], own[key], atol=1e-6, rtol=1e-5), (cfg.seed, key)
-        assert (tmp_path / "alone" / f"s{cfg.seed}" / "episodes.csv").read_text() == \
-            (tmp_path / "population" / f"s{cfg.seed}" / "episodes.csv").read_text()
+        alone_rows, together_rows = (np.loadtxt(tmp_path / where / f"s{cfg.seed}" / "episodes.csv", delimiter=",",
+                                                skiprows=1, ndmin=2) for where in ("alone", "population"))
+        if algo == "ppo":  # every action came from the policy: its continuous actions carry the products' rounding
+            assert np.allclose(alone_rows, together_rows, rtol=1e-5, atol=1e-5) and len(alone_rows) > 0
+        else:
+            assert (tmp_path / "alone" / f"s{cfg.seed}" / "episodes.csv").read_text() == \
+                (tmp_path / "population" / f"s{cfg.seed}" / "episodes.csv").read_text()
 
 
 def test_agents_stop_alone_and_a_diverging_agent_stops_only_itself(tmp_path, monkeypatch):

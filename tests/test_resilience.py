@@ -35,6 +35,13 @@ RUNS = {
             "sac.learning_starts=300", "sac.batch_size=32", "network.hidden=[32, 32]", "sac.critic.hidden=[32, 32]",
             "checkpoint_every=200", "eval.every=400", "eval.episodes=2", "eval.final_episodes=3", "progress=false",
             "threads=1"],
+    # Two environments per agent, rollouts of 2 x 100 steps: checkpoints at rollout ends, every environment
+    # mid-episode (PointReach's episodes last 40 steps; time limits bootstrap).
+    "ppo": [str(ROOT / "configs/pendulum_ppo_snn.yaml"), "env_id=spikerl/PointReach-v0", "total_steps=2000",
+            "ppo.num_envs=2", "ppo.num_steps=100", "ppo.num_minibatches=4", "ppo.update_epochs=2",
+            "network.hidden=[32, 32]", "ppo.critic.hidden=[32, 32]", "network.neuron.randomize=normal",
+            "checkpoint_every=400", "eval.every=500", "eval.episodes=2", "eval.final_episodes=3", "progress=false",
+            "threads=1"],
 }
 
 
@@ -92,7 +99,7 @@ def checkpoint_count(run_dir: Path) -> int:
     return len(list((run_dir / "checkpoints").glob("step_*.pt"))) if (run_dir / "checkpoints").exists() else 0
 
 
-@pytest.mark.parametrize("algo", ["dqn", "td3", "sac"])
+@pytest.mark.parametrize("algo", ["dqn", "td3", "sac", "ppo"])
 def test_same_config_and_seed_give_identical_metric_files(algo, reference_runs, tmp_path):
     result = run_cli(*train_args(algo, tmp_path / "again"))
     assert result.returncode == 0, result.stderr
@@ -103,11 +110,11 @@ def test_same_config_and_seed_give_identical_metric_files(algo, reference_runs, 
     assert (tmp_path / "seed1" / "episodes.csv").read_text() != (tmp_path / "again" / "episodes.csv").read_text()
 
 
-@pytest.mark.parametrize("algo", ["dqn", "td3", "sac"])
+@pytest.mark.parametrize("algo", ["dqn", "td3", "sac", "ppo"])
 def test_sigkill_at_a_random_point_then_resume_equals_the_uninterrupted_run(algo, reference_runs, tmp_path):
     total_episodes = episode_rows(reference_runs / algo)
     # A seeded kill point: the same on every run of the suite; SPIKERL_KILL_SEED picks others to explore.
-    seed = int(os.environ.get("SPIKERL_KILL_SEED", "20261128")) + ["dqn", "td3", "sac"].index(algo)
+    seed = int(os.environ.get("SPIKERL_KILL_SEED", "20261128")) + ["dqn", "td3", "sac", "ppo"].index(algo)
     kill_after = random.Random(seed).randint(1, total_episodes - 1)
     run_dir = tmp_path / "killed"
     killed = start_and_kill(train_args(algo, run_dir), run_dir, lambda d: episode_rows(d) >= kill_after)
@@ -160,9 +167,9 @@ def test_checkpoint_damage_is_detected_with_a_clear_message(tmp_path):
     path.write_bytes(good[: len(good) - 100])
     with pytest.raises(SpikerlError, match=r"is corrupt: truncated \(\d+ of \d+ bytes\)"):
         load_checkpoint(path)
-    path.write_bytes(good.replace(b'"format": 4', b'"format": 9'))
+    path.write_bytes(good.replace(b'"format": 5', b'"format": 9'))
     with pytest.raises(CheckpointFormatError, match="has format 9, written by a newer spikerl; this spikerl reads "
-                                                    "format 4 \\(the file is intact"):
+                                                    "formats 4, 5 \\(the file is intact"):
         load_checkpoint(path)
     path.write_bytes(b"not a checkpoint at all")
     with pytest.raises(SpikerlError, match="no spikerl header"):
@@ -238,6 +245,28 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_the_last_good_checkpoint(t
     assert not (run_dir / "final_model.pt").exists()
 
 
+def test_a_nan_ppo_loss_stops_the_run_at_the_update_that_met_it(tmp_path, capsys):
+    """PPO's rollout holds the NaN rewards; the update after it stops the run, whose last good checkpoint is the
+    rollout boundary before."""
+    if "tests/NaNRewardCartPole-v0" not in gym.registry:
+        gym.register("tests/NaNRewardCartPole-v0", entry_point=NaNRewardCartPole, max_episode_steps=500)
+    NaNRewardCartPole.steps = 0
+    run_dir = tmp_path / "nan"
+    code = spikerl_cli.main(["train", str(ROOT / "configs/cartpole_ppo_snn.yaml"), "env_id=tests/NaNRewardCartPole-v0",
+                             "total_steps=2048", "ppo.num_envs=2", "ppo.num_steps=128", "network.hidden=[16, 16]",
+                             "checkpoint_every=256", "eval.every=0", "progress=false", "threads=1", f"run_dir={run_dir}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert "losses/loss is nan; stopped without saving it; the last good checkpoint is " in err[-1]
+    diverged = json.loads((run_dir / "diverged.json").read_text())
+    # Two environments: the 501st environment step is global step 502, in the rollout of steps 257-512.
+    assert diverged["global_step"] == 512
+    good = load_checkpoint(Path(diverged["last_good_checkpoint"]))
+    assert good["step"] == 256
+    assert all(torch.isfinite(t).all() for t in good["components"]["actor"].values() if t.is_floating_point())
+    assert not (run_dir / "final_model.pt").exists()
+
+
 def test_resume_refuses_changes_that_would_rewrite_the_past(reference_runs, cli):
     result = cli("train", "--resume", str(reference_runs / "dqn"), "network.neuron.theta=0.3")
     assert result.returncode == 2 and "cannot change network.neuron.theta when resuming" in result.stderr
@@ -290,16 +319,16 @@ def test_a_checkpoint_of_another_format_version_stops_the_resume_and_is_kept(ref
     for name in ("final_eval.json", "final_model.pt"):
         (run_dir / name).unlink()  # as if killed before the end
     newest = max((run_dir / "checkpoints").glob("step_*.pt"), key=lambda p: int(p.stem[5:]))
-    newest.write_bytes(newest.read_bytes().replace(b'{"format": 4,', b'{"format": 3,', 1))
+    newest.write_bytes(newest.read_bytes().replace(b'{"format": 5,', b'{"format": 3,', 1))
     before = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     result = run_cli("train", "--resume", str(run_dir))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert f"checkpoint {newest} has format 3, written by an older spikerl; this spikerl reads format 4" \
+    assert f"checkpoint {newest} has format 3, written by an older spikerl; this spikerl reads formats 4, 5" \
         in result.stderr.strip().splitlines()[-1]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before
 
 
-@pytest.mark.parametrize("algo", ["dqn", "td3"])
+@pytest.mark.parametrize("algo", ["dqn", "td3", "ppo"])
 def test_a_population_killed_mid_episode_resumes_to_the_uninterrupted_population(algo, tmp_path):
     """`train --seeds 0:3` SIGKILLed after its second checkpoint (every agent mid-episode: CartPole's and
     PointReach's episodes do not end on the checkpoint steps) resumes, by replaying each agent's episode, to

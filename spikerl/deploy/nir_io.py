@@ -119,12 +119,17 @@ def policy_to_nir(cfg, policy: nn.Module):
     metadata = {
         "producer": "spikerl", "format": FORMAT, "dt": DT, "discretization": DISCRETIZATION, "decision": DECISION,
         "timesteps": int(net.timesteps), "encoder": cfg.network.encoder, "encoder_equation": ENCODERS[cfg.network.encoder],
-        "observation_scale": "m = obs_max_abs per component" if policy.obs_norm.enabled else "m = 1 (none)",
         "algo": cfg.algo, "env_id": cfg.env_id, "spikerl_config": json.dumps(config_to_dict(cfg)),
     }
-    if policy.obs_norm.enabled:
-        metadata["obs_max_abs"] = policy.obs_norm.max_abs.detach().cpu().numpy().astype(np.float32)
-    if cfg.algo in ("td3", "sac"):
+    metadata.update(_observation_metadata(policy.obs_norm))
+    if cfg.algo == "ppo":
+        metadata["output_transform"] = ("logits = V; action = argmax" if policy.discrete else
+                                        "action = clip(V, action_low, action_high) (V is the mean of PPO's Gaussian "
+                                        "policy; its log-std, used only while training, is not exported)")
+        if not policy.discrete:
+            metadata["action_low"] = policy.action_low.cpu().numpy().astype(np.float32)
+            metadata["action_high"] = policy.action_high.cpu().numpy().astype(np.float32)
+    elif cfg.algo in ("td3", "sac"):
         metadata["output_transform"] = ("action = action_scale * tanh(V) + action_offset" if cfg.algo == "td3" else
                                         "action = action_scale * tanh(V[:n]) + action_offset, n action dimensions "
                                         "(V[n:] is the log-std of SAC's exploration, unused when acting)")
@@ -133,6 +138,21 @@ def policy_to_nir(cfg, policy: nn.Module):
     else:
         metadata["output_transform"] = "Q-values = V; action = argmax"
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
+
+
+def _observation_metadata(obs_norm) -> dict:
+    """How observations o become the `o / m` of the encoders: a running max |o| (m = obs_max_abs), or a running
+    mean and variance (o first replaced by clip((o - obs_mean) / sqrt(obs_var + 1e-8), -obs_clip, obs_clip), m = 1)."""
+    from spikerl.snn.encoders import RunningMeanStd
+
+    if not obs_norm.enabled:
+        return {"observation_scale": "m = 1 (none)"}
+    if isinstance(obs_norm, RunningMeanStd):
+        return {"observation_scale": "o -> clip((o - obs_mean) / sqrt(obs_var + 1e-8), -obs_clip, obs_clip), m = 1",
+                "obs_mean": obs_norm.mean.detach().cpu().numpy(), "obs_var": obs_norm.var.detach().cpu().numpy(),
+                "obs_clip": float(obs_norm.clip)}
+    return {"observation_scale": "m = obs_max_abs per component",
+            "obs_max_abs": obs_norm.max_abs.detach().cpu().numpy().astype(np.float32)}
 
 
 def write_nir(graph, path: Path) -> None:
@@ -263,7 +283,8 @@ def load_nir_policy(path: Path, env_id: str | None = None, backend: str = "auto"
 
     net_cfg = NetworkConfig(
         kind="snn", backend=backend, hidden=[int(np.asarray(p[0][1].weight).shape[0]) for p in hidden], timesteps=int(meta["timesteps"]),
-        encoder=encoder, normalize_obs="obs_max_abs" in meta,
+        encoder=encoder, normalize_obs="obs_max_abs" in meta or "obs_mean" in meta,
+        obs_normalizer="mean_std" if "obs_mean" in meta else "max_abs",
         decoder="integrator" if type(readout[1][1]).__name__ == "I" else "membrane",
         bias=any(type(node).__name__ == "Affine" for pair in layers for _, node in pair))
     base = config_from_dict(stored) if stored else TrainConfig()
@@ -290,6 +311,10 @@ def load_nir_policy(path: Path, env_id: str | None = None, backend: str = "auto"
         net.decoder.readout.beta = torch.as_tensor(beta, dtype=torch.float32)
         if "obs_max_abs" in meta:
             policy.obs_norm.max_abs.copy_(torch.as_tensor(np.asarray(meta["obs_max_abs"], np.float32)))
+        if "obs_mean" in meta:
+            policy.obs_norm.mean.copy_(torch.as_tensor(np.asarray(meta["obs_mean"], np.float64)))
+            policy.obs_norm.var.copy_(torch.as_tensor(np.asarray(meta["obs_var"], np.float64)))
+            policy.obs_norm.clip = float(meta.get("obs_clip", policy.obs_norm.clip))
         if algo in ("td3", "sac") and "action_scale" in meta:
             policy.action_scale.copy_(torch.as_tensor(np.asarray(meta["action_scale"], np.float32)))
             policy.action_offset.copy_(torch.as_tensor(np.asarray(meta["action_offset"], np.float32)))

@@ -1,4 +1,4 @@
-"""Reinforcement learning: DQN, TD3 and SAC with spiking or ANN networks, environments, evaluation, runs."""
+"""Reinforcement learning: DQN, TD3, SAC and PPO with spiking or ANN networks, environments, evaluation, runs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import importlib
 
 
 def algorithm_module(name: str):
-    """The module (dqn, td3 or sac) whose `train(cfgs, runs, store, checkpoint)` trains `name`; imported on demand."""
+    """The module (dqn, td3, sac or ppo) whose `train(cfgs, runs, store, checkpoint)` trains `name`; imported on demand."""
     return importlib.import_module(f"spikerl.rl.{name}")
 
 

@@ -67,6 +67,9 @@ def make_env(env_id: str, algo: str | None = None, render_mode: str | None = Non
     if algo == "dqn" and not isinstance(env.action_space, spaces.Discrete):
         env.close()
         raise SpikerlError(f"environment {env_id} has continuous actions ({env.action_space}); DQN needs discrete actions, use algo=td3")
+    if algo == "ppo" and not isinstance(env.action_space, (spaces.Box, spaces.Discrete)):
+        env.close()
+        raise SpikerlError(f"environment {env_id} has action space {env.action_space}; PPO drives Discrete or Box actions")
     if algo in ("td3", "sac") and not isinstance(env.action_space, spaces.Box):
         env.close()
         raise SpikerlError(f"environment {env_id} has discrete actions ({env.action_space}); {algo.upper()} needs "

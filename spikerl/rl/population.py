@@ -33,7 +33,7 @@ PER_AGENT_KEYS = (
     "network.neuron.alpha", "network.neuron.beta", "network.neuron.theta", "network.neuron.spread",
     "network.neuron.randomize", "network.readout_alpha", "network.readout_beta",
     "dqn.gamma", "dqn.epsilon_schedule", "dqn.epsilon_start", "dqn.epsilon_end", "dqn.epsilon_decay",
-    "dqn.epsilon_decay_steps", "td3.gamma", "td3.exploration_noise", "sac.gamma", "sac.alpha",
+    "dqn.epsilon_decay_steps", "td3.gamma", "td3.exploration_noise", "sac.gamma", "sac.alpha", "ppo.gamma", "ppo.gae_lambda",
     "eval.stop_at_return", "total_episodes", "progress",
 )
 POPULATION_FILE = "population.yaml"
@@ -194,7 +194,7 @@ def resolve_run_choices(cfg: TrainConfig) -> None:
 
     device = resolve_device(cfg.device)
     cfg.device = str(device)
-    critic = {"td3": cfg.td3.critic, "sac": cfg.sac.critic}.get(cfg.algo)
+    critic = {"td3": cfg.td3.critic, "sac": cfg.sac.critic, "ppo": cfg.ppo.critic}.get(cfg.algo)
     for net in (cfg.network, critic):
         if net is not None and net.kind == "snn":
             net.backend = resolve_backend(net.backend, device)

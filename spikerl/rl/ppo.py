@@ -1,0 +1,263 @@
+"""PPO (Schulman et al. 2017) with a spiking (or ANN) policy and an ANN (or spiking) value network. One file.
+
+As CleanRL's ppo.py (discrete) and ppo_continuous_action.py (continuous) run it: rollouts of
+`num_steps` steps in each of `num_envs` environments, GAE(lambda), `update_epochs` passes over the
+rollout in `num_minibatches` shuffled minibatches, the clipped surrogate with advantages normalized
+per minibatch, a clipped value loss, linear learning-rate annealing, one Adam over policy and value
+with the gradient norm clipped, Adam's eps 1e-5. The policy's readout gives categorical logits
+(discrete actions) or the mean of a Gaussian with a state-independent log-std (continuous actions,
+clipped to the action box when stepping the environment); deterministic evaluation takes the argmax
+or the clipped mean.
+
+Where it differs from CleanRL, and why:
+- observations are normalized by the policy's own running mean and variance (network.normalize_obs
+  with obs_normalizer mean_std, Gymnasium's NormalizeObservation), so the statistics are saved with the
+  policy, exported to NIR and used at evaluation; they are updated with every observation collected and
+  frozen during the update, and the rollout stores the normalized observations the policy acted on;
+- rewards are divided by the running standard deviation of each environment's discounted return and
+  clipped (Stable-Baselines3's VecNormalize: one running variance per agent over its environments);
+- an episode cut by its time limit bootstraps, r + gamma V(last observation), as Stable-Baselines3
+  does (the time limit is not in the observation); truncation_bootstraps false ends the return there,
+  as CleanRL does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from spikerl.config import NetworkConfig, TrainConfig
+from spikerl.rl.loop import TrainingLoop, as_obs_tensor, clip_grad_norm_per_agent
+from spikerl.rl.run import CheckpointStore, Run
+from spikerl.snn.encoders import ObservationNormalizer, RunningMeanStd, observation_normalizer
+from spikerl.snn.network import build_network
+
+
+class Policy(nn.Module):
+    """pi(a | s) from the network's readout on normalized observations: categorical logits, or a Gaussian
+    mean with a state-independent log-std (`log_std`, one per action dimension)."""
+
+    def __init__(self, cfg: TrainConfig, obs_norm: ObservationNormalizer, action_space: gym.Space,
+                 generator: torch.Generator | None = None, device: torch.device | str = "cpu"):
+        super().__init__()
+        self.obs_norm = obs_norm
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        outputs = int(action_space.n) if self.discrete else action_space.shape[0]
+        self.net = build_network(cfg.network, obs_norm.dim, outputs, generator, device)
+        if not self.discrete:
+            self.log_std = nn.Parameter(torch.full((outputs,), cfg.ppo.initial_log_std, device=device))
+            self.register_buffer("action_low", torch.as_tensor(action_space.low, dtype=torch.float32, device=device))
+            self.register_buffer("action_high", torch.as_tensor(action_space.high, dtype=torch.float32, device=device))
+
+    def log_prob_and_entropy(self, readout: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log pi(a | s) and the entropy of pi(. | s) for the network's `readout` [..., outputs]: [...] each."""
+        if self.discrete:
+            log_p = torch.log_softmax(readout, dim=-1)
+            return log_p.gather(-1, actions.unsqueeze(-1)).squeeze(-1), -(log_p.exp() * log_p).sum(dim=-1)
+        log_std = self.log_std.expand_as(readout)
+        log_prob = (-0.5 * ((actions - readout) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(dim=-1)
+        return log_prob, (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(dim=-1)
+
+    def sample(self, readout: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """An action drawn from pi(. | s) with the caller's noise (from the agent's generator): uniform [...]
+        for categorical (inverse CDF), standard normal [..., dims] for Gaussian (mean + std * noise)."""
+        if self.discrete:
+            cdf = torch.softmax(readout, dim=-1).cumsum(dim=-1)
+            return (cdf < noise.unsqueeze(-1)).sum(dim=-1).clamp(max=readout.shape[-1] - 1)
+        return readout + self.log_std.exp() * noise
+
+    def deterministic(self, readout: torch.Tensor) -> torch.Tensor:
+        if self.discrete:
+            return readout.argmax(dim=-1)
+        return torch.max(torch.min(readout, self.action_high), self.action_low)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """The action evaluation takes: the most likely one, or the mean clipped to the action box."""
+        return self.deterministic(self.net(self.obs_norm(obs)))
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray):
+        action = self(as_obs_tensor(obs, self.obs_norm.device))[0]
+        return int(action.item()) if self.discrete else action.cpu().numpy()
+
+    @torch.no_grad()
+    def act_agents(self, obs: torch.Tensor) -> np.ndarray:
+        """Stacked: each agent's action for its observation, obs [K, 1, d] -> [K, ...]."""
+        return self(obs)[:, 0].cpu().numpy()
+
+
+class Value(nn.Module):
+    """V(s) on normalized observations."""
+
+    def __init__(self, net_cfg: NetworkConfig, obs_dim: int, generator: torch.Generator | None = None,
+                 device: torch.device | str = "cpu"):
+        super().__init__()
+        self.net = build_network(net_cfg, obs_dim, 1, generator, device)
+
+    def forward(self, normalized_obs: torch.Tensor) -> torch.Tensor:
+        return self.net(normalized_obs).squeeze(-1)
+
+
+class RewardScaler(nn.Module):
+    """Rewards divided by the running standard deviation of the discounted return, then clipped: each
+    environment's return G = gamma G + r (reset where an episode ended), one running variance per agent
+    over its environments' returns. Buffers: `returns` [K, N] and the statistics [K, 1, 1]."""
+
+    def __init__(self, agents: int, envs: int, clip: float, enabled: bool = True):
+        super().__init__()
+        self.clip, self.enabled = clip, enabled
+        self.register_buffer("returns", torch.zeros(agents, envs, dtype=torch.float64))
+        self.statistics = RunningMeanStd(1).stacked(agents)
+
+    @torch.no_grad()
+    def forward(self, rewards: torch.Tensor, ended: torch.Tensor, gamma: float | torch.Tensor) -> torch.Tensor:
+        """rewards, ended [K, N] -> scaled rewards [K, N] (float32)."""
+        if not self.enabled:
+            return rewards
+        self.returns.mul_(gamma).add_(rewards)
+        self.statistics.update(self.returns.unsqueeze(-1))
+        scaled = rewards / torch.sqrt(self.statistics.var[:, :, 0] + 1e-8)
+        self.returns.mul_(1.0 - ended)
+        return scaled.clamp(-self.clip, self.clip).to(torch.float32)
+
+
+def make_policy(cfg: TrainConfig, env: gym.Env, device: torch.device | str = "cpu") -> Policy:
+    obs_norm = observation_normalizer(cfg.network, env.observation_space.shape[0]).to(device)
+    return Policy(cfg, obs_norm, env.action_space, device=device)
+
+
+def generalized_advantages(rewards: torch.Tensor, values: torch.Tensor, ended: torch.Tensor, next_value: torch.Tensor,
+                           gamma: float | torch.Tensor, lam: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE over a rollout: rewards, values, ended [K, S, N] (ended[:, t]: the episode ended at step t, so
+    step t + 1 begins another), next_value [K, N] (the observation after the rollout); gamma and lam numbers
+    or per agent [K, 1].
+    delta_t = r_t + gamma V_{t+1} (1 - ended_t) - V_t, A_t = delta_t + gamma lambda (1 - ended_t) A_{t+1};
+    returns (advantages, advantages + values)."""
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(next_value)
+    for t in reversed(range(rewards.shape[1])):
+        following = next_value if t == rewards.shape[1] - 1 else values[:, t + 1]
+        continues = 1.0 - ended[:, t]
+        delta = rewards[:, t] + gamma * following * continues - values[:, t]
+        last = delta + gamma * lam * continues * last
+        advantages[:, t] = last
+    return advantages, advantages + values
+
+
+def clipped_losses(new_log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
+                   new_value: torch.Tensor, old_value: torch.Tensor, returns: torch.Tensor, clip: float,
+                   clip_value_loss: bool, normalize_advantages: bool) -> dict[str, torch.Tensor]:
+    """PPO's losses on a minibatch per agent (every input [K, M]; every output [K]):
+    policy_loss = mean(max(-A r, -A clip(r, 1 - c, 1 + c))), r = pi_new(a | s) / pi_old(a | s), A normalized
+    over the minibatch when asked; value_loss = 0.5 mean(max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2))
+    (or 0.5 mean((V - R)^2)); and the diagnostics approx_kl = mean((r - 1) - log r), clip_fraction."""
+    log_ratio = new_log_prob - old_log_prob
+    ratio = log_ratio.exp()
+    if normalize_advantages:
+        advantages = (advantages - advantages.mean(dim=-1, keepdim=True)) / (advantages.std(dim=-1, keepdim=True) + 1e-8)
+    policy_loss = torch.max(-advantages * ratio, -advantages * ratio.clamp(1.0 - clip, 1.0 + clip)).mean(dim=-1)
+    unclipped = (new_value - returns) ** 2
+    if clip_value_loss:
+        clipped = (old_value + (new_value - old_value).clamp(-clip, clip) - returns) ** 2
+        value_loss = 0.5 * torch.max(unclipped, clipped).mean(dim=-1)
+    else:
+        value_loss = 0.5 * unclipped.mean(dim=-1)
+    with torch.no_grad():
+        approx_kl = ((ratio - 1.0) - log_ratio).mean(dim=-1)
+        clip_fraction = ((ratio - 1.0).abs() > clip).float().mean(dim=-1)
+    return {"policy_loss": policy_loss, "value_loss": value_loss, "approx_kl": approx_kl, "clip_fraction": clip_fraction}
+
+
+def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStore,
+          checkpoint: dict | None = None) -> list[dict | None]:
+    """Train agents `cfgs` (a population; one config is an ordinary run) from scratch or from `checkpoint`."""
+    p = cfgs[0].ppo  # what agents share; per agent: gamma and lambda
+    # Seeding: each agent's networks, environments, generators from its own seed (the loop); action noise
+    # from the agent's torch generator, minibatch order from its run generator.
+    loop = TrainingLoop(cfgs, runs, store, envs_per_agent=p.num_envs)
+    device, agents = loop.device, loop.agents
+    K, N, S = loop.size, p.num_envs, p.num_steps
+    rollout, iterations = N * S, loop.cfg.total_steps // (N * S)
+    minibatch = rollout // p.num_minibatches
+
+    policy, value = loop.build(lambda agent, norm: (
+        Policy(agent.cfg, norm, loop.action_space, agent.membrane_generator, device),
+        Value(p.critic, norm.dim, agent.membrane_generator, device)))
+    parameters = [*policy.parameters(), *value.parameters()]
+    optimizer = torch.optim.Adam(parameters, lr=p.learning_rate, eps=1e-5)
+    reward_scaler = RewardScaler(K, N, p.reward_clip, p.normalize_rewards).to(device)
+    gamma, lam = loop.per_agent(lambda cfg: cfg.ppo.gamma), loop.per_agent(lambda cfg: cfg.ppo.gae_lambda)  # [K, 1]
+    action_shape = () if policy.discrete else loop.action_space.shape
+    low, high = (None, None) if policy.discrete else (loop.action_space.low, loop.action_space.high)
+    loop.backends = {"actor": policy.net.backend, "value": value.net.backend}
+
+    step, obs = loop.begin(checkpoint, policy=policy, buffer=None, components={
+        "actor": policy, "value": value, "optimizer": optimizer, "reward_scaler": reward_scaler})
+    rollout_obs = torch.zeros(K, S, N, loop.observation_space.shape[0], device=device)
+    actions = torch.zeros(K, S, N, *action_shape, dtype=torch.int64 if policy.discrete else torch.float32, device=device)
+    log_probs, rewards, ended, values = (torch.zeros(K, S, N, device=device) for _ in range(4))
+    rows = torch.arange(K, device=device).unsqueeze(-1)
+    stopped = not loop.active_agents()
+    for iteration in range(step // rollout + 1, iterations + 1):
+        if stopped:
+            break
+        if p.anneal_lr:
+            optimizer.param_groups[0]["lr"] = p.learning_rate * (1.0 - (iteration - 1) / iterations)
+        for t in range(S):
+            with torch.no_grad():
+                x = policy.obs_norm(loop.obs_tensor(obs))  # [K, N, d], the statistics as they are now
+                readout = policy.net(x)
+                noise = loop.uniform((N,)) if policy.discrete else loop.normal((N, *action_shape))
+                action = policy.sample(readout, noise)
+                rollout_obs[:, t], actions[:, t], values[:, t] = x, action, value(x)
+                log_probs[:, t] = policy.log_prob_and_entropy(readout, action)[0]
+            env_actions = action.cpu().numpy() if policy.discrete else np.clip(action.cpu().numpy(), low, high)
+            obs, reward, episode_ended, truncated, reached = loop.vector_step(step + N, obs, env_actions)
+            step += N
+            ended[:, t] = torch.as_tensor(episode_ended, device=device)
+            rewards[:, t] = reward_scaler(torch.as_tensor(reward, device=device, dtype=torch.float64), ended[:, t], gamma)
+            if loop.cfg.truncation_bootstraps and truncated.any():  # the return goes on past the time limit
+                with torch.no_grad():
+                    cut = torch.as_tensor(truncated, device=device)
+                    rewards[:, t] += gamma * cut * value(policy.obs_norm(loop.obs_tensor(reached)))
+            if loop.after_step(step, obs, stride=N, boundary=False):
+                stopped = True
+                break
+        if stopped:
+            break
+
+        with torch.no_grad():
+            next_value = value(policy.obs_norm(loop.obs_tensor(obs)))
+            advantages, returns = generalized_advantages(rewards, values, ended, next_value, gamma, lam)
+        flat = [t.reshape(K, rollout, *t.shape[3:]) for t in (rollout_obs, actions, log_probs, advantages, returns, values)]
+        for epoch in range(p.update_epochs):
+            order = torch.as_tensor(np.stack([agent.rng.permutation(rollout) for agent in agents]), device=device)
+            for start in range(0, rollout, minibatch):
+                index = order[:, start:start + minibatch]
+                b_obs, b_actions, b_log_probs, b_advantages, b_returns, b_values = (t[rows, index] for t in flat)
+                new_log_prob, entropy = policy.log_prob_and_entropy(policy.net(b_obs), b_actions)
+                losses = clipped_losses(new_log_prob, b_log_probs, b_advantages, value(b_obs), b_values, b_returns,
+                                        p.clip_coef, p.clip_value_loss, p.normalize_advantages)
+                entropy = entropy.mean(dim=-1)
+                loss = losses["policy_loss"] - p.entropy_coef * entropy + p.value_coef * losses["value_loss"]  # [K]
+                loop.check_finite(step, "losses/loss", loss)
+                optimizer.zero_grad()
+                loss.sum().backward()  # each agent's gradient is its own loss's
+                clip_grad_norm_per_agent(parameters, p.max_grad_norm)
+                optimizer.step()
+
+        explained = 1.0 - (flat[4] - flat[5]).var(dim=-1) / flat[4].var(dim=-1).clamp(min=1e-8)
+        for agent in loop.active_agents():
+            k = agent.index
+            agent.run.log_scalars(step, {
+                "charts/learning_rate": optimizer.param_groups[0]["lr"], "losses/policy_loss": losses["policy_loss"][k].item(),
+                "losses/value_loss": losses["value_loss"][k].item(), "losses/entropy": entropy[k].item(),
+                "losses/approx_kl": losses["approx_kl"][k].item(), "losses/clipfrac": losses["clip_fraction"][k].item(),
+                "losses/explained_variance": explained[k].item()})
+        if loop.boundary(step, obs, final=iteration == iterations):
+            break
+    return loop.finish(step)
