@@ -66,7 +66,8 @@ def plot_runs(run_dirs: list[Path], output: Path, title: str | None = None) -> P
 
 def summarize_runs(run_dirs: list[Path]) -> str:
     """A Markdown table: per run, the final and best evaluation returns, the best 100-episode average of
-    training returns (and the episode it ends at), steps and wall time; then per variant, the means."""
+    training returns (and the episode it ends at), steps, wall time and steps per second; then per variant,
+    the means."""
     import json
 
     rows, groups = [], defaultdict(list)
@@ -80,17 +81,17 @@ def summarize_runs(run_dirs: list[Path]) -> str:
         train_average = final.get("best_train_average")  # absent in runs made before it was recorded
         row = (label, seed, final["global_step"], final["mean_return"], final["best_eval_mean_return"],
                np.nan if train_average is None else train_average, final.get("best_train_average_episode"),
-               final["wall_time_s"])
+               final["wall_time_s"], final["steps_per_second"])
         rows.append(row)
         groups[label].append(row)
     lines = ["| variant | seed | steps | final eval return | best eval return | best 100-episode training average "
-             "(episode) | wall time (s) |", "|---|---|---|---|---|---|---|"]
-    for label, seed, steps, final_ret, best_ret, train_avg, train_ep, wall in sorted(rows, key=lambda r: r[:2]):
+             "(episode) | wall time (s) | steps/s |", "|---|---|---|---|---|---|---|---|"]
+    for label, seed, steps, final_ret, best_ret, train_avg, train_ep, wall, rate in sorted(rows, key=lambda r: r[:2]):
         average = "-" if train_ep is None else f"{train_avg:.1f} ({train_ep})"
-        lines.append(f"| {label} | {seed} | {steps} | {final_ret:.1f} | {best_ret:.1f} | {average} | {wall:.0f} |")
+        lines.append(f"| {label} | {seed} | {steps} | {final_ret:.1f} | {best_ret:.1f} | {average} | {wall:.0f} | {rate:.0f} |")
     for label, group in sorted(groups.items()):
-        finals, bests, averages, walls = (np.array([r[i] for r in group], dtype=float) for i in (3, 4, 5, 7))
+        finals, bests, averages, walls, rates = (np.array([r[i] for r in group], dtype=float) for i in (3, 4, 5, 7, 8))
         average = "-" if np.isnan(averages).any() else f"**{averages.mean():.1f}**"
         lines.append(f"| **{label}, mean of {len(group)}** | | | **{finals.mean():.1f}** | **{bests.mean():.1f}** "
-                     f"| {average} | **{walls.mean():.0f}** |")
+                     f"| {average} | **{walls.mean():.0f}** | **{rates.mean():.0f}** |")
     return "\n".join(lines)
