@@ -193,6 +193,10 @@ class PPOConfig:
     normalize_rewards: bool = True  # divide rewards by the running std of the discounted return, then clip
     reward_clip: float = 10.0
     initial_log_std: float = 0.0  # continuous actions: the state-independent log-std starts here
+    # The policy's output layer starts with its weights times this (CleanRL: std 0.01), so that the first
+    # policies are near uniform / zero-mean; for a spiking policy it also keeps a flipped spike from moving
+    # the output far, which would otherwise put each update far outside the clipped trust region.
+    policy_output_scale: float = 0.01
     critic: NetworkConfig = field(default_factory=_ppo_critic)
 
 
@@ -517,7 +521,7 @@ def _validate_ppo(cfg: TrainConfig) -> None:
     _check(p.learning_rate > 0, f"ppo.learning_rate must be > 0, got {p.learning_rate}")
     for name in ("gamma", "gae_lambda"):
         _check(0.0 <= getattr(p, name) <= 1.0, f"ppo.{name} must be in [0, 1], got {getattr(p, name)}")
-    for name in ("clip_coef", "max_grad_norm", "reward_clip"):
+    for name in ("clip_coef", "max_grad_norm", "reward_clip", "policy_output_scale"):
         _check(getattr(p, name) > 0, f"ppo.{name} must be > 0, got {getattr(p, name)}")
     for name in ("entropy_coef", "value_coef"):
         _check(getattr(p, name) >= 0, f"ppo.{name} must be >= 0, got {getattr(p, name)}")

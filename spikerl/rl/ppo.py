@@ -34,7 +34,7 @@ from spikerl.config import NetworkConfig, TrainConfig
 from spikerl.rl.loop import TrainingLoop, as_obs_tensor, clip_grad_norm_per_agent
 from spikerl.rl.run import CheckpointStore, Run
 from spikerl.snn.encoders import ObservationNormalizer, RunningMeanStd, observation_normalizer
-from spikerl.snn.network import build_network
+from spikerl.snn.network import build_network, output_layer
 
 
 class Policy(nn.Module):
@@ -48,6 +48,8 @@ class Policy(nn.Module):
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         outputs = int(action_space.n) if self.discrete else action_space.shape[0]
         self.net = build_network(cfg.network, obs_norm.dim, outputs, generator, device)
+        with torch.no_grad():
+            output_layer(self.net).weight.mul_(cfg.ppo.policy_output_scale)
         if not self.discrete:
             self.log_std = nn.Parameter(torch.full((outputs,), cfg.ppo.initial_log_std, device=device))
             self.register_buffer("action_low", torch.as_tensor(action_space.low, dtype=torch.float32, device=device))

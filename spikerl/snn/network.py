@@ -98,6 +98,11 @@ class ANNMLP(nn.Module):
         return self.body(self.encoder(obs, 1)[0])
 
 
+def output_layer(net: nn.Module) -> nn.Linear:
+    """The linear map that produces a network's outputs: the readout's (spiking) or the last layer (ANN)."""
+    return net.body[-1] if isinstance(net, ANNMLP) else net.decoder.fc
+
+
 def build_network(cfg: NetworkConfig, in_dim: int, out_dim: int, generator: torch.Generator | None = None,
                   device: torch.device | str = "cpu") -> nn.Module:
     """The network `cfg` describes, on `device`, its spiking layers on `cfg.backend` (auto resolved for `device`)."""
