@@ -27,3 +27,22 @@ def newest_checkpoint(run_dir: Path) -> dict:
     paths = sorted((Path(run_dir) / "checkpoints").glob("step_*.pt"), key=lambda p: int(p.stem[5:]))
     assert paths, f"no checkpoint in {run_dir}"
     return load_checkpoint(paths[-1])
+
+
+def assert_policy_commands_read(cli, run_dir: Path, tmp_path: Path) -> None:
+    """`spikerl eval` gives the run's final evaluation; its NIR export evaluates to the same returns; `eval
+    --quantize` and `energy` run on it."""
+    import json
+
+    final = json.loads((run_dir / "final_eval.json").read_text())
+    assert cli("eval", str(run_dir), "--episodes", "3", "-o", str(tmp_path / "e.json")).returncode == 0
+    assert json.loads((tmp_path / "e.json").read_text())["returns"] == final["returns"]
+    exported = cli("export", str(run_dir), "-o", str(tmp_path / "policy.nir"))
+    assert exported.returncode == 0, exported.stderr
+    from_nir = cli("eval", str(tmp_path / "policy.nir"), "--episodes", "3", "-o", str(tmp_path / "n.json"))
+    assert from_nir.returncode == 0, from_nir.stderr
+    assert json.loads((tmp_path / "n.json").read_text())["returns"] == pytest.approx(final["returns"], abs=1e-3)
+    quantized = cli("eval", str(run_dir), "--quantize", "--weight-bits", "16", "--episodes", "3", "-o", str(tmp_path / "q.json"))
+    assert quantized.returncode == 0, quantized.stderr
+    energy = cli("energy", str(run_dir))
+    assert energy.returncode == 0 and "spikes per decision" in energy.stdout, energy.stderr

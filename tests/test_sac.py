@@ -11,6 +11,7 @@ from spikerl.config import load_config
 from spikerl.rl import sac, train_run
 from spikerl.rl.evaluate import evaluate
 from spikerl.rl.run import Run
+from tests.conftest import assert_policy_commands_read
 
 
 def test_soft_q_target_by_hand():
@@ -66,22 +67,9 @@ def test_spiking_sac_learns_point_reach(tmp_path):
 
 
 def test_a_sac_policy_evaluates_exports_to_nir_quantizes_and_counts_energy(cli, tmp_path):
-    import json
-
     run_dir = tmp_path / "run"
     trained = cli("train", "configs/pendulum_sac_snn.yaml", "env_id=spikerl/PointReach-v0", "total_steps=300",
                   "sac.learning_starts=100", "sac.batch_size=16", "network.hidden=[16, 16]", "sac.critic.hidden=[16, 16]",
                   "eval.every=0", "eval.final_episodes=3", f"run_dir={run_dir}", "progress=false")
     assert trained.returncode == 0, trained.stderr
-    final = json.loads((run_dir / "final_eval.json").read_text())
-    assert cli("eval", str(run_dir), "--episodes", "3", "-o", str(tmp_path / "e.json")).returncode == 0
-    assert json.loads((tmp_path / "e.json").read_text())["returns"] == final["returns"]
-    exported = cli("export", str(run_dir), "-o", str(tmp_path / "sac.nir"))
-    assert exported.returncode == 0, exported.stderr
-    from_nir = cli("eval", str(tmp_path / "sac.nir"), "--episodes", "3", "-o", str(tmp_path / "n.json"))
-    assert from_nir.returncode == 0, from_nir.stderr
-    assert json.loads((tmp_path / "n.json").read_text())["returns"] == pytest.approx(final["returns"], abs=1e-3)
-    quantized = cli("eval", str(run_dir), "--quantize", "--weight-bits", "16", "--episodes", "3", "-o", str(tmp_path / "q.json"))
-    assert quantized.returncode == 0, quantized.stderr
-    energy = cli("energy", str(run_dir))
-    assert energy.returncode == 0 and "spikes per decision" in energy.stdout, energy.stderr
+    assert_policy_commands_read(cli, run_dir, tmp_path)
