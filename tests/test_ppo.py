@@ -116,17 +116,17 @@ def test_spiking_ppo_learns_cartpole(tmp_path):
     before = evaluate(untrained.act, cfg.env_id, 10, cfg.eval.seed)["mean_return"]
     result = train_run(cfg, Run(cfg))
     assert before < 100
-    assert result["mean_return"] >= 200, result  # seed 0 reaches 277 here (seeds 1, 2: 498, 429)
+    assert result["mean_return"] >= 200, result  # seed 0 reaches 305 here (seeds 1, 2: 222, 296)
 
 
 @pytest.mark.slow
 def test_spiking_ppo_learns_point_reach(tmp_path):
     cfg = load_config("configs/pendulum_ppo_snn.yaml", [
-        "env_id=spikerl/PointReach-v0", "total_steps=20480", "ppo.num_steps=256", "ppo.num_minibatches=16",
+        "env_id=spikerl/PointReach-v0", "total_steps=20480", "ppo.num_steps=256", "ppo.num_minibatches=16", "network.hidden=[64, 64]",
         "ppo.gamma=0.95", "ppo.learning_rate=0.0003", "eval.every=0", "eval.final_episodes=10", "checkpoint_every=0",
         f"run_dir={tmp_path / 'run'}", "progress=false"])
     result = train_run(cfg, Run(cfg))
-    # Standing still scores about -24, the best policy about -0.7.
+    # Standing still scores about -24, the best policy about -0.7; this run reaches -5.3.
     assert result["mean_return"] >= -12, result
 
 
