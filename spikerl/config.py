@@ -225,6 +225,11 @@ class TrainConfig:
     ppo: PPOConfig = field(default_factory=PPOConfig)
 
 
+def critic_network(cfg: TrainConfig) -> NetworkConfig | None:
+    """The algorithm's second network (TD3's and SAC's critics, PPO's value network); DQN has none."""
+    return {"td3": cfg.td3.critic, "sac": cfg.sac.critic, "ppo": cfg.ppo.critic}.get(cfg.algo)
+
+
 # ----------------------------------------------------------------------------- building from data
 
 

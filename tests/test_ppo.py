@@ -1,5 +1,6 @@
 """PPO: GAE and the clipped losses by hand, the normalizers, learning, export, and bad input."""
 
+import json
 import math
 
 import gymnasium as gym
@@ -137,6 +138,21 @@ def test_a_ppo_policy_evaluates_exports_to_nir_quantizes_and_counts_energy(cli, 
                   "network.hidden=[16, 16]", "eval.every=0", "eval.final_episodes=3", f"run_dir={run_dir}", "progress=false")
     assert trained.returncode == 0, trained.stderr
     assert_policy_commands_read(cli, run_dir, tmp_path)
+
+
+def test_ppo_evaluates_the_policy_of_the_update_it_logs(cli, tmp_path):
+    """Evaluations fall after the update that ends a rollout, so the final evaluation (reusing the periodic one
+    at the last step) scores the saved final model."""
+    run_dir = tmp_path / "run"
+    trained = cli("train", "configs/pendulum_ppo_snn.yaml", "env_id=spikerl/PointReach-v0", "total_steps=512",
+                  "ppo.num_envs=2", "ppo.num_steps=128", "ppo.num_minibatches=4", "network.hidden=[16, 16]",
+                  "eval.every=200", "eval.episodes=3", "eval.final_episodes=3", f"run_dir={run_dir}", "progress=false")
+    assert trained.returncode == 0, trained.stderr
+    steps = [int(row.split(",")[0]) for row in (run_dir / "eval.csv").read_text().splitlines()[1:]]
+    assert steps == [256, 512]  # the rollout boundaries at or after each multiple of 200
+    assert cli("eval", str(run_dir), "--episodes", "3", "-o", str(tmp_path / "e.json")).returncode == 0
+    final = json.loads((run_dir / "final_eval.json").read_text())
+    assert json.loads((tmp_path / "e.json").read_text())["returns"] == final["returns"]
 
 
 @pytest.mark.parametrize("override, message", [

@@ -318,6 +318,9 @@ def load_nir_policy(path: Path, env_id: str | None = None, backend: str = "auto"
         if algo in ("td3", "sac") and "action_scale" in meta:
             policy.action_scale.copy_(torch.as_tensor(np.asarray(meta["action_scale"], np.float32)))
             policy.action_offset.copy_(torch.as_tensor(np.asarray(meta["action_offset"], np.float32)))
+        if algo == "ppo" and "action_low" in meta:
+            policy.action_low.copy_(torch.as_tensor(np.asarray(meta["action_low"], np.float32)))
+            policy.action_high.copy_(torch.as_tensor(np.asarray(meta["action_high"], np.float32)))
     torch_device = resolve_device(device)
     policy.to(torch_device)
     policy.net.set_backend(backend, torch_device)

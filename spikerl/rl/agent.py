@@ -8,7 +8,8 @@ So an agent trained in a population takes the same steps as the same config trai
 
 An agent has one environment (DQN, TD3, SAC) or `ppo.num_envs` of them, stepped together as a
 synchronous vector environment would: environment i is first reset with seed + i (as Gymnasium's
-vector environments seed theirs) and resets itself when its episode ends. Every finished episode, from
+vector environments and CleanRL seed theirs; so with N > 1, seed s's environment 1 starts as seed s + 1's
+environment 0) and resets itself when its episode ends. Every finished episode, from
 any of them, is one row of the agent's episodes.csv.
 
 Mid-episode checkpoints: an environment's state is not saved directly (it may be a physics

@@ -172,14 +172,14 @@ class TrainingLoop:
             if isinstance(getattr(sub, "obs_norm", None), ObservationNormalizer):
                 sub.obs_norm = self.obs_norm
 
-    def per_agent(self, value: Callable[[TrainConfig], float]) -> float | torch.Tensor:
+    def per_agent(self, value: Callable[[TrainConfig], float], dtype: torch.dtype = torch.float32) -> float | torch.Tensor:
         """A setting that agents may differ in: a Python number when they all agree (the arithmetic of a run
         alone, bit for bit: torch multiplies by a Python number in double precision), else a [K, 1] tensor
-        on the device, which broadcasts against [K, B] batches."""
+        of `dtype` on the device, which broadcasts against [K, B] batches."""
         values = [float(value(agent.cfg)) for agent in self.agents]
         if len(set(values)) == 1:
             return values[0]
-        return torch.tensor([[v] for v in values], device=self.device)
+        return torch.tensor([[v] for v in values], dtype=dtype, device=self.device)
 
     def normal(self, shape: tuple[int, ...]) -> torch.Tensor:
         """Standard normal noise [K, *shape], each agent's drawn from its own torch generator."""
@@ -317,6 +317,8 @@ class TrainingLoop:
                 if over:
                     ended[k, i], truncated[k, i] = 1.0, float(not terminated)
                     agent.end_episode(step, i)
+                    if agent.episodes_done():  # its budget is spent: no episode beyond it is logged
+                        break
         self.observe(act_next)
         return act_next, rewards, ended, truncated, reached
 
@@ -353,10 +355,12 @@ class TrainingLoop:
     def steps_per_second(self, step: int) -> float:
         return step / max(time.perf_counter() - self.start, 1e-9)
 
-    def after_step(self, step: int, obs: np.ndarray, stride: int = 1, boundary: bool = True) -> bool:
+    def after_step(self, step: int, obs: np.ndarray, stride: int = 1, boundary: bool = True, evaluate: bool = True) -> bool:
         """Books, evaluations, videos and stops after `step` (`stride` environment steps per agent since the last
         call; what is due every E steps runs when `step` reaches or passes a multiple of E), then, at a
-        `boundary`, the end of training and checkpoints (see `boundary`). True once no agent trains on."""
+        `boundary`, the end of training and checkpoints (see `boundary`). True once no agent trains on.
+        `evaluate` False leaves evaluations and videos to `after_update` (inside an on-policy rollout the
+        weights are those of the previous update)."""
         self.progress.update(stride)
         stopping: list[Agent] = []
         if _reached(step, 1000, stride):
@@ -367,16 +371,32 @@ class TrainingLoop:
                 scalars.update({"perf/rss_mib": rss, "perf/peak_rss_mib": peak_memory_mib()})
             for agent in self.active_agents():
                 agent.run.log_scalars(step, scalars)
-        if self.cfg.eval.every and _reached(step, self.cfg.eval.every, stride):
-            stopping += self.periodic_eval(step)
-        if self.cfg.video.every and _reached(step, self.cfg.video.every, stride):
-            for agent in self.active_agents():
-                self.record_video(agent, step)
+        if evaluate:
+            stopping += self.evaluations(step, stride)
         stopping += [agent for agent in self.active_agents() if agent.episodes_done() and agent not in stopping]
         final = boundary and step >= self.cfg.total_steps
         if stopping and not final:
             self.finish_agents(step, stopping)
         return self.boundary(step, obs) if boundary else not self.active_agents()
+
+    def evaluations(self, step: int, stride: int) -> list[Agent]:
+        """The periodic evaluations and videos due in the last `stride` steps; the agents that reached their
+        `eval.stop_at_return`."""
+        stopping = []
+        if self.cfg.eval.every and _reached(step, self.cfg.eval.every, stride):
+            stopping += self.periodic_eval(step)
+        if self.cfg.video.every and _reached(step, self.cfg.video.every, stride):
+            for agent in self.active_agents():
+                self.record_video(agent, step)
+        return stopping
+
+    def after_update(self, step: int, obs: np.ndarray, stride: int, final: bool = False) -> bool:
+        """On-policy: after the update that ends a rollout of `stride` steps per agent, the evaluations and
+        videos due in it (of the updated policy, logged at this step), then the `boundary`."""
+        stopping = self.evaluations(step, stride)
+        if stopping and not (final or step >= self.cfg.total_steps):
+            self.finish_agents(step, stopping)
+        return self.boundary(step, obs, final)
 
     def boundary(self, step: int, obs: np.ndarray, final: bool = False) -> bool:
         """Where training may end and be checkpointed (every step, or after each of PPO's updates): at

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from spikerl.config import TrainConfig, config_to_dict, load_config
+from spikerl.config import TrainConfig, config_to_dict, critic_network, load_config
 from spikerl.errors import SpikerlError
 from spikerl.fileio import atomic_write_text
 
@@ -55,10 +55,11 @@ def shared_settings(cfg: TrainConfig) -> dict[str, object]:
 
 
 def check_population(cfgs: list[TrainConfig]) -> None:
-    net = cfgs[0].network
-    if len(cfgs) > 1 and net.kind == "snn" and (net.encoder == "poisson" or
-                                                 (net.encoder == "population" and net.population_spikes == "poisson")):
-        raise SpikerlError("random input spikes (network.encoder poisson, or population with population_spikes "
+    cfg = cfgs[0]
+    if len(cfgs) > 1 and any(net is not None and net.kind == "snn" and (
+            net.encoder == "poisson" or (net.encoder == "population" and net.population_spikes == "poisson"))
+            for net in (cfg.network, critic_network(cfg))):
+        raise SpikerlError("random input spikes (an encoder poisson, or population with population_spikes "
                            "poisson) are drawn from torch's global generator, which the agents of a population would "
                            "share: train these seeds as separate runs")
     shared = shared_settings(cfgs[0])
@@ -194,7 +195,6 @@ def resolve_run_choices(cfg: TrainConfig) -> None:
 
     device = resolve_device(cfg.device)
     cfg.device = str(device)
-    critic = {"td3": cfg.td3.critic, "sac": cfg.sac.critic, "ppo": cfg.ppo.critic}.get(cfg.algo)
-    for net in (cfg.network, critic):
+    for net in (cfg.network, critic_network(cfg)):
         if net is not None and net.kind == "snn":
             net.backend = resolve_backend(net.backend, device)

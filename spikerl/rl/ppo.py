@@ -193,6 +193,7 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
     optimizer = torch.optim.Adam(parameters, lr=p.learning_rate, eps=1e-5)
     reward_scaler = RewardScaler(K, N, p.reward_clip, p.normalize_rewards).to(device)
     gamma, lam = loop.per_agent(lambda cfg: cfg.ppo.gamma), loop.per_agent(lambda cfg: cfg.ppo.gae_lambda)  # [K, 1]
+    returns_gamma = loop.per_agent(lambda cfg: cfg.ppo.gamma, torch.float64)  # the scaler's returns are float64
     action_shape = () if policy.discrete else loop.action_space.shape
     low, high = (None, None) if policy.discrete else (loop.action_space.low, loop.action_space.high)
     loop.backends = {"actor": policy.net.backend, "value": value.net.backend}
@@ -221,12 +222,13 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
             obs, reward, episode_ended, truncated, reached = loop.vector_step(step + N, obs, env_actions)
             step += N
             ended[:, t] = torch.as_tensor(episode_ended, device=device)
-            rewards[:, t] = reward_scaler(torch.as_tensor(reward, device=device, dtype=torch.float64), ended[:, t], gamma)
+            rewards[:, t] = reward_scaler(torch.as_tensor(reward, device=device, dtype=torch.float64), ended[:, t],
+                                          returns_gamma)
             if loop.cfg.truncation_bootstraps and truncated.any():  # the return goes on past the time limit
                 with torch.no_grad():
                     cut = torch.as_tensor(truncated, device=device)
                     rewards[:, t] += gamma * cut * value(policy.obs_norm(loop.obs_tensor(reached)))
-            if loop.after_step(step, obs, stride=N, boundary=False):
+            if loop.after_step(step, obs, stride=N, boundary=False, evaluate=False):
                 stopped = True
                 break
         if stopped:
@@ -260,6 +262,6 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                 "losses/value_loss": losses["value_loss"][k].item(), "losses/entropy": entropy[k].item(),
                 "losses/approx_kl": losses["approx_kl"][k].item(), "losses/clipfrac": losses["clip_fraction"][k].item(),
                 "losses/explained_variance": explained[k].item()})
-        if loop.boundary(step, obs, final=iteration == iterations):
+        if loop.after_update(step, obs, stride=rollout, final=iteration == iterations):
             break
     return loop.finish(step)
