@@ -8,8 +8,9 @@ dimension, `spikerl.snn.stacked`), owns its update, and calls `begin`, then per 
 
 An on-policy algorithm (PPO) gives each agent `envs_per_agent` environments, steps them together with
 `vector_step` (observations [K, N, d]; the step count advances N per call), calls `after_step` with
-`boundary=False` inside a rollout and `boundary` after its update: checkpoints and the end of training
-fall on rollout boundaries, so a checkpoint never holds half a rollout.
+`boundary=False, evaluate=False` inside a rollout and `after_update` after its update: evaluations,
+checkpoints and the end of training fall on rollout boundaries, so an evaluation scores the policy
+saved at its step and a checkpoint never holds half a rollout.
 
 An agent stops alone: when a periodic evaluation reaches its `eval.stop_at_return`, when its
 `total_episodes` are done, or when its loss or weights stop being finite (diverged.json in its folder;
@@ -374,10 +375,7 @@ class TrainingLoop:
         if evaluate:
             stopping += self.evaluations(step, stride)
         stopping += [agent for agent in self.active_agents() if agent.episodes_done() and agent not in stopping]
-        final = boundary and step >= self.cfg.total_steps
-        if stopping and not final:
-            self.finish_agents(step, stopping)
-        return self.boundary(step, obs) if boundary else not self.active_agents()
+        return self._stop(step, obs, stopping, boundary)
 
     def evaluations(self, step: int, stride: int) -> list[Agent]:
         """The periodic evaluations and videos due in the last `stride` steps; the agents that reached their
@@ -393,10 +391,14 @@ class TrainingLoop:
     def after_update(self, step: int, obs: np.ndarray, stride: int, final: bool = False) -> bool:
         """On-policy: after the update that ends a rollout of `stride` steps per agent, the evaluations and
         videos due in it (of the updated policy, logged at this step), then the `boundary`."""
-        stopping = self.evaluations(step, stride)
-        if stopping and not (final or step >= self.cfg.total_steps):
+        return self._stop(step, obs, self.evaluations(step, stride), True, final)
+
+    def _stop(self, step: int, obs: np.ndarray, stopping: list[Agent], boundary: bool, final: bool = False) -> bool:
+        """Finish the `stopping` agents, unless training ends at this `boundary` anyway (then `boundary` finishes
+        every agent at once); True once no agent trains on."""
+        if stopping and not (boundary and (final or step >= self.cfg.total_steps)):
             self.finish_agents(step, stopping)
-        return self.boundary(step, obs, final)
+        return self.boundary(step, obs, final) if boundary else not self.active_agents()
 
     def boundary(self, step: int, obs: np.ndarray, final: bool = False) -> bool:
         """Where training may end and be checkpointed (every step, or after each of PPO's updates): at

@@ -204,9 +204,8 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
     actions = torch.zeros(K, S, N, *action_shape, dtype=torch.int64 if policy.discrete else torch.float32, device=device)
     log_probs, rewards, ended, values = (torch.zeros(K, S, N, device=device) for _ in range(4))
     rows = torch.arange(K, device=device).unsqueeze(-1)
-    stopped = not loop.active_agents()
     for iteration in range(step // rollout + 1, iterations + 1):
-        if stopped:
+        if not loop.active_agents():
             break
         if p.anneal_lr:
             optimizer.param_groups[0]["lr"] = p.learning_rate * (1.0 - (iteration - 1) / iterations)
@@ -229,9 +228,8 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                     cut = torch.as_tensor(truncated, device=device)
                     rewards[:, t] += gamma * cut * value(policy.obs_norm(loop.obs_tensor(reached)))
             if loop.after_step(step, obs, stride=N, boundary=False, evaluate=False):
-                stopped = True
                 break
-        if stopped:
+        if not loop.active_agents():  # every agent stopped inside the rollout: no update
             break
 
         with torch.no_grad():
@@ -254,7 +252,7 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                 clip_grad_norm_per_agent(parameters, p.max_grad_norm)
                 optimizer.step()
 
-        explained = 1.0 - (flat[4] - flat[5]).var(dim=-1) / flat[4].var(dim=-1).clamp(min=1e-8)
+        explained = 1.0 - (returns - values).reshape(K, -1).var(dim=-1) / returns.reshape(K, -1).var(dim=-1).clamp(min=1e-8)
         for agent in loop.active_agents():
             k = agent.index
             agent.run.log_scalars(step, {
@@ -262,6 +260,5 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                 "losses/value_loss": losses["value_loss"][k].item(), "losses/entropy": entropy[k].item(),
                 "losses/approx_kl": losses["approx_kl"][k].item(), "losses/clipfrac": losses["clip_fraction"][k].item(),
                 "losses/explained_variance": explained[k].item()})
-        if loop.after_update(step, obs, stride=rollout, final=iteration == iterations):
-            break
+        loop.after_update(step, obs, stride=rollout, final=iteration == iterations)
     return loop.finish(step)
