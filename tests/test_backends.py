@@ -207,6 +207,16 @@ def test_backends_refuse_what_they_cannot_run():
         get_backend("banana")
 
 
+def test_native_compiles_a_copy_in_its_cache_so_checkouts_share_one_build():
+    from spikerl.snn.backends import native
+
+    native.build()
+    cache = native.build_directory()
+    assert (cache / native.SOURCE.name).read_text() == native.SOURCE.read_text()
+    ninja = (cache / "build.ninja").read_text()
+    assert str(cache / native.SOURCE.name) in ninja and str(native.SOURCE) not in ninja
+
+
 def test_native_without_a_cpp_compiler_is_one_clear_error(monkeypatch):
     from spikerl.snn.backends import native
 

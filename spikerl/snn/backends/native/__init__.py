@@ -40,6 +40,12 @@ def _cpu_signature() -> str:
     return platform.machine() + flags
 
 
+def build_directory() -> Path:
+    """Where the operators are compiled and cached: one directory per source, PyTorch, CPU and flags."""
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), torch.__version__, _cpu_signature(), *FLAGS]).encode())
+    return Path(os.environ.get("SPIKERL_CACHE", Path.home() / ".cache" / "spikerl")) / f"spikerl_native_{key.hexdigest()[:12]}"
+
+
 def build() -> None:
     """Compile (or load from the cache) the operators and register their Python parts; once per process."""
     global _built
@@ -55,12 +61,18 @@ def build() -> None:
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     from torch.utils import cpp_extension
 
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), torch.__version__, _cpu_signature(), *FLAGS]).encode())
-    name = f"spikerl_native_{key.hexdigest()[:12]}"
-    build_dir = Path(os.environ.get("SPIKERL_CACHE", Path.home() / ".cache" / "spikerl")) / name
+    build_dir = build_directory()
+    name = build_dir.name
     try:
         build_dir.mkdir(parents=True, exist_ok=True)
-        cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
+        # Compiled from a copy in the cache: the build files name the source's path, so two checkouts of
+        # spikerl (a worktree, a fresh clone) would otherwise rebuild the shared library in turn.
+        source = build_dir / SOURCE.name
+        if not source.exists():  # the directory's name is the source's hash: an existing copy is this source
+            partial = build_dir / f"{SOURCE.name}.{os.getpid()}.partial"
+            shutil.copyfile(SOURCE, partial)
+            os.replace(partial, source)
+        cpp_extension.load(name=name, sources=[str(source)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
                            build_directory=str(build_dir), is_python_module=False, verbose=False)
     except OSError as exc:
         raise SpikerlError(f"cannot build the native backend's kernels in {build_dir}: {exc.strerror or exc}") from None
