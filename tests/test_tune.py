@@ -164,6 +164,43 @@ def test_pruning_compares_the_same_seed_and_step_and_stops_the_trial(tmp_path):
     assert "eval mean return" in (runs / "s1.log").read_text()  # the run's messages went to its folder
 
 
+def test_a_population_trial_trains_its_seeds_in_lockstep_and_prunes_on_their_mean(tmp_path):
+    """--population: the seeds train as one population (a folder per seed, as `train --seeds` writes); the pruner
+    hears the mean over the seeds at each evaluation step and stops the whole population."""
+    from spikerl.tune.storage import open_storage
+    from spikerl.tune.study import TuneSpec, open_study, run_worker
+
+    beta = Param("network.neuron.beta", "float", 0.1, 0.9)
+    spec = TuneSpec(config=TINY[0], overrides=TINY[1:], space=[beta], seeds=[0, 1], pruner="median",
+                    prune_after=1, population=True)
+    study = open_study(spec, open_storage(None, tmp_path, 30), "pop", sampler_seed=0)
+    run_worker(spec, study, tmp_path, n_trials=1, log=lambda line: None)
+    first, runs = study.trials[0], tmp_path / "trials" / "t0000"
+    assert first.state == optuna.trial.TrialState.COMPLETE
+    assert (runs / "population.yaml").is_file() and "population of 2 agents" in (tmp_path / "trials" / "t0000.log").read_text()
+    finals = [json.loads((runs / f"s{seed}" / "final_eval.json").read_text()) for seed in (0, 1)]
+    assert all(f["population"]["agents"] == 2 for f in finals)
+    assert first.value == pytest.approx((finals[0]["mean_return"] + finals[1]["mean_return"]) / 2)
+    evals = [[line.split(",") for line in (runs / f"s{seed}" / "eval.csv").read_text().splitlines()[1:]] for seed in (0, 1)]
+    expected = {}
+    for a, b in zip(*evals):  # the periodic evaluations (the final one, at step 800 too, comes last)
+        expected.setdefault(int(a[0]), (float(a[1]) + float(b[1])) / 2)
+    assert first.intermediate_values == pytest.approx(expected) and sorted(expected) == [400, 800]
+
+    # Two finished trials far ahead at step 400: the next population stops there, both seeds at once.
+    for _ in range(2):
+        study.add_trial(optuna.trial.create_trial(
+            params={beta.key: 0.5}, distributions={beta.key: optuna.distributions.FloatDistribution(0.1, 0.9)},
+            value=1000.0, intermediate_values={400: 1000.0, 800: 1000.0}))
+    run_worker(spec, study, tmp_path, n_trials=4, log=lambda line: None)
+    pruned = study.trials[3]
+    assert pruned.state == optuna.trial.TrialState.PRUNED and sorted(pruned.intermediate_values) == [400]
+    runs = tmp_path / "trials" / "t0003"
+    for seed in (0, 1):
+        assert not (runs / f"s{seed}" / "final_eval.json").exists()
+        assert (runs / f"s{seed}" / "eval.csv").read_text().count("\n") == 2  # header and the one evaluation
+
+
 def test_return_against_spikes_is_a_two_objective_study(cli, tmp_path):
     out = tmp_path / "tune"
     bad = cli("tune", *TINY, *BETA, "--trials", "2", "--objective", "return,spikes", "--pruner", "median",

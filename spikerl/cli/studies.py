@@ -69,7 +69,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     validate_space(space, args.config, args.overrides)
     spec = TuneSpec(config=args.config, overrides=args.overrides, space=space, seeds=_seeds(args.seeds),
                     objectives=objectives, pruner=pruner, prune_after=args.prune_after,
-                    spike_episodes=args.spike_episodes)
+                    spike_episodes=args.spike_episodes, population=args.population)
     name = args.study or Path(args.config).stem
     out = Path(args.out or f"runs/tune-{name}")
     study = tune(spec, args.storage, name, out, args.trials, args.workers, args.heartbeat, args.sampler_seed,
@@ -148,6 +148,9 @@ def add_commands(sub) -> None:
     tune.add_argument("--objective", default="return", help="return (default) or return,spikes (multi-objective)")
     tune.add_argument("--pruner", choices=["median", "none"],
                       help="median (default with one objective) or none (the only choice with two)")
+    tune.add_argument("--population", action="store_true",
+                      help="train a trial's seeds as one population in lockstep (faster with several seeds); the "
+                           "pruner then sees the mean over the seeds at each evaluation step")
     tune.add_argument("--prune-after", type=int, default=4, help="completed trials before pruning starts (default 4)")
     tune.add_argument("--storage", help="a journal file path or a database URL (default OUT/study.journal)")
     tune.add_argument("--study", help="study name (default: the config file's name)")

@@ -120,9 +120,11 @@ def seed_configs(cfg: TrainConfig, seeds: list[int], home: Path) -> list[TrainCo
     return cfgs
 
 
-def train_population(home: Path, cfgs: list[TrainConfig] | None = None, overrides: list[str] = ()) -> list[dict | None]:
+def train_population(home: Path, cfgs: list[TrainConfig] | None = None, overrides: list[str] = (),
+                     eval_listeners: list | None = None) -> list[dict | None]:
     """Train a new population of `cfgs` in `home`, or (cfgs None) resume the one there with `overrides`
-    (those a resumed run accepts). Returns each agent's final result (None: finished before)."""
+    (those a resumed run accepts). Returns each agent's final result (None: finished before).
+    `eval_listeners[k](step, result)` hears agent k's periodic evaluations (`spikerl tune`'s pruner)."""
     from spikerl.rl import algorithm_module
     from spikerl.rl.run import CheckpointStore, Run, _lock_run_folder, run_finished
 
@@ -150,6 +152,8 @@ def train_population(home: Path, cfgs: list[TrainConfig] | None = None, override
         for cfg, agent_dir in zip(cfgs, agent_dirs):
             done = resume and (run_finished(agent_dir) or (agent_dir / "diverged.json").is_file())
             runs.append(None if done else Run(cfg, resume=resume))
+            if runs[-1] is not None and eval_listeners is not None:
+                runs[-1].eval_listeners.append(eval_listeners[len(runs) - 1])
         if all(run is None for run in runs):
             print(f"{home}: every agent finished already; nothing to resume", file=sys.stderr)
             return [None] * len(runs)

@@ -8,6 +8,9 @@ under OUT/trials/; its value is the mean final evaluation return over the seeds 
 `--objective return,spikes`, the mean spikes per decision of the final policies, minimized). With
 one objective, every periodic evaluation is reported to a median pruner (seed i's evaluation at
 step s is reported as step i x total_steps + s, so trials are compared on the same seed and step).
+`--population` trains a trial's seeds as one population in lockstep (`spikerl.rl.population`; the
+same files per seed, in less time); the pruner then sees, at each evaluation step, the mean over the
+seeds (a seed that stopped at `eval.stop_at_return` counts with its last evaluation).
 
 Storage: a local Optuna journal file (OUT/study.journal) by default: no server, any number of
 local processes. A database URL (postgresql://...) lets any number of machines join one study,
@@ -33,7 +36,7 @@ from pathlib import Path
 
 import yaml
 
-from spikerl.errors import SpikerlError
+from spikerl.errors import SpikerlError, TrainingDiverged
 from spikerl.fileio import atomic_write_text
 from spikerl.tune.space import (
     Param,
@@ -58,6 +61,7 @@ class TuneSpec:
     pruner: str = "median"  # median | none
     prune_after: int = 4  # completed trials before the median pruner starts to prune
     spike_episodes: int = 2  # evaluation episodes for counting spikes (objective "spikes")
+    population: bool = False  # a trial's seeds as one population (the pruner then sees their mean per step)
 
     def base_config(self) -> dict:
         """The resolved config every trial starts from, without the per-run fields."""
@@ -69,8 +73,11 @@ class TuneSpec:
 
     def agreement(self) -> dict:
         """What two workers of one study must share (the config file's path may differ between machines)."""
-        return {"base_config": self.base_config(), "space": space_to_data(self.space), "seeds": self.seeds,
-                "objectives": self.objectives, "pruner": self.pruner, "prune_after": self.prune_after}
+        agreement = {"base_config": self.base_config(), "space": space_to_data(self.space), "seeds": self.seeds,
+                     "objectives": self.objectives, "pruner": self.pruner, "prune_after": self.prune_after}
+        if self.population:  # only then: studies made before the option existed stay joinable
+            agreement["population"] = True
+        return agreement
 
 
 # ----------------------------------------------------------------------------- the study
@@ -124,43 +131,79 @@ class TrialRunner:
 
     def __call__(self, trial) -> float | tuple[float, float]:
         import numpy as np
-        import optuna
 
         from spikerl.config import load_config
-        from spikerl.errors import TrainingDiverged
-        from spikerl.rl import train_run
-        from spikerl.rl.run import Run
 
         trial.set_user_attr("worker", worker_identity())
         overrides = suggest(trial, self.spec.space, self.n_layers)
         folder = self.trial_dir(trial.number)
         trial.set_user_attr("run_folder", str(folder.resolve()))
+        cfgs = [load_config(self.spec.config, [*self.spec.overrides, *overrides, f"seed={seed}",
+                                               f"run_dir={folder / f's{seed}'}", "threads=1", "progress=false"])
+                for seed in self.spec.seeds]
+        results = self._train_population(trial, cfgs, folder) if self.spec.population else self._train_runs(trial, cfgs)
         returns, spikes = [], []
-        for index, seed in enumerate(self.spec.seeds):
-            cfg = load_config(self.spec.config, [*self.spec.overrides, *overrides, f"seed={seed}",
-                                                 f"run_dir={folder / f's{seed}'}", "threads=1", "progress=false"])
-            run = Run(cfg)
-            if len(self.spec.objectives) == 1 and self.spec.pruner != "none":
-                run.eval_listeners.append(self._reporter(trial, index))
-            try:  # the run's own messages go to its folder; the tuner prints one line per trial
-                with open(folder / f"s{seed}.log", "w") as output, redirect_stdout(output), redirect_stderr(output):
-                    result = train_run(cfg, run)
-            except SpikerlError as exc:
-                if not isinstance(exc, TrainingDiverged):
-                    trial.set_user_attr("error", f"seed {seed}: {exc}")
-                    raise
-                trial.set_user_attr("diverged", f"seed {seed}: {exc}")
-                self.log(f"trial {trial.number}: seed {seed} diverged")
-                raise optuna.TrialPruned(f"seed {seed} diverged") from None
-            finally:
-                run.close()
+        for cfg, result in zip(cfgs, results):
             returns.append(float(result["mean_return"]))
-            trial.set_user_attr(f"return_seed{seed}", returns[-1])
+            trial.set_user_attr(f"return_seed{cfg.seed}", returns[-1])
             if "spikes" in self.spec.objectives:
                 spikes.append(self._spikes(Path(cfg.run_dir), cfg.eval.seed))
-                trial.set_user_attr(f"spikes_seed{seed}", spikes[-1])
+                trial.set_user_attr(f"spikes_seed{cfg.seed}", spikes[-1])
         values = {"return": float(np.mean(returns)), "spikes": float(np.mean(spikes)) if spikes else math.nan}
         return tuple(values[o] for o in self.spec.objectives) if len(self.spec.objectives) > 1 else values["return"]
+
+    @property
+    def _pruning(self) -> bool:
+        return len(self.spec.objectives) == 1 and self.spec.pruner != "none"
+
+    def _train_runs(self, trial, cfgs) -> list[dict]:
+        """One run per seed, one after the other; seed i's evaluation at step s reaches the pruner as step
+        i x total_steps + s."""
+        from spikerl.rl import train_run
+        from spikerl.rl.run import Run
+
+        results = []
+        for index, cfg in enumerate(cfgs):
+            run = Run(cfg)
+            if self._pruning:
+                run.eval_listeners.append(self._reporter(trial, index))
+            try:  # the run's own messages go to its folder; the tuner prints one line per trial
+                with open(Path(cfg.run_dir).parent / f"s{cfg.seed}.log", "w") as output, \
+                        redirect_stdout(output), redirect_stderr(output):
+                    results.append(train_run(cfg, run))
+            except SpikerlError as exc:
+                self._failed(trial, cfg.seed, exc)
+            finally:
+                run.close()
+        return results
+
+    def _train_population(self, trial, cfgs, folder: Path) -> list[dict]:
+        """The seeds as one population in `folder` (s<seed>/ per seed, as `spikerl train --seeds` writes)."""
+        from spikerl.rl.population import train_population
+
+        listeners = _PopulationReporter(trial, cfgs).listeners() if self._pruning else None
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:  # the population's messages go beside its folder (train_population wants the folder new)
+            with open(folder.with_suffix(".log"), "w") as output, redirect_stdout(output), redirect_stderr(output):
+                results = train_population(folder, cfgs, eval_listeners=listeners)
+        except SpikerlError as exc:
+            self._failed(trial, None, exc)
+        for cfg, result in zip(cfgs, results):
+            if "diverged" in result:
+                self._failed(trial, cfg.seed, TrainingDiverged(result["diverged"]))
+        return results
+
+    def _failed(self, trial, seed: int | None, exc: SpikerlError) -> None:
+        """A seed that diverged prunes the trial; any other error fails it (raised on)."""
+        import optuna
+
+        who = "population" if seed is None else f"seed {seed}"
+        if not isinstance(exc, TrainingDiverged):
+            trial.set_user_attr("error", f"{who}: {exc}")
+            raise exc
+        trial.set_user_attr("diverged", f"{who}: {exc}")
+        self.log(f"trial {trial.number}: {who} diverged")
+        raise optuna.TrialPruned(f"{who} diverged") from None
 
     def _reporter(self, trial, seed_index: int):
         import optuna
@@ -179,6 +222,40 @@ class TrialRunner:
         cfg, policy = load_policy(run_dir)
         report, _, _ = measure_activity(policy, cfg.env_id, self.spec.spike_episodes, seed)
         return report.spikes_per_decision
+
+
+class _PopulationReporter:
+    """A population trial's evaluations for the pruner: at each evaluation step, once every seed evaluated,
+    the mean over the seeds (a seed that stopped at `eval.stop_at_return` counts with its last evaluation)."""
+
+    def __init__(self, trial, cfgs):
+        self.trial, self.cfgs = trial, cfgs
+        self.latest: dict[int, float] = {}
+        self.stopped: set[int] = set()
+        self.reported: dict[int, set[int]] = {}
+
+    def listeners(self) -> list:
+        return [self._listener(k) for k in range(len(self.cfgs))]
+
+    def _listener(self, k: int):
+        import optuna
+
+        def report(step: int, result: dict) -> None:
+            value = float(result["mean_return"])
+            self.latest[k] = value
+            seen = self.reported.setdefault(step, set())
+            seen.add(k)
+            target = self.cfgs[k].eval.stop_at_return
+            if target is not None and value >= target:
+                self.stopped.add(k)
+            if len(seen | self.stopped) < len(self.cfgs):
+                return
+            del self.reported[step]
+            mean = sum(self.latest.values()) / len(self.latest)
+            self.trial.report(mean, step)
+            if self.trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {step} (mean eval return over the seeds {mean:.1f})")
+        return report
 
 
 # ----------------------------------------------------------------------------- workers
