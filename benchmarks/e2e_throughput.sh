@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# End-to-end training throughput: spiking TD3 on HalfCheetah-v5 per backend against its ANN twin, the same
-# code and settings, each spiking run beside one ANN run at the same time (one thread and one core each),
-# then the ratio of environment steps per second from each run's final_eval.json. `auto` is the preset as
-# shipped (no backend override; the resolved backend is printed); `reference` is the old default.
+# End-to-end training throughput: a spiking preset per backend against its ANN twin, the same code and
+# settings, each spiking run beside one ANN run at the same time (one thread and one core each), then the
+# ratio of environment steps per second from each run's final_eval.json. `auto` is the preset as shipped
+# (no backend override; the resolved backend is printed); `reference` is the old default. PRESET (default
+# halfcheetah_td3) picks configs/${PRESET}_{snn,ann}.yaml, e.g. PRESET=halfcheetah_ppo with STEPS 20480.
 # Usage: benchmarks/e2e_throughput.sh [OUT] [STEPS] [BACKEND ...] [-- OVERRIDE ...]
 #        (default runs/e2e 3000 auto native reference; overrides go to both runs, e.g. -- device=cuda)
 set -euo pipefail
@@ -13,14 +14,16 @@ BACKENDS=(); while [ $# -gt 0 ] && [ "$1" != "--" ]; do BACKENDS+=("$1"); shift;
 EXTRA=("$@")
 [ ${#BACKENDS[@]} -gt 0 ] || BACKENDS=(auto native reference)
 spikerl=${SPIKERL:-.venv/bin/spikerl}
-common=("total_steps=$STEPS" td3.learning_starts=100 eval.every=0 eval.final_episodes=1 checkpoint_every=0
+PRESET=${PRESET:-halfcheetah_td3}
+early=(); case "$PRESET" in *_td3|*_sac) early=("${PRESET##*_}.learning_starts=100") ;; esac  # updates from early on
+common=("total_steps=$STEPS" ${early[@]+"${early[@]}"} eval.every=0 eval.final_episodes=1 checkpoint_every=0
         threads=1 progress=false ${EXTRA[@]+"${EXTRA[@]}"})
 rm -rf "$OUT"; mkdir -p "$OUT"
 for backend in "${BACKENDS[@]}"; do
     choice=(); [ "$backend" = auto ] || choice=("network.backend=$backend")
-    "$spikerl" train configs/halfcheetah_td3_snn.yaml "${common[@]}" ${choice[@]+"${choice[@]}"} \
+    "$spikerl" train "configs/${PRESET}_snn.yaml" "${common[@]}" ${choice[@]+"${choice[@]}"} \
         "run_dir=$OUT/snn-$backend" > "$OUT/snn-$backend.log" 2>&1 &
-    "$spikerl" train configs/halfcheetah_td3_ann.yaml "${common[@]}" "run_dir=$OUT/ann-beside-$backend" \
+    "$spikerl" train "configs/${PRESET}_ann.yaml" "${common[@]}" "run_dir=$OUT/ann-beside-$backend" \
         > "$OUT/ann-beside-$backend.log" 2>&1 &
     wait
     "${spikerl%spikerl}python" - "$OUT" "$backend" <<'PY'
@@ -29,7 +32,7 @@ out, backend = sys.argv[1], sys.argv[2]
 snn = json.load(open(f"{out}/snn-{backend}/final_eval.json"))
 ann = json.load(open(f"{out}/ann-beside-{backend}/final_eval.json"))
 used = snn["backends"]["actor"]
-print(f"spiking actor, backend {backend} ({used} on {snn['device']}): {snn['steps_per_second']:.1f} steps/s; "
+print(f"{out}: spiking actor, backend {backend} ({used} on {snn['device']}): {snn['steps_per_second']:.1f} steps/s; "
       f"ANN actor beside it: {ann['steps_per_second']:.1f} steps/s; ratio {snn['steps_per_second'] / ann['steps_per_second']:.2f}")
 PY
 done
