@@ -18,6 +18,10 @@ seeds only the first reset, as the code did under gym when the paper was publish
 spikerl does. `--input raw` is the notebook's 4-wide observation; `two_neuron` is the 8-wide (x, 0) /
 (0, |x|) input of dsrl's shipped CartPole networks and of spikerl's preset. `--network ann` trains
 its QNetwork instead. One process per run, `--jobs` at a time, one torch thread each.
+
+`--check-network` trains nothing: it loads spikerl's spiking Q-network of `configs/cartpole_dqn_snn.yaml`
+into dsrl's `DSNN` (same weights; dsrl interleaves the two-neuron pairs, spikerl puts the positive parts
+first) and prints the largest differences of their Q-values and weight gradients on a batch of 128.
 """
 
 from __future__ import annotations
@@ -80,6 +84,44 @@ def train_one(dsrl: Path, run: int, episodes: int, reset: str, input_kind: str, 
             "steps": int(agent.t_step_total), "scores": [float(s) for s in scores]}
 
 
+def check_network(dsrl: Path) -> None:
+    """spikerl's and dsrl's spiking Q-networks with the same weights: Q-values and gradients side by side."""
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(dsrl / "src"))
+    from model import DSNN
+
+    from spikerl.config import load_config
+    from spikerl.snn.network import build_network
+
+    torch.manual_seed(0)
+    cfg = load_config("configs/cartpole_dqn_snn.yaml")
+    ours = build_network(cfg.network, 4, 2)
+    n = NOTEBOOK
+    batch = n["batch_size"]
+    theirs = DSNN([8, *n["hidden"], 2], 0, n["alpha"], n["beta"], n["weight_scale"], batch, n["threshold"],
+                  n["simulation_time"], n["learning_rate"])
+    interleave = [i // 2 + 4 * (i % 2) for i in range(8)]  # dsrl's input 2i is x_i+, 2i + 1 is x_i-
+    ours_weights = [ours.layers[0].weight, ours.layers[1].weight, ours.decoder.fc.weight]
+    theirs.weights = [ours_weights[0].detach()[:, interleave].t().clone().requires_grad_(True),
+                      *(w.detach().t().clone().requires_grad_(True) for w in ours_weights[1:])]
+    obs = torch.as_tensor(np.random.default_rng(1).normal(size=(batch, 4)) * [0.5, 1.0, 0.1, 1.0], dtype=torch.float32)
+    pairs = torch.stack([obs.clamp(min=0), (-obs).clamp(min=0)], dim=-1).reshape(batch, 8)  # (x+, x-) per component
+    q_ours, q_theirs = ours(obs), theirs.forward(pairs)[0]
+    weights = torch.randn(batch, 2, generator=torch.Generator().manual_seed(3))
+    (q_ours * weights).sum().backward()
+    (q_theirs * weights).sum().backward()
+    print(f"Q-values: largest difference {(q_ours - q_theirs).abs().max().item():.3g} (mean |Q| "
+          f"{q_theirs.abs().mean().item():.3g})")
+    theirs_grads = [theirs.weights[0].grad.t()[:, interleave.index(i)] for i in range(8)]
+    grads = [(ours_weights[0].grad, torch.stack(theirs_grads, dim=1))]
+    grads += [(w.grad, t.grad.t()) for w, t in zip(ours_weights[1:], theirs.weights[1:])]
+    for layer, (g_ours, g_theirs) in enumerate(grads):
+        print(f"layer {layer} weight gradients: largest difference {(g_ours - g_theirs).abs().max().item():.3g} "
+              f"(largest |gradient| {g_theirs.abs().max().item():.3g})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dsrl", type=Path, help="a checkout of github.com/mahmoudakl/dsrl (8b3877c or later)")
@@ -90,11 +132,15 @@ def main() -> None:
     parser.add_argument("--network", choices=["snn", "ann"], default="snn")
     parser.add_argument("--out", type=Path, default=Path("runs/dsrl-reference"))
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--check-network", action="store_true", help="compare the two networks; train nothing")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     for needed in ("src/dqn_agent.py", "src/model.py", "seeds/training_seeds.npy"):
         if not (args.dsrl / needed).is_file():
             sys.exit(f"dsrl_reference: {args.dsrl / needed} not found: give a checkout of mahmoudakl/dsrl")
+    if args.check_network:
+        check_network(args.dsrl)
+        return
     tag = f"{args.network}-{args.input_kind}-reset_{args.reset}"
     if args.child is not None:
         out = args.out / tag / f"run{args.child}"
