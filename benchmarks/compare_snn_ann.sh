@@ -40,5 +40,6 @@ for job in "${jobs_list[@]}"; do
     if [ "$running" -ge "${JOBS:-2}" ]; then wait -n; running=$((running - 1)); fi
 done
 wait
-"$spikerl" summary "$out"/snn-s* "$out"/ann-s* | tee "$out/summary.md"
-"$spikerl" plot "$out"/snn-s* "$out"/ann-s* -o "$out/curves.png" --title "${stem}: spiking vs ANN twin, $steps steps"
+runs=(); for job in "${jobs_list[@]}"; do set -- $job; runs+=("$out/$1-s$2"); done  # the run folders, not their logs
+"$spikerl" summary "${runs[@]}" | tee "$out/summary.md"
+"$spikerl" plot "${runs[@]}" -o "$out/curves.png" --title "${stem}: spiking vs ANN twin, $steps steps"
