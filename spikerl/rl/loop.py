@@ -105,6 +105,12 @@ def _reached(step: int, every: int, stride: int) -> bool:
     return step // every != (step - stride) // every
 
 
+def reached_stop_return(cfg: TrainConfig, result: dict) -> bool:
+    """Whether an evaluation `result` reaches the agent's `eval.stop_at_return`: the agent then stops."""
+    target = cfg.eval.stop_at_return
+    return target is not None and result["mean_return"] >= target
+
+
 def _finite_per_agent(tensor: torch.Tensor) -> np.ndarray:
     """Whether each agent's slice (leading dimension) of a stacked tensor is finite everywhere."""
     return torch.isfinite(tensor.detach()).reshape(tensor.shape[0], -1).all(dim=1).cpu().numpy()
@@ -431,9 +437,9 @@ class TrainingLoop:
                                 f"+- {result['std_return']:.1f} over {result['episodes']} episodes")
             for listener in agent.run.eval_listeners:
                 listener(step, result)
-            target = agent.cfg.eval.stop_at_return
-            if target is not None and result["mean_return"] >= target:
-                self.progress.write(f"{who}step {step}: reached eval.stop_at_return = {target}, stopping")
+            if reached_stop_return(agent.cfg, result):
+                self.progress.write(f"{who}step {step}: reached eval.stop_at_return = {agent.cfg.eval.stop_at_return}, "
+                                    "stopping")
                 stopping.append(agent)
         return stopping
 

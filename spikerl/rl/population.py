@@ -149,11 +149,11 @@ def train_population(home: Path, cfgs: list[TrainConfig] | None = None, override
     lock = _lock_run_folder(home)
     runs: list[Run | None] = []
     try:
-        for cfg, agent_dir in zip(cfgs, agent_dirs):
+        for k, (cfg, agent_dir) in enumerate(zip(cfgs, agent_dirs)):
             done = resume and (run_finished(agent_dir) or (agent_dir / "diverged.json").is_file())
             runs.append(None if done else Run(cfg, resume=resume))
-            if runs[-1] is not None and eval_listeners is not None:
-                runs[-1].eval_listeners.append(eval_listeners[len(runs) - 1])
+            if runs[k] is not None and eval_listeners is not None:
+                runs[k].eval_listeners.append(eval_listeners[k])
         if all(run is None for run in runs):
             print(f"{home}: every agent finished already; nothing to resume", file=sys.stderr)
             return [None] * len(runs)

@@ -240,13 +240,14 @@ class _PopulationReporter:
     def _listener(self, k: int):
         import optuna
 
+        from spikerl.rl.loop import reached_stop_return
+
         def report(step: int, result: dict) -> None:
             value = float(result["mean_return"])
             self.latest[k] = value
             seen = self.reported.setdefault(step, set())
             seen.add(k)
-            target = self.cfgs[k].eval.stop_at_return
-            if target is not None and value >= target:
+            if reached_stop_return(self.cfgs[k], result):  # the loop stops it: no later evaluations
                 self.stopped.add(k)
             if len(seen | self.stopped) < len(self.cfgs):
                 return
