@@ -181,7 +181,10 @@ class PPOConfig:
     num_minibatches: int = 32
     update_epochs: int = 10
     learning_rate: float = 3e-4
-    anneal_lr: bool = True  # decay the learning rate linearly to 0 over the run's updates
+    # The policy's own learning rate (None: learning_rate). A spiking policy's output moves in jumps when a
+    # step flips spikes, so the same Adam step changes it far more than an ANN's (several times the KL).
+    policy_learning_rate: float | None = None
+    anneal_lr: bool = True  # decay the learning rates linearly to 0 over the run's updates
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_coef: float = 0.2
@@ -524,6 +527,8 @@ def _validate_ppo(cfg: TrainConfig) -> None:
     _check(cfg.total_steps >= rollout, f"total_steps ({cfg.total_steps}) is less than one PPO rollout "
                                        f"(ppo.num_envs x ppo.num_steps = {rollout})")
     _check(p.learning_rate > 0, f"ppo.learning_rate must be > 0, got {p.learning_rate}")
+    _check(p.policy_learning_rate is None or p.policy_learning_rate > 0,
+           f"ppo.policy_learning_rate must be > 0, got {p.policy_learning_rate}")
     for name in ("gamma", "gae_lambda"):
         _check(0.0 <= getattr(p, name) <= 1.0, f"ppo.{name} must be in [0, 1], got {getattr(p, name)}")
     for name in ("clip_coef", "max_grad_norm", "reward_clip", "policy_output_scale"):

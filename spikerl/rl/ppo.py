@@ -4,7 +4,7 @@ As CleanRL's ppo.py (discrete) and ppo_continuous_action.py (continuous) run it:
 `num_steps` steps in each of `num_envs` environments, GAE(lambda), `update_epochs` passes over the
 rollout in `num_minibatches` shuffled minibatches, the clipped surrogate with advantages normalized
 per minibatch, a clipped value loss, linear learning-rate annealing, one Adam over policy and value
-with the gradient norm clipped, Adam's eps 1e-5. The policy's readout gives categorical logits
+with the gradient norm clipped, Adam's eps 1e-5 (the policy may have its own learning rate). The policy's readout gives categorical logits
 (discrete actions) or the mean of a Gaussian with a state-independent log-std (continuous actions,
 clipped to the action box when stepping the environment); deterministic evaluation takes the argmax
 or the clipped mean.
@@ -174,6 +174,15 @@ def clipped_losses(new_log_prob: torch.Tensor, old_log_prob: torch.Tensor, advan
     return {"policy_loss": policy_loss, "value_loss": value_loss, "approx_kl": approx_kl, "clip_fraction": clip_fraction}
 
 
+def upgrade_optimizer_state(state: dict, policy_parameters: int) -> None:
+    """Checkpoints written before the policy had its own learning rate hold one Adam parameter group over
+    policy and value, in that order: split it in place into the policy's group and the value's."""
+    if len(state.get("param_groups", ())) == 1:
+        group = state["param_groups"][0]
+        state["param_groups"] = [{**group, "params": group["params"][:policy_parameters]},
+                                 {**group, "params": group["params"][policy_parameters:]}]
+
+
 def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStore,
           checkpoint: dict | None = None) -> list[dict | None]:
     """Train agents `cfgs` (a population; one config is an ordinary run) from scratch or from `checkpoint`."""
@@ -190,7 +199,9 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
         Policy(agent.cfg, norm, loop.action_space, agent.membrane_generator, device),
         Value(p.critic, norm.dim, agent.membrane_generator, device)))
     parameters = [*policy.parameters(), *value.parameters()]
-    optimizer = torch.optim.Adam(parameters, lr=p.learning_rate, eps=1e-5)
+    learning_rates = (p.learning_rate if p.policy_learning_rate is None else p.policy_learning_rate, p.learning_rate)
+    optimizer = torch.optim.Adam([{"params": list(policy.parameters()), "lr": learning_rates[0]},
+                                  {"params": list(value.parameters()), "lr": learning_rates[1]}], eps=1e-5)
     reward_scaler = RewardScaler(K, N, p.reward_clip, p.normalize_rewards).to(device)
     gamma, lam = loop.per_agent(lambda cfg: cfg.ppo.gamma), loop.per_agent(lambda cfg: cfg.ppo.gae_lambda)  # [K, 1]
     returns_gamma = loop.per_agent(lambda cfg: cfg.ppo.gamma, torch.float64)  # the scaler's returns are float64
@@ -198,6 +209,8 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
     low, high = (None, None) if policy.discrete else (loop.action_space.low, loop.action_space.high)
     loop.backends = {"actor": policy.net.backend, "value": value.net.backend}
 
+    if checkpoint is not None:
+        upgrade_optimizer_state(checkpoint["components"]["optimizer"], len(list(policy.parameters())))
     step, obs = loop.begin(checkpoint, policy=policy, buffer=None, components={
         "actor": policy, "value": value, "optimizer": optimizer, "reward_scaler": reward_scaler})
     rollout_obs = torch.zeros(K, S, N, loop.observation_space.shape[0], device=device)
@@ -208,7 +221,8 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
         if not loop.active_agents():
             break
         if p.anneal_lr:
-            optimizer.param_groups[0]["lr"] = p.learning_rate * (1.0 - (iteration - 1) / iterations)
+            for group, learning_rate in zip(optimizer.param_groups, learning_rates):
+                group["lr"] = learning_rate * (1.0 - (iteration - 1) / iterations)
         for t in range(S):
             with torch.no_grad():
                 x = policy.obs_norm(loop.obs_tensor(obs))  # [K, N, d], the statistics as they are now
@@ -256,7 +270,8 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
         for agent in loop.active_agents():
             k = agent.index
             agent.run.log_scalars(step, {
-                "charts/learning_rate": optimizer.param_groups[0]["lr"], "losses/policy_loss": losses["policy_loss"][k].item(),
+                "charts/learning_rate": optimizer.param_groups[1]["lr"], "charts/policy_learning_rate": optimizer.param_groups[0]["lr"],
+                "losses/policy_loss": losses["policy_loss"][k].item(),
                 "losses/value_loss": losses["value_loss"][k].item(), "losses/entropy": entropy[k].item(),
                 "losses/approx_kl": losses["approx_kl"][k].item(), "losses/clipfrac": losses["clip_fraction"][k].item(),
                 "losses/explained_variance": explained[k].item()})
