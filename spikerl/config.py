@@ -240,6 +240,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+_EXPONENT_LITERAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(value: Any, tp: Any, path: str) -> Any:
     """Check `value` against the annotation `tp` and return it converted (int -> float, dict -> dataclass)."""
     origin = typing.get_origin(tp)
@@ -270,6 +273,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             raise ConfigError(f"{path} must be null, got {value!r}")
         return None
     if tp is float:
+        if isinstance(value, str) and _EXPONENT_LITERAL.fullmatch(value.strip()):
+            return float(value)  # PyYAML (YAML 1.1) reads 1e-4, without a dot, as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path} must be a number, got {value!r}")
         return float(value)

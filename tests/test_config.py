@@ -35,6 +35,14 @@ def test_overrides_are_typed_and_dotted():
     assert cfg.network.hidden == [32, 16] and cfg.seed == 3 and cfg.eval.stop_at_return is None
 
 
+def test_a_number_written_with_an_exponent_and_no_dot_is_a_number():
+    # PyYAML reads 1e-4 as a string (YAML 1.1 wants 1.0e-4); researchers write it both ways
+    cfg = load_config(None, ["algo=ppo", "ppo.policy_learning_rate=1e-4", "ppo.learning_rate=3E-4", "network.neuron.theta=2e0"])
+    assert (cfg.ppo.policy_learning_rate, cfg.ppo.learning_rate, cfg.network.neuron.theta) == (1e-4, 3e-4, 2.0)
+    with pytest.raises(ConfigError, match="ppo.learning_rate must be a number"):
+        load_config(None, ["algo=ppo", "ppo.learning_rate=fast"])
+
+
 @pytest.mark.parametrize("override, message", [
     ("network.neuron.alpha=1.5", "network.neuron.alpha must be in [0, 1]"),
     ("network.neuron.beta=-0.1", "network.neuron.beta must be in [0, 1]"),
