@@ -10,6 +10,7 @@ import torch
 
 from spikerl.config import load_config
 from spikerl.rl import ppo, train_run
+from spikerl.rl.checkpoint import load_checkpoint
 from spikerl.rl.evaluate import evaluate
 from spikerl.rl.run import Run
 from tests.conftest import assert_policy_commands_read
@@ -165,3 +166,38 @@ def test_bad_ppo_input_is_one_line(cli, tmp_path, override, message):
     result = cli("train", "configs/cartpole_ppo_snn.yaml", *override, f"run_dir={tmp_path / 'run'}")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert message in result.stderr.strip().splitlines()[-1]
+
+
+def test_the_policy_learning_rate_moves_the_policy_only(tmp_path):
+    def one_update(name, *overrides):
+        cfg = load_config("configs/pendulum_ppo_snn.yaml", [
+            "env_id=spikerl/PointReach-v0", "total_steps=512", "ppo.num_envs=1", "ppo.num_steps=256",
+            "ppo.num_minibatches=4", "ppo.update_epochs=2", "network.hidden=[16, 16]", "eval.every=0",
+            "eval.final_episodes=1", "checkpoint_every=256", f"run_dir={tmp_path / name}", "progress=false", *overrides])
+        train_run(cfg, Run(cfg))
+        data = load_checkpoint(tmp_path / name / "checkpoints" / "step_256.pt")  # after the first update
+        return data["components"]["actor"], data["components"]["value"]
+
+    still_a, value_a = one_update("a", "ppo.learning_rate=1e-3", "ppo.policy_learning_rate=1e-12")
+    still_b, value_b = one_update("b", "ppo.learning_rate=1e-2", "ppo.policy_learning_rate=1e-12")
+    moved, _ = one_update("c", "ppo.learning_rate=1e-3")
+    same_rate, _ = one_update("d", "ppo.learning_rate=1e-3", "ppo.policy_learning_rate=1e-3")
+    weights = [k for k in moved if k.endswith("weight") or k == "log_std"]
+    assert all((still_a[k] - still_b[k]).abs().max() < 1e-9 for k in weights)  # the value's rate does not move it
+    assert all((still_a[k] - moved[k]).abs().max() > 1e-4 for k in weights)
+    assert all(torch.equal(moved[k], same_rate[k]) for k in moved)  # unset, it is learning_rate
+    assert all((value_a[k] - value_b[k]).abs().max() > 1e-3 for k in value_a)
+
+
+def test_a_checkpoint_with_one_adam_group_is_split_into_policy_and_value():
+    policy, value = torch.nn.Linear(3, 2), torch.nn.Linear(3, 1)
+    before = torch.optim.Adam([*policy.parameters(), *value.parameters()], lr=1e-3)
+    (policy(torch.ones(3)).sum() + value(torch.ones(3)).sum()).backward()
+    before.step()
+    state = before.state_dict()
+    ppo.upgrade_optimizer_state(state, len(list(policy.parameters())))
+    after = torch.optim.Adam([{"params": list(policy.parameters())}, {"params": list(value.parameters())}], lr=1e-3)
+    after.load_state_dict(state)
+    assert [len(group["params"]) for group in after.param_groups] == [2, 2]
+    for old, new in zip(before.state.values(), after.state.values()):
+        assert torch.equal(old["exp_avg"], new["exp_avg"]) and torch.equal(old["exp_avg_sq"], new["exp_avg_sq"])
