@@ -185,6 +185,10 @@ class PPOConfig:
     # step flips spikes, so the same Adam step changes it far more than an ANN's (several times the KL).
     policy_learning_rate: float | None = None
     anneal_lr: bool = True  # decay the learning rates linearly to 0 over the run's updates
+    # Set: the policy's learning rate adapts instead (rsl_rl's adaptive schedule), per agent, before every
+    # minibatch step: / 1.5 while the approximate KL to the rollout's policy exceeds 2 x desired_kl, x 1.5
+    # while it is below desired_kl / 2, within [1e-5, 1e-2], starting from policy_learning_rate.
+    desired_kl: float | None = None
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_coef: float = 0.2
@@ -534,6 +538,7 @@ def _validate_ppo(cfg: TrainConfig) -> None:
     _check(p.learning_rate > 0, f"ppo.learning_rate must be > 0, got {p.learning_rate}")
     _check(p.policy_learning_rate is None or p.policy_learning_rate > 0,
            f"ppo.policy_learning_rate must be > 0, got {p.policy_learning_rate}")
+    _check(p.desired_kl is None or p.desired_kl > 0, f"ppo.desired_kl must be > 0, got {p.desired_kl}")
     for name in ("gamma", "gae_lambda"):
         _check(0.0 <= getattr(p, name) <= 1.0, f"ppo.{name} must be in [0, 1], got {getattr(p, name)}")
     for name in ("clip_coef", "max_grad_norm", "reward_clip", "policy_output_scale"):

@@ -101,9 +101,11 @@ ONE_UPDATE = {  # just past warm-up: the final models are the parameters after t
                                               "ppo.num_steps=64", "ppo.num_minibatches=2", "ppo.update_epochs=2",
                                               "network.hidden=[32, 32]", "ppo.critic.hidden=[32, 32]"]),
 }
+# The adaptive KL schedule gives each agent its own policy learning rate (they part after the first minibatch).
+ONE_UPDATE["ppo-adaptive-kl"] = (ONE_UPDATE["ppo"][0], [*ONE_UPDATE["ppo"][1], "ppo.update_epochs=4", "ppo.desired_kl=0.002"])
 
 
-@pytest.mark.parametrize("algo", ["dqn", "td3", "ppo"])
+@pytest.mark.parametrize("algo", ["dqn", "td3", "ppo", "ppo-adaptive-kl"])
 @pytest.mark.parametrize("kind", ["snn", "ann"])
 def test_one_population_update_equals_each_agents_own_update(tmp_path, algo, kind):
     """K = 4 agents (seeds and membrane values differ) stepped once together: each agent's parameters after the
@@ -128,7 +130,7 @@ def test_one_population_update_equals_each_agents_own_update(tmp_path, algo, kin
             assert torch.allclose(together[key], own[key], atol=1e-6, rtol=1e-5), (cfg.seed, key)
         alone_rows, together_rows = (np.loadtxt(tmp_path / where / f"s{cfg.seed}" / "episodes.csv", delimiter=",",
                                                 skiprows=1, ndmin=2) for where in ("alone", "population"))
-        if algo == "ppo":  # every action came from the policy: its continuous actions carry the products' rounding
+        if algo.startswith("ppo"):  # every action came from the policy: its continuous actions carry the products' rounding
             assert np.allclose(alone_rows, together_rows, rtol=1e-5, atol=1e-5) and len(alone_rows) > 0
         else:
             assert (tmp_path / "alone" / f"s{cfg.seed}" / "episodes.csv").read_text() == \

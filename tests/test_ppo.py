@@ -201,3 +201,39 @@ def test_a_checkpoint_with_one_adam_group_is_split_into_policy_and_value():
     assert [len(group["params"]) for group in after.param_groups] == [2, 2]
     for old, new in zip(before.state.values(), after.state.values()):
         assert torch.equal(old["exp_avg"], new["exp_avg"]) and torch.equal(old["exp_avg_sq"], new["exp_avg_sq"])
+
+
+def test_the_adaptive_rate_follows_the_kl_by_hand():
+    rate = ppo.AdaptiveRate(6, 1e-3, desired_kl=0.01)
+    rate.rate.copy_(torch.tensor([1e-3, 1e-3, 1e-3, 1e-5, 1e-2, 1e-3], dtype=torch.float64))
+    rate.adapt(torch.tensor([0.05, 0.001, 0.015, 0.05, 0.001, 0.0]))
+    # above 2 x 0.01: / 1.5; below 0.01 / 2: x 1.5; between: kept; the bounds hold; a KL of 0 (the first
+    # minibatch, still the rollout's policy) changes nothing
+    expected = torch.tensor([1e-3 / 1.5, 1.5e-3, 1e-3, 1e-5, 1e-2, 1e-3], dtype=torch.float64)
+    assert torch.allclose(rate.rate, expected, rtol=1e-12)
+
+
+def test_adaptive_steps_equal_adam_at_each_agents_own_rate():
+    """The reference: one torch Adam per agent at its own learning rate, over a few steps."""
+    torch.manual_seed(0)
+    start = torch.randn(3, 4, 5)
+    targets = [torch.randn(3, 4, 5) for _ in range(4)]
+    stacked = torch.nn.Parameter(start.clone())
+    rate = ppo.AdaptiveRate(3, 1.0, desired_kl=1.0)
+    rate.rate.copy_(torch.tensor([1e-3, 3e-4, 5e-2], dtype=torch.float64))
+    adam = torch.optim.Adam([stacked], lr=1.0, eps=1e-5)
+    own = [torch.nn.Parameter(start[k].clone()) for k in range(3)]
+    adams = [torch.optim.Adam([own[k]], lr=float(rate.rate[k]), eps=1e-5) for k in range(3)]
+    for target in targets:
+        adam.zero_grad()
+        ((stacked - target) ** 3).sum().backward()
+        before = [stacked.detach().clone()]
+        adam.step()
+        rate.scale_steps([stacked], before)
+        for k in range(3):
+            adams[k].zero_grad()
+            ((own[k] - target[k]) ** 3).sum().backward()
+            adams[k].step()
+    for k in range(3):
+        assert torch.allclose(stacked[k], own[k], atol=1e-7, rtol=0), k
+        assert not torch.allclose(own[k], start[k], atol=1e-5)

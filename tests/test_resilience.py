@@ -36,8 +36,10 @@ RUNS = {
             "checkpoint_every=200", "eval.every=400", "eval.episodes=2", "eval.final_episodes=3", "progress=false",
             "threads=1"],
     # Two environments per agent, rollouts of 2 x 100 steps: checkpoints at rollout ends, every environment
-    # mid-episode (PointReach's episodes last 40 steps; time limits bootstrap).
+    # mid-episode (PointReach's episodes last 40 steps; time limits bootstrap). The adaptive KL schedule's
+    # learning rate is part of what a checkpoint holds.
     "ppo": [str(ROOT / "configs/pendulum_ppo_snn.yaml"), "env_id=spikerl/PointReach-v0", "total_steps=2000",
+            "ppo.desired_kl=0.01",
             "ppo.num_envs=2", "ppo.num_steps=100", "ppo.num_minibatches=4", "ppo.update_epochs=2",
             "network.hidden=[32, 32]", "ppo.critic.hidden=[32, 32]", "network.neuron.randomize=normal",
             "checkpoint_every=400", "eval.every=500", "eval.episodes=2", "eval.final_episodes=3", "progress=false",

@@ -16,6 +16,9 @@ Where it differs from CleanRL, and why:
   frozen during the update, and the rollout stores the normalized observations the policy acted on;
 - rewards are divided by the running standard deviation of each environment's discounted return and
   clipped (Stable-Baselines3's VecNormalize: one running variance per agent over its environments);
+- optionally (desired_kl), the policy's learning rate adapts to keep the approximate KL between the
+  rollout's policy and the updated one near desired_kl, per agent, as rsl_rl's PPO does (in place of
+  annealing): a step that flips spikes moves a spiking policy far more than the same step moves an ANN;
 - an episode cut by its time limit bootstraps, r + gamma V(last observation), as Stable-Baselines3
   does (the time limit is not in the observation); truncation_bootstraps false ends the return there,
   as CleanRL does.
@@ -127,6 +130,33 @@ class RewardScaler(nn.Module):
         return scaled.clamp(-self.clip, self.clip).to(torch.float32)
 
 
+class AdaptiveRate(nn.Module):
+    """Each agent's policy learning rate under the adaptive KL schedule (rsl_rl's): before a minibatch step,
+    rate / 1.5 if KL > 2 desired_kl, rate x 1.5 if 0 < KL < desired_kl / 2, kept in [1e-5, 1e-2]; KL is the
+    approximate KL from the rollout's policy to the current one. Buffer `rate` [K] (checkpointed)."""
+
+    LOWEST, HIGHEST, FACTOR = 1e-5, 1e-2, 1.5
+
+    def __init__(self, agents: int, initial: float, desired_kl: float):
+        super().__init__()
+        self.desired_kl = desired_kl
+        self.register_buffer("rate", torch.full((agents,), initial, dtype=torch.float64))
+
+    @torch.no_grad()
+    def adapt(self, approx_kl: torch.Tensor) -> None:
+        kl = approx_kl.to(self.rate.dtype)
+        lower, higher = (self.rate / self.FACTOR).clamp(min=self.LOWEST), (self.rate * self.FACTOR).clamp(max=self.HIGHEST)
+        self.rate.copy_(torch.where(kl > 2 * self.desired_kl, lower,
+                                    torch.where((kl > 0) & (kl < self.desired_kl / 2), higher, self.rate)))
+
+    @torch.no_grad()
+    def scale_steps(self, parameters: list[torch.Tensor], before: list[torch.Tensor]) -> None:
+        """`parameters` [K, ...] just took Adam's unit step from `before`: each agent's step times its rate."""
+        for parameter, start in zip(parameters, before):
+            rate = self.rate.to(parameter.dtype).view(-1, *[1] * (parameter.dim() - 1))
+            parameter.copy_(start + rate * (parameter - start))
+
+
 def make_policy(cfg: TrainConfig, env: gym.Env, device: torch.device | str = "cpu") -> Policy:
     obs_norm = observation_normalizer(cfg.network, env.observation_space.shape[0]).to(device)
     return Policy(cfg, obs_norm, env.action_space, device=device)
@@ -198,10 +228,14 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
     policy, value = loop.build(lambda agent, norm: (
         Policy(agent.cfg, norm, loop.action_space, agent.membrane_generator, device),
         Value(p.critic, norm.dim, agent.membrane_generator, device)))
-    parameters = [*policy.parameters(), *value.parameters()]
+    policy_parameters = list(policy.parameters())
+    parameters = [*policy_parameters, *value.parameters()]
     learning_rates = (p.learning_rate if p.policy_learning_rate is None else p.policy_learning_rate, p.learning_rate)
-    optimizer = torch.optim.Adam([{"params": list(policy.parameters()), "lr": learning_rates[0]},
+    policy_rate = None if p.desired_kl is None else AdaptiveRate(K, learning_rates[0], p.desired_kl).to(device)
+    # Adaptive: Adam takes unit steps on the policy, and each agent's step is scaled by its own rate.
+    optimizer = torch.optim.Adam([{"params": policy_parameters, "lr": learning_rates[0] if policy_rate is None else 1.0},
                                   {"params": list(value.parameters()), "lr": learning_rates[1]}], eps=1e-5)
+    annealed = list(zip(optimizer.param_groups, learning_rates))[0 if policy_rate is None else 1:]
     reward_scaler = RewardScaler(K, N, p.reward_clip, p.normalize_rewards).to(device)
     gamma, lam = loop.per_agent(lambda cfg: cfg.ppo.gamma), loop.per_agent(lambda cfg: cfg.ppo.gae_lambda)  # [K, 1]
     returns_gamma = loop.per_agent(lambda cfg: cfg.ppo.gamma, torch.float64)  # the scaler's returns are float64
@@ -211,8 +245,10 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
 
     if checkpoint is not None:
         upgrade_optimizer_state(checkpoint["components"]["optimizer"], len(list(policy.parameters())))
-    step, obs = loop.begin(checkpoint, policy=policy, buffer=None, components={
-        "actor": policy, "value": value, "optimizer": optimizer, "reward_scaler": reward_scaler})
+    components = {"actor": policy, "value": value, "optimizer": optimizer, "reward_scaler": reward_scaler}
+    if policy_rate is not None:
+        components["policy_rate"] = policy_rate
+    step, obs = loop.begin(checkpoint, policy=policy, buffer=None, components=components)
     rollout_obs = torch.zeros(K, S, N, loop.observation_space.shape[0], device=device)
     actions = torch.zeros(K, S, N, *action_shape, dtype=torch.int64 if policy.discrete else torch.float32, device=device)
     log_probs, rewards, ended, values = (torch.zeros(K, S, N, device=device) for _ in range(4))
@@ -221,7 +257,7 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
         if not loop.active_agents():
             break
         if p.anneal_lr:
-            for group, learning_rate in zip(optimizer.param_groups, learning_rates):
+            for group, learning_rate in annealed:
                 group["lr"] = learning_rate * (1.0 - (iteration - 1) / iterations)
         for t in range(S):
             with torch.no_grad():
@@ -264,13 +300,20 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                 optimizer.zero_grad()
                 loss.sum().backward()  # each agent's gradient is its own loss's
                 clip_grad_norm_per_agent(parameters, p.max_grad_norm)
-                optimizer.step()
+                if policy_rate is None:
+                    optimizer.step()
+                else:
+                    policy_rate.adapt(losses["approx_kl"])
+                    before = [q.detach().clone() for q in policy_parameters]
+                    optimizer.step()
+                    policy_rate.scale_steps(policy_parameters, before)
 
         explained = 1.0 - (returns - values).reshape(K, -1).var(dim=-1) / returns.reshape(K, -1).var(dim=-1).clamp(min=1e-8)
         for agent in loop.active_agents():
             k = agent.index
             agent.run.log_scalars(step, {
-                "charts/learning_rate": optimizer.param_groups[1]["lr"], "charts/policy_learning_rate": optimizer.param_groups[0]["lr"],
+                "charts/learning_rate": optimizer.param_groups[1]["lr"], "charts/policy_learning_rate":
+                    optimizer.param_groups[0]["lr"] if policy_rate is None else policy_rate.rate[k].item(),
                 "losses/policy_loss": losses["policy_loss"][k].item(),
                 "losses/value_loss": losses["value_loss"][k].item(), "losses/entropy": entropy[k].item(),
                 "losses/approx_kl": losses["approx_kl"][k].item(), "losses/clipfrac": losses["clip_fraction"][k].item(),
