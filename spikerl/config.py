@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -169,6 +170,9 @@ def _ppo_critic() -> NetworkConfig:
     return NetworkConfig(kind="ann", hidden=[64, 64], encoder="direct", activation="tanh")
 
 
+ADAPTIVE_RATE_BOUNDS = (1e-5, 1e-2)  # where ppo.desired_kl's adaptive policy learning rate stays (rsl_rl's)
+
+
 @dataclass
 class PPOConfig:
     """PPO (Schulman et al. 2017) as the standard implementations run it (CleanRL's ppo and
@@ -187,7 +191,7 @@ class PPOConfig:
     anneal_lr: bool = True  # decay the learning rates linearly to 0 over the run's updates
     # Set: the policy's learning rate adapts instead (rsl_rl's adaptive schedule), per agent, before every
     # minibatch step: / 1.5 while the approximate KL to the rollout's policy exceeds 2 x desired_kl, x 1.5
-    # while it is below desired_kl / 2, within [1e-5, 1e-2], starting from policy_learning_rate.
+    # while it is below desired_kl / 2, within ADAPTIVE_RATE_BOUNDS, starting from policy_learning_rate.
     desired_kl: float | None = None
     gamma: float = 0.99
     gae_lambda: float = 0.95
@@ -278,6 +282,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         return None
     if tp is float:
         if isinstance(value, str) and _EXPONENT_LITERAL.fullmatch(value.strip()):
+            if not math.isfinite(float(value)):
+                raise ConfigError(f"{path} must be a finite number, got {value!r}")
             return float(value)  # PyYAML (YAML 1.1) reads 1e-4, without a dot, as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path} must be a number, got {value!r}")
@@ -539,6 +545,9 @@ def _validate_ppo(cfg: TrainConfig) -> None:
     _check(p.policy_learning_rate is None or p.policy_learning_rate > 0,
            f"ppo.policy_learning_rate must be > 0, got {p.policy_learning_rate}")
     _check(p.desired_kl is None or p.desired_kl > 0, f"ppo.desired_kl must be > 0, got {p.desired_kl}")
+    start, (lowest, highest) = p.learning_rate if p.policy_learning_rate is None else p.policy_learning_rate, ADAPTIVE_RATE_BOUNDS
+    _check(p.desired_kl is None or lowest <= start <= highest,
+           f"with ppo.desired_kl the policy's learning rate adapts within [{lowest:g}, {highest:g}]; it starts at {start:g}")
     for name in ("gamma", "gae_lambda"):
         _check(0.0 <= getattr(p, name) <= 1.0, f"ppo.{name} must be in [0, 1], got {getattr(p, name)}")
     for name in ("clip_coef", "max_grad_norm", "reward_clip", "policy_output_scale"):

@@ -10,7 +10,7 @@ import torch
 
 from spikerl.config import load_config
 from spikerl.rl import ppo, train_run
-from spikerl.rl.checkpoint import load_checkpoint
+from spikerl.rl.checkpoint import load_checkpoint, write_checkpoint
 from spikerl.rl.evaluate import evaluate
 from spikerl.rl.run import Run
 from tests.conftest import assert_policy_commands_read
@@ -190,17 +190,72 @@ def test_the_policy_learning_rate_moves_the_policy_only(tmp_path):
 
 
 def test_a_checkpoint_with_one_adam_group_is_split_into_policy_and_value():
-    policy, value = torch.nn.Linear(3, 2), torch.nn.Linear(3, 1)
+    policy = torch.nn.ParameterList([torch.nn.Parameter(torch.randn(2, 3)), torch.nn.Parameter(torch.randn(2)),
+                                     torch.nn.Parameter(torch.randn(1, 2))])  # three: as weight, bias, log_std
+    value = torch.nn.Linear(3, 1)
     before = torch.optim.Adam([*policy.parameters(), *value.parameters()], lr=1e-3)
-    (policy(torch.ones(3)).sum() + value(torch.ones(3)).sum()).backward()
-    before.step()
+    for _ in range(2):
+        before.zero_grad()
+        ((policy[0] ** 2).sum() + policy[1].sum() + 3 * policy[2].sum() + value(torch.ones(3)).sum() ** 2).backward()
+        before.step()
     state = before.state_dict()
     ppo.upgrade_optimizer_state(state, len(list(policy.parameters())))
     after = torch.optim.Adam([{"params": list(policy.parameters())}, {"params": list(value.parameters())}], lr=1e-3)
     after.load_state_dict(state)
-    assert [len(group["params"]) for group in after.param_groups] == [2, 2]
-    for old, new in zip(before.state.values(), after.state.values()):
-        assert torch.equal(old["exp_avg"], new["exp_avg"]) and torch.equal(old["exp_avg_sq"], new["exp_avg_sq"])
+    assert [len(group["params"]) for group in after.param_groups] == [3, 2]
+    for parameter in [*policy.parameters(), *value.parameters()]:  # each parameter keeps its own moments
+        assert torch.equal(before.state[parameter]["exp_avg"], after.state[parameter]["exp_avg"])
+        assert torch.equal(before.state[parameter]["exp_avg_sq"], after.state[parameter]["exp_avg_sq"])
+
+
+SMALL_RUN = ["env_id=spikerl/PointReach-v0", "ppo.num_envs=1", "ppo.num_steps=128", "ppo.num_minibatches=4",
+             "ppo.update_epochs=2", "network.hidden=[16, 16]", "eval.every=0", "eval.final_episodes=2",
+             "progress=false", "threads=1"]
+
+
+def test_a_run_from_before_the_policy_had_its_own_rate_resumes_and_keeps_annealing(cli, tmp_path):
+    """An older checkpoint (one Adam group over policy and value) resumes to the uninterrupted run's files:
+    its group is split, and the learning rates go on decaying from the restored optimizer."""
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    for run_dir in (whole, stopped):
+        args = ["configs/pendulum_ppo_snn.yaml", *SMALL_RUN, "total_steps=1024", "checkpoint_every=512", f"run_dir={run_dir}"]
+        assert cli("train", *args).returncode == 0
+    for name in ("final_model.pt", "final_eval.json"):
+        (stopped / name).unlink()  # as if it had been stopped after its checkpoint at step 512
+    path = stopped / "checkpoints" / "step_512.pt"
+    data = load_checkpoint(path)
+    groups = data["components"]["optimizer"]["param_groups"]
+    data["components"]["optimizer"]["param_groups"] = [{**groups[1], "params": groups[0]["params"] + groups[1]["params"]}]
+    write_checkpoint({k: v for k, v in data.items() if k != "format"}, path)
+    for later in (stopped / "checkpoints").glob("step_1024.pt"):
+        later.unlink()
+    assert cli("train", "--resume", str(stopped)).returncode == 0
+    assert (whole / "episodes.csv").read_text() == (stopped / "episodes.csv").read_text()
+    assert json.loads((whole / "final_eval.json").read_text())["returns"] == \
+        json.loads((stopped / "final_eval.json").read_text())["returns"]
+
+
+def test_a_pinned_adaptive_rate_steps_as_that_fixed_rate(tmp_path):
+    """desired_kl tiny keeps the rate at its floor 1e-5 (every KL after the first minibatch is above it): the
+    unit Adam steps scaled by the rate equal Adam run at 1e-5 (not annealed: the adaptive rate never is)."""
+    finals = {}
+    for name, extra in {"adaptive": ["ppo.desired_kl=1e-12"], "fixed": []}.items():
+        cfg = load_config("configs/pendulum_ppo_snn.yaml", [*SMALL_RUN, "total_steps=512", "ppo.policy_learning_rate=1e-5", "ppo.anneal_lr=false",
+                                                            "checkpoint_every=0", f"run_dir={tmp_path / name}", *extra])
+        train_run(cfg, Run(cfg))
+        finals[name] = load_checkpoint(tmp_path / name / "final_model.pt")["policy"]
+    for key, value in finals["fixed"].items():
+        assert torch.allclose(finals["adaptive"][key], value, atol=1e-7, rtol=0), key
+
+
+def test_each_agent_of_a_population_adapts_its_own_rate(tmp_path):
+    from spikerl.rl.population import seed_configs, train_population
+
+    base = load_config("configs/pendulum_ppo_snn.yaml", [*SMALL_RUN, "total_steps=256", "ppo.desired_kl=0.002",
+                                                         "checkpoint_every=128"])
+    train_population(tmp_path, seed_configs(base, [0, 1, 2, 3], tmp_path))
+    rates = load_checkpoint(tmp_path / "checkpoints" / "step_128.pt")["components"]["policy_rate"]["rate"]
+    assert len(set(rates.tolist())) > 1 and all(1e-5 <= r <= 1e-2 for r in rates.tolist())
 
 
 def test_the_adaptive_rate_follows_the_kl_by_hand():

@@ -36,15 +36,17 @@ RUNS = {
             "checkpoint_every=200", "eval.every=400", "eval.episodes=2", "eval.final_episodes=3", "progress=false",
             "threads=1"],
     # Two environments per agent, rollouts of 2 x 100 steps: checkpoints at rollout ends, every environment
-    # mid-episode (PointReach's episodes last 40 steps; time limits bootstrap). The adaptive KL schedule's
-    # learning rate is part of what a checkpoint holds.
+    # mid-episode (PointReach's episodes last 40 steps; time limits bootstrap).
     "ppo": [str(ROOT / "configs/pendulum_ppo_snn.yaml"), "env_id=spikerl/PointReach-v0", "total_steps=2000",
-            "ppo.desired_kl=0.01",
             "ppo.num_envs=2", "ppo.num_steps=100", "ppo.num_minibatches=4", "ppo.update_epochs=2",
             "network.hidden=[32, 32]", "ppo.critic.hidden=[32, 32]", "network.neuron.randomize=normal",
             "checkpoint_every=400", "eval.every=500", "eval.episodes=2", "eval.final_episodes=3", "progress=false",
             "threads=1"],
 }
+# The adaptive KL schedule's per-agent learning rates are part of what a checkpoint holds (and the value's
+# rate is still annealed after a resume).
+RUNS["ppo-adaptive-kl"] = [*RUNS["ppo"], "ppo.desired_kl=0.01"]
+ALGOS = list(RUNS)
 
 
 def train_args(algo: str, run_dir: Path) -> list[str]:
@@ -101,7 +103,7 @@ def checkpoint_count(run_dir: Path) -> int:
     return len(list((run_dir / "checkpoints").glob("step_*.pt"))) if (run_dir / "checkpoints").exists() else 0
 
 
-@pytest.mark.parametrize("algo", ["dqn", "td3", "sac", "ppo"])
+@pytest.mark.parametrize("algo", ALGOS)
 def test_same_config_and_seed_give_identical_metric_files(algo, reference_runs, tmp_path):
     result = run_cli(*train_args(algo, tmp_path / "again"))
     assert result.returncode == 0, result.stderr
@@ -112,11 +114,11 @@ def test_same_config_and_seed_give_identical_metric_files(algo, reference_runs, 
     assert (tmp_path / "seed1" / "episodes.csv").read_text() != (tmp_path / "again" / "episodes.csv").read_text()
 
 
-@pytest.mark.parametrize("algo", ["dqn", "td3", "sac", "ppo"])
+@pytest.mark.parametrize("algo", ALGOS)
 def test_sigkill_at_a_random_point_then_resume_equals_the_uninterrupted_run(algo, reference_runs, tmp_path):
     total_episodes = episode_rows(reference_runs / algo)
     # A seeded kill point: the same on every run of the suite; SPIKERL_KILL_SEED picks others to explore.
-    seed = int(os.environ.get("SPIKERL_KILL_SEED", "20261128")) + ["dqn", "td3", "sac", "ppo"].index(algo)
+    seed = int(os.environ.get("SPIKERL_KILL_SEED", "20261128")) + ALGOS.index(algo)
     kill_after = random.Random(seed).randint(1, total_episodes - 1)
     run_dir = tmp_path / "killed"
     killed = start_and_kill(train_args(algo, run_dir), run_dir, lambda d: episode_rows(d) >= kill_after)
@@ -330,7 +332,7 @@ def test_a_checkpoint_of_another_format_version_stops_the_resume_and_is_kept(ref
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before
 
 
-@pytest.mark.parametrize("algo", ["dqn", "td3", "ppo"])
+@pytest.mark.parametrize("algo", ["dqn", "td3", "ppo", "ppo-adaptive-kl"])
 def test_a_population_killed_mid_episode_resumes_to_the_uninterrupted_population(algo, tmp_path):
     """`train --seeds 0:3` SIGKILLed after its second checkpoint (every agent mid-episode: CartPole's and
     PointReach's episodes do not end on the checkpoint steps) resumes, by replaying each agent's episode, to

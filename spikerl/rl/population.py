@@ -27,7 +27,8 @@ from spikerl.fileio import atomic_write_text
 
 # What agents of one population may differ in. Membrane values are drawn per agent into [K, 1, n]
 # tensors; gamma, the exploration settings and the stopping rules are read per agent by the loop
-# and the algorithms. Learning rates are shared: one Adam steps every agent.
+# and the algorithms. Learning rates are shared: one Adam steps every agent (PPO's desired_kl then adapts
+# each agent's policy rate on its own).
 PER_AGENT_KEYS = (
     "seed", "run_dir",
     "network.neuron.alpha", "network.neuron.beta", "network.neuron.theta", "network.neuron.spread",

@@ -4,7 +4,7 @@ As CleanRL's ppo.py (discrete) and ppo_continuous_action.py (continuous) run it:
 `num_steps` steps in each of `num_envs` environments, GAE(lambda), `update_epochs` passes over the
 rollout in `num_minibatches` shuffled minibatches, the clipped surrogate with advantages normalized
 per minibatch, a clipped value loss, linear learning-rate annealing, one Adam over policy and value
-with the gradient norm clipped, Adam's eps 1e-5 (the policy may have its own learning rate). The policy's readout gives categorical logits
+with the gradient norm clipped, Adam's eps 1e-5. The policy's readout gives categorical logits
 (discrete actions) or the mean of a Gaussian with a state-independent log-std (continuous actions,
 clipped to the action box when stepping the environment); deterministic evaluation takes the argmax
 or the clipped mean.
@@ -16,9 +16,11 @@ Where it differs from CleanRL, and why:
   frozen during the update, and the rollout stores the normalized observations the policy acted on;
 - rewards are divided by the running standard deviation of each environment's discounted return and
   clipped (Stable-Baselines3's VecNormalize: one running variance per agent over its environments);
-- optionally (desired_kl), the policy's learning rate adapts to keep the approximate KL between the
-  rollout's policy and the updated one near desired_kl, per agent, as rsl_rl's PPO does (in place of
-  annealing): a step that flips spikes moves a spiking policy far more than the same step moves an ANN;
+- the policy may have its own learning rate (policy_learning_rate): a step that flips spikes moves a
+  spiking policy far more than the same step moves an ANN (PopSAN trains its spiking actor at a tenth of
+  its critic's rate); optionally (desired_kl) that rate adapts, per agent, to hold the approximate KL
+  between the rollout's policy and the updated one near desired_kl instead of being annealed (after
+  rsl_rl's adaptive schedule, which adapts one rate for actor and critic from the analytic Gaussian KL);
 - an episode cut by its time limit bootstraps, r + gamma V(last observation), as Stable-Baselines3
   does (the time limit is not in the observation); truncation_bootstraps false ends the return there,
   as CleanRL does.
@@ -33,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from spikerl.config import NetworkConfig, TrainConfig
+from spikerl.config import ADAPTIVE_RATE_BOUNDS, NetworkConfig, TrainConfig
 from spikerl.rl.loop import TrainingLoop, as_obs_tensor, clip_grad_norm_per_agent
 from spikerl.rl.run import CheckpointStore, Run
 from spikerl.snn.encoders import ObservationNormalizer, RunningMeanStd, observation_normalizer
@@ -131,11 +133,11 @@ class RewardScaler(nn.Module):
 
 
 class AdaptiveRate(nn.Module):
-    """Each agent's policy learning rate under the adaptive KL schedule (rsl_rl's): before a minibatch step,
+    """Each agent's policy learning rate under the adaptive KL schedule (after rsl_rl's): before a minibatch step,
     rate / 1.5 if KL > 2 desired_kl, rate x 1.5 if 0 < KL < desired_kl / 2, kept in [1e-5, 1e-2]; KL is the
     approximate KL from the rollout's policy to the current one. Buffer `rate` [K] (checkpointed)."""
 
-    LOWEST, HIGHEST, FACTOR = 1e-5, 1e-2, 1.5
+    (LOWEST, HIGHEST), FACTOR = ADAPTIVE_RATE_BOUNDS, 1.5
 
     def __init__(self, agents: int, initial: float, desired_kl: float):
         super().__init__()
@@ -235,7 +237,7 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
     # Adaptive: Adam takes unit steps on the policy, and each agent's step is scaled by its own rate.
     optimizer = torch.optim.Adam([{"params": policy_parameters, "lr": learning_rates[0] if policy_rate is None else 1.0},
                                   {"params": list(value.parameters()), "lr": learning_rates[1]}], eps=1e-5)
-    annealed = list(zip(optimizer.param_groups, learning_rates))[0 if policy_rate is None else 1:]
+    annealed = [(0, learning_rates[0]), (1, learning_rates[1])][0 if policy_rate is None else 1:]  # (group, start)
     reward_scaler = RewardScaler(K, N, p.reward_clip, p.normalize_rewards).to(device)
     gamma, lam = loop.per_agent(lambda cfg: cfg.ppo.gamma), loop.per_agent(lambda cfg: cfg.ppo.gae_lambda)  # [K, 1]
     returns_gamma = loop.per_agent(lambda cfg: cfg.ppo.gamma, torch.float64)  # the scaler's returns are float64
@@ -243,8 +245,8 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
     low, high = (None, None) if policy.discrete else (loop.action_space.low, loop.action_space.high)
     loop.backends = {"actor": policy.net.backend, "value": value.net.backend}
 
-    if checkpoint is not None:
-        upgrade_optimizer_state(checkpoint["components"]["optimizer"], len(list(policy.parameters())))
+    if checkpoint is not None and "optimizer" in checkpoint.get("components", {}):
+        upgrade_optimizer_state(checkpoint["components"]["optimizer"], len(policy_parameters))
     components = {"actor": policy, "value": value, "optimizer": optimizer, "reward_scaler": reward_scaler}
     if policy_rate is not None:
         components["policy_rate"] = policy_rate
@@ -257,8 +259,8 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
         if not loop.active_agents():
             break
         if p.anneal_lr:
-            for group, learning_rate in annealed:
-                group["lr"] = learning_rate * (1.0 - (iteration - 1) / iterations)
+            for group, learning_rate in annealed:  # by index: restoring a checkpoint replaces the group dicts
+                optimizer.param_groups[group]["lr"] = learning_rate * (1.0 - (iteration - 1) / iterations)
         for t in range(S):
             with torch.no_grad():
                 x = policy.obs_norm(loop.obs_tensor(obs))  # [K, N, d], the statistics as they are now
