@@ -44,11 +44,11 @@ def step_kl(policy, states: torch.Tensor, learning_rate: float, generator: torch
     params = [p for p in policy.net.parameters() if p.requires_grad]
     x = policy.obs_norm(states)
     std = policy.log_std.detach().exp()
-    with torch.no_grad():
-        before = policy.net(x)
+    readout = policy.net(x)
+    before = readout.detach()
     actions = before + std * torch.randn(before.shape, generator=generator)
     advantages = torch.randn(len(states), generator=generator)
-    log_prob = (-0.5 * ((actions - policy.net(x)) / std) ** 2).sum(dim=-1)
+    log_prob = (-0.5 * ((actions - readout) / std) ** 2).sum(dim=-1)
     grads = torch.autograd.grad(-(advantages * log_prob).mean(), params)
     saved = [p.detach().clone() for p in params]
     with torch.no_grad():

@@ -210,6 +210,10 @@ class PPOConfig:
     policy_output_scale: float = 0.01
     critic: NetworkConfig = field(default_factory=_ppo_critic)
 
+    def starting_policy_learning_rate(self) -> float:
+        """The policy's learning rate at the first update: its own, or learning_rate when unset."""
+        return self.learning_rate if self.policy_learning_rate is None else self.policy_learning_rate
+
 
 @dataclass
 class TrainConfig:
@@ -545,7 +549,7 @@ def _validate_ppo(cfg: TrainConfig) -> None:
     _check(p.policy_learning_rate is None or p.policy_learning_rate > 0,
            f"ppo.policy_learning_rate must be > 0, got {p.policy_learning_rate}")
     _check(p.desired_kl is None or p.desired_kl > 0, f"ppo.desired_kl must be > 0, got {p.desired_kl}")
-    start, (lowest, highest) = p.learning_rate if p.policy_learning_rate is None else p.policy_learning_rate, ADAPTIVE_RATE_BOUNDS
+    start, (lowest, highest) = p.starting_policy_learning_rate(), ADAPTIVE_RATE_BOUNDS
     _check(p.desired_kl is None or lowest <= start <= highest,
            f"with ppo.desired_kl the policy's learning rate adapts within [{lowest:g}, {highest:g}]; it starts at {start:g}")
     for name in ("gamma", "gae_lambda"):

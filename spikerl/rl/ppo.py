@@ -134,7 +134,7 @@ class RewardScaler(nn.Module):
 
 class AdaptiveRate(nn.Module):
     """Each agent's policy learning rate under the adaptive KL schedule (after rsl_rl's): before a minibatch step,
-    rate / 1.5 if KL > 2 desired_kl, rate x 1.5 if 0 < KL < desired_kl / 2, kept in [1e-5, 1e-2]; KL is the
+    rate / 1.5 if KL > 2 desired_kl, rate x 1.5 if 0 < KL < desired_kl / 2, kept in ADAPTIVE_RATE_BOUNDS; KL is the
     approximate KL from the rollout's policy to the current one. Buffer `rate` [K] (checkpointed)."""
 
     (LOWEST, HIGHEST), FACTOR = ADAPTIVE_RATE_BOUNDS, 1.5
@@ -232,12 +232,12 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
         Value(p.critic, norm.dim, agent.membrane_generator, device)))
     policy_parameters = list(policy.parameters())
     parameters = [*policy_parameters, *value.parameters()]
-    learning_rates = (p.learning_rate if p.policy_learning_rate is None else p.policy_learning_rate, p.learning_rate)
+    learning_rates = (p.starting_policy_learning_rate(), p.learning_rate)  # Adam's groups: policy, value
     policy_rate = None if p.desired_kl is None else AdaptiveRate(K, learning_rates[0], p.desired_kl).to(device)
     # Adaptive: Adam takes unit steps on the policy, and each agent's step is scaled by its own rate.
     optimizer = torch.optim.Adam([{"params": policy_parameters, "lr": learning_rates[0] if policy_rate is None else 1.0},
                                   {"params": list(value.parameters()), "lr": learning_rates[1]}], eps=1e-5)
-    annealed = [(0, learning_rates[0]), (1, learning_rates[1])][0 if policy_rate is None else 1:]  # (group, start)
+    annealed_groups = [0, 1] if policy_rate is None else [1]
     reward_scaler = RewardScaler(K, N, p.reward_clip, p.normalize_rewards).to(device)
     gamma, lam = loop.per_agent(lambda cfg: cfg.ppo.gamma), loop.per_agent(lambda cfg: cfg.ppo.gae_lambda)  # [K, 1]
     returns_gamma = loop.per_agent(lambda cfg: cfg.ppo.gamma, torch.float64)  # the scaler's returns are float64
@@ -259,8 +259,8 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
         if not loop.active_agents():
             break
         if p.anneal_lr:
-            for group, learning_rate in annealed:  # by index: restoring a checkpoint replaces the group dicts
-                optimizer.param_groups[group]["lr"] = learning_rate * (1.0 - (iteration - 1) / iterations)
+            for group in annealed_groups:  # by index: restoring a checkpoint replaces the group dicts
+                optimizer.param_groups[group]["lr"] = learning_rates[group] * (1.0 - (iteration - 1) / iterations)
         for t in range(S):
             with torch.no_grad():
                 x = policy.obs_norm(loop.obs_tensor(obs))  # [K, N, d], the statistics as they are now
