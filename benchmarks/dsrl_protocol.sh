@@ -13,36 +13,15 @@ shift || true
 stems=("$@")
 [ ${#stems[@]} -eq 0 ] && stems=(cartpole_dqn acrobot_dqn)
 seeds=(${SEEDS:-0 1 2 3 4})
-spikerl=${SPIKERL:-.venv/bin/spikerl}
+source benchmarks/run_pool.sh
 mkdir -p "$out"
-run_one() {
-    local preset=$1 seed=$2
-    local dir="$out/$preset-s$seed"
-    if [ -f "$dir/final_eval.json" ]; then return 0; fi
-    if [ -f "$dir/config.yaml" ]; then
-        "$spikerl" train --resume "$dir" >> "$out/$preset-s$seed.log" 2>&1
-    else
-        "$spikerl" train "configs/$preset.yaml" "seed=$seed" threads=1 progress=false checkpoint_every=10000 \
-            "run_dir=$dir" > "$out/$preset-s$seed.log" 2>&1
-    fi
-}
-# Background runs ignore Ctrl-C in a script: stop them with it, so that a rerun can resume them.
-trap 'kill $(jobs -p) 2> /dev/null; exit 130' INT TERM
-running=0 failed=0
+jobs_list=()
 for stem in "${stems[@]}"; do
     for kind in snn ann; do
-        for seed in "${seeds[@]}"; do
-            run_one "${stem}_$kind" "$seed" &
-            running=$((running + 1))
-            if [ "$running" -ge "${JOBS:-1}" ]; then wait -n || failed=1; running=$((running - 1)); fi
-        done
+        for seed in "${seeds[@]}"; do jobs_list+=("${stem}_$kind $seed $out/${stem}_$kind-s$seed checkpoint_every=10000"); done
     done
 done
-while [ "$running" -gt 0 ]; do wait -n || failed=1; running=$((running - 1)); done
-if [ "$failed" -ne 0 ]; then
-    echo "some runs failed; their logs are $out/*.log (run this script again to resume them)" >&2
-    exit 1
-fi
+JOBS=${JOBS:-1} run_pool "${jobs_list[@]}"
 for stem in "${stems[@]}"; do
     runs=()
     for kind in snn ann; do

@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
 # The MuJoCo PPO table of docs/results.md: configs/{halfcheetah,hopper,walker2d,ant}_ppo_snn.yaml and their
-# ANN twins, 1M steps, seeds 0 and 1 (16 runs, JOBS at a time, default 2, one torch thread each), then one
-# summary table and one learning-curve plot per task. Stopped (a session's end, a kill), run it again: finished
-# runs are kept and unfinished ones resume from their last checkpoint, with identical files.
+# ANN twins, 1M steps, seeds 0 and 1: 16 runs in one queue, JOBS at a time (default 2, one torch thread each),
+# then one summary table and one learning-curve plot per task. Stopped (a session's end, a kill), run it again:
+# finished runs are kept and unfinished ones resume from their last checkpoint, with identical files.
 # Usage: benchmarks/ppo_mujoco.sh [OUT] [STEPS]   (default OUT runs/ppo-mujoco, STEPS 1000000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/run_pool.sh
 out=${1:-runs/ppo-mujoco} steps=${2:-1000000}
-for task in halfcheetah hopper walker2d ant; do
-    benchmarks/compare_snn_ann.sh "${task}_ppo" "$steps" "$out/$task" 0 1
+tasks=(halfcheetah hopper walker2d ant)
+jobs_list=()
+for task in "${tasks[@]}"; do
+    mkdir -p "$out/$task"
+    for kind in snn ann; do
+        for seed in 0 1; do jobs_list+=("${task}_ppo_$kind $seed $out/$task/$kind-s$seed total_steps=$steps"); done
+    done
 done
-for task in halfcheetah hopper walker2d ant; do
+run_pool "${jobs_list[@]}"  # one queue, so no core waits for a task's last run
+for task in "${tasks[@]}"; do
+    benchmarks/compare_snn_ann.sh "${task}_ppo" "$steps" "$out/$task" 0 1 > /dev/null  # all finished: summary, plot
     echo "## $task"
     cat "$out/$task/summary.md"
 done | tee "$out/summary.md"
