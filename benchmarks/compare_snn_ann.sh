@@ -17,7 +17,7 @@ mkdir -p "$out"
 jobs_list=() runs=()
 for kind in snn ann; do
     for seed in "${seeds[@]}"; do
-        jobs_list+=("${stem}_$kind $seed $out/$kind-s$seed total_steps=$steps $*")
+        jobs_list+=("$(job "${stem}_$kind" "$seed" "$out/$kind-s$seed" "total_steps=$steps" "$@")")
         runs+=("$out/$kind-s$seed")
     done
 done

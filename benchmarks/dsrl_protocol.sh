@@ -18,7 +18,9 @@ mkdir -p "$out"
 jobs_list=()
 for stem in "${stems[@]}"; do
     for kind in snn ann; do
-        for seed in "${seeds[@]}"; do jobs_list+=("${stem}_$kind $seed $out/${stem}_$kind-s$seed checkpoint_every=10000"); done
+        for seed in "${seeds[@]}"; do
+            jobs_list+=("$(job "${stem}_$kind" "$seed" "$out/${stem}_$kind-s$seed" checkpoint_every=10000)")
+        done
     done
 done
 JOBS=${JOBS:-1} run_pool "${jobs_list[@]}"

@@ -13,7 +13,9 @@ jobs_list=()
 for task in "${tasks[@]}"; do
     mkdir -p "$out/$task"
     for kind in snn ann; do
-        for seed in 0 1; do jobs_list+=("${task}_ppo_$kind $seed $out/$task/$kind-s$seed total_steps=$steps"); done
+        for seed in 0 1; do
+            jobs_list+=("$(job "${task}_ppo_$kind" "$seed" "$out/$task/$kind-s$seed" "total_steps=$steps")")
+        done
     done
 done
 run_pool "${jobs_list[@]}"  # one queue, so no core waits for a task's last run

@@ -1,36 +1,55 @@
 # Sourced by the benchmark scripts that train many runs (not run on its own): one place that decides
 # whether a run is trained, resumed or kept, and one pool that runs them JOBS at a time.
 spikerl=${SPIKERL:-.venv/bin/spikerl}
+job_separator=$'\x1f'  # joins a job's fields, so that paths and overrides may hold spaces
+
+# job PRESET SEED RUN_DIR [OVERRIDE ...]: one job for run_pool, its fields kept apart as given.
+job() {
+    local IFS=$job_separator
+    printf '%s' "$*"
+}
 
 # train_or_resume PRESET SEED RUN_DIR [OVERRIDE ...]: a finished run is kept, a started one resumes with
-# `spikerl train --resume`, a new one starts (one torch thread); the log is RUN_DIR.log. A run that another
-# process is training right now (its folder's lock is held) is waited for, not trained twice.
+# `spikerl train --resume`, a new one starts (one torch thread); the log is RUN_DIR.log. Meant to run in
+# the background: the trainer replaces the shell, so that stopping the job stops the trainer.
 train_or_resume() {
     local preset=$1 seed=$2 dir=$3
     shift 3
-    if [ -f "$dir/.lock" ] && command -v flock > /dev/null; then flock "$dir/.lock" true; fi
+    # Two scripts may reach one run: the first to lock its log decides; the other waits, then finds it
+    # finished or started. A trainer started by hand holds RUN_DIR/.lock: that is waited for too.
+    exec {log_lock}>> "$dir.log"
+    if ! flock -n "$log_lock"; then
+        echo "waiting for another script that is training $dir" >&2
+        flock "$log_lock"
+    fi
+    if [ -f "$dir/.lock" ] && ! flock -n "$dir/.lock" true; then
+        echo "waiting for the process that is training $dir" >&2
+        flock "$dir/.lock" true
+    fi
     [ -f "$dir/final_eval.json" ] && return 0
     if [ -f "$dir/config.yaml" ]; then
-        "$spikerl" train --resume "$dir" >> "$dir.log" 2>&1
-    else
-        rm -rf "$dir"
-        "$spikerl" train "configs/$preset.yaml" "seed=$seed" threads=1 progress=false "run_dir=$dir" "$@" \
-            > "$dir.log" 2>&1
+        exec "$spikerl" train --resume "$dir" >> "$dir.log" 2>&1
     fi
+    rm -rf "$dir"
+    exec "$spikerl" train "configs/$preset.yaml" "seed=$seed" threads=1 progress=false "run_dir=$dir" "$@" \
+        > "$dir.log" 2>&1
 }
 
-# run_pool JOB ...: each JOB is one string "PRESET SEED RUN_DIR [OVERRIDE ...]" for train_or_resume, run JOBS
-# at a time (default 2) in the order given. Fails, after every job has ended, if any failed.
+# run_pool JOB ...: each JOB made by `job`, run by train_or_resume JOBS at a time (default 2) in the order
+# given, in the background. Assumes the caller has no background jobs of its own. Fails, after every job
+# has ended, if any failed.
 run_pool() {
-    # Background runs ignore Ctrl-C in a script: stop them with it, so that a rerun can resume them.
+    # Ctrl-C or a kill stops the trainers too, so that a rerun can resume them.
     trap 'kill $(jobs -p) 2> /dev/null; exit 130' INT TERM
-    local running=0 failed=0 job
+    local running=0 failed=0 job fields
     for job in "$@"; do
-        train_or_resume $job < /dev/null &
+        IFS=$job_separator read -r -a fields <<< "$job"
+        train_or_resume "${fields[@]}" < /dev/null &
         running=$((running + 1))
         if [ "$running" -ge "${JOBS:-2}" ]; then wait -n || failed=1; running=$((running - 1)); fi
     done
     while [ "$running" -gt 0 ]; do wait -n || failed=1; running=$((running - 1)); done
+    trap - INT TERM
     if [ "$failed" -ne 0 ]; then
         echo "some runs failed; see the .log beside each run folder (run this script again to resume them)" >&2
         return 1
