@@ -193,6 +193,9 @@ class PPOConfig:
     # minibatch step: / 1.5 while the approximate KL to the rollout's policy exceeds 2 x desired_kl, x 1.5
     # while it is below desired_kl / 2, within ADAPTIVE_RATE_BOUNDS, starting from policy_learning_rate.
     desired_kl: float | None = None
+    # Continuous actions: the state-independent log-std's own learning rate (None: the policy's). A step of
+    # the log-std changes the policy smoothly, so it can learn at a rate the spiking network's weights cannot.
+    log_std_learning_rate: float | None = None
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_coef: float = 0.2
@@ -549,6 +552,8 @@ def _validate_ppo(cfg: TrainConfig) -> None:
     _check(p.policy_learning_rate is None or p.policy_learning_rate > 0,
            f"ppo.policy_learning_rate must be > 0, got {p.policy_learning_rate}")
     _check(p.desired_kl is None or p.desired_kl > 0, f"ppo.desired_kl must be > 0, got {p.desired_kl}")
+    _check(p.log_std_learning_rate is None or p.log_std_learning_rate > 0,
+           f"ppo.log_std_learning_rate must be > 0, got {p.log_std_learning_rate}")
     start, (lowest, highest) = p.starting_policy_learning_rate(), ADAPTIVE_RATE_BOUNDS
     _check(p.desired_kl is None or lowest <= start <= highest,
            f"with ppo.desired_kl the policy's learning rate adapts within [{lowest:g}, {highest:g}]; it starts at {start:g}")

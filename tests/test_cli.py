@@ -20,6 +20,8 @@ PENDULUM = "configs/pendulum_td3_snn.yaml"
     ([PENDULUM, "env_id=CartPole-v1"], "TD3 needs continuous actions"),
     ([CARTPOLE, "env_id=Pendulum-v1"], "DQN needs discrete actions"),
     (["configs/pendulum_sac_snn.yaml", "env_id=CartPole-v1"], "SAC needs continuous actions"),
+    (["configs/cartpole_ppo_snn.yaml", "ppo.log_std_learning_rate=1e-3"],
+     "ppo.log_std_learning_rate is for continuous actions; CartPole-v1 has discrete actions"),
     (["configs/no_such_file.yaml"], "config file not found: configs/no_such_file.yaml"),
     ([CARTPOLE, "algo=a2c"], "algo must be one of dqn, td3, sac, ppo"),
     ([CARTPOLE, "keep_checkpoints=0"], "keep_checkpoints must be >= 1"),

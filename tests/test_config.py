@@ -58,6 +58,7 @@ def test_a_number_written_with_an_exponent_and_no_dot_is_a_number():
     ("network.kind=ann network.encoder=population", None),
     ("noequals", "must look like key=value"),
     ("algo=ppo ppo.learning_rate=1e999", "ppo.learning_rate must be a finite number"),
+    ("algo=ppo ppo.log_std_learning_rate=0", "ppo.log_std_learning_rate must be > 0, got 0"),
     ("algo=ppo ppo.desired_kl=0.01 ppo.policy_learning_rate=0.1",
      "with ppo.desired_kl the policy's learning rate adapts within [1e-05, 0.01]; it starts at 0.1"),
 ])

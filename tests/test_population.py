@@ -101,8 +101,10 @@ ONE_UPDATE = {  # just past warm-up: the final models are the parameters after t
                                               "ppo.num_steps=64", "ppo.num_minibatches=2", "ppo.update_epochs=2",
                                               "network.hidden=[32, 32]", "ppo.critic.hidden=[32, 32]"]),
 }
-# The adaptive KL schedule gives each agent its own policy learning rate (they part after the first minibatch).
-ONE_UPDATE["ppo-adaptive-kl"] = (ONE_UPDATE["ppo"][0], [*ONE_UPDATE["ppo"][1], "ppo.update_epochs=4", "ppo.desired_kl=0.002"])
+# The adaptive KL schedule gives each agent its own policy learning rate (they part after the first minibatch);
+# the log-std steps in an Adam group of its own.
+ONE_UPDATE["ppo-adaptive-kl"] = (ONE_UPDATE["ppo"][0], [*ONE_UPDATE["ppo"][1], "ppo.update_epochs=4", "ppo.desired_kl=0.002",
+                                                        "ppo.log_std_learning_rate=1e-3"])
 
 
 @pytest.mark.parametrize("algo", ["dqn", "td3", "ppo", "ppo-adaptive-kl"])

@@ -168,25 +168,40 @@ def test_bad_ppo_input_is_one_line(cli, tmp_path, override, message):
     assert message in result.stderr.strip().splitlines()[-1]
 
 
-def test_the_policy_learning_rate_moves_the_policy_only(tmp_path):
-    def one_update(name, *overrides):
-        cfg = load_config("configs/pendulum_ppo_snn.yaml", [
-            "env_id=spikerl/PointReach-v0", "total_steps=512", "ppo.num_envs=1", "ppo.num_steps=256",
-            "ppo.num_minibatches=4", "ppo.update_epochs=2", "network.hidden=[16, 16]", "eval.every=0",
-            "eval.final_episodes=1", "checkpoint_every=256", f"run_dir={tmp_path / name}", "progress=false", *overrides])
-        train_run(cfg, Run(cfg))
-        data = load_checkpoint(tmp_path / name / "checkpoints" / "step_256.pt")  # after the first update
-        return data["components"]["actor"], data["components"]["value"]
+def first_update(run_dir, *overrides):
+    """A small spiking PPO run's actor and value after its first update (a checkpoint at step 256)."""
+    cfg = load_config("configs/pendulum_ppo_snn.yaml", [
+        "env_id=spikerl/PointReach-v0", "total_steps=512", "ppo.num_envs=1", "ppo.num_steps=256",
+        "ppo.num_minibatches=4", "ppo.update_epochs=2", "network.hidden=[16, 16]", "eval.every=0",
+        "eval.final_episodes=1", "checkpoint_every=256", f"run_dir={run_dir}", "progress=false", *overrides])
+    train_run(cfg, Run(cfg))
+    data = load_checkpoint(run_dir / "checkpoints" / "step_256.pt")
+    return data["components"]["actor"], data["components"]["value"]
 
-    still_a, value_a = one_update("a", "ppo.learning_rate=1e-3", "ppo.policy_learning_rate=1e-12")
-    still_b, value_b = one_update("b", "ppo.learning_rate=1e-2", "ppo.policy_learning_rate=1e-12")
-    moved, _ = one_update("c", "ppo.learning_rate=1e-3")
-    same_rate, _ = one_update("d", "ppo.learning_rate=1e-3", "ppo.policy_learning_rate=1e-3")
+
+def test_the_policy_learning_rate_moves_the_policy_only(tmp_path):
+    still_a, value_a = first_update(tmp_path / "a", "ppo.learning_rate=1e-3", "ppo.policy_learning_rate=1e-12")
+    still_b, value_b = first_update(tmp_path / "b", "ppo.learning_rate=1e-2", "ppo.policy_learning_rate=1e-12")
+    moved, _ = first_update(tmp_path / "c", "ppo.learning_rate=1e-3")
+    same_rate, _ = first_update(tmp_path / "d", "ppo.learning_rate=1e-3", "ppo.policy_learning_rate=1e-3")
     weights = [k for k in moved if k.endswith("weight") or k == "log_std"]
     assert all((still_a[k] - still_b[k]).abs().max() < 1e-9 for k in weights)  # the value's rate does not move it
     assert all((still_a[k] - moved[k]).abs().max() > 1e-4 for k in weights)
     assert all(torch.equal(moved[k], same_rate[k]) for k in moved)  # unset, it is learning_rate
     assert all((value_a[k] - value_b[k]).abs().max() > 1e-3 for k in value_a)
+
+
+def test_the_log_std_learning_rate_moves_the_log_std_only(tmp_path):
+    slow = ["ppo.learning_rate=1e-12", "ppo.policy_learning_rate=1e-12"]
+    with_policy, _ = first_update(tmp_path / "a", *slow)  # unset: the log-std trains at the policy's rate
+    small, _ = first_update(tmp_path / "b", *slow, "ppo.log_std_learning_rate=1e-3")
+    large, _ = first_update(tmp_path / "c", *slow, "ppo.log_std_learning_rate=1e-2")
+    weights = [k for k in small if k.endswith("weight")]
+    assert all((small[k] - large[k]).abs().max() < 1e-9 for k in weights)  # the network keeps the policy's rate
+    assert (with_policy["log_std"] - 0.0).abs().max() < 1e-9  # initial_log_std 0, moved by 1e-12 per step
+    # Adam moves each element by about its rate per step: 8 minibatch steps
+    assert 1e-3 < (small["log_std"] - with_policy["log_std"]).abs().max() <= 8 * 1e-3 * 1.01
+    assert (large["log_std"] - with_policy["log_std"]).abs().max() > 5 * (small["log_std"] - with_policy["log_std"]).abs().max()
 
 
 def test_a_checkpoint_with_one_adam_group_is_split_into_policy_and_value():

@@ -44,8 +44,8 @@ RUNS = {
             "threads=1"],
 }
 # The adaptive KL schedule's per-agent learning rates are part of what a checkpoint holds (and the value's
-# rate is still annealed after a resume).
-RUNS["ppo-adaptive-kl"] = [*RUNS["ppo"], "ppo.desired_kl=0.01"]
+# rate is still annealed after a resume), as is the log-std's own Adam group.
+RUNS["ppo-adaptive-kl"] = [*RUNS["ppo"], "ppo.desired_kl=0.01", "ppo.log_std_learning_rate=3e-4"]
 ALGOS = list(RUNS)
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import difflib
 import warnings
+from typing import TYPE_CHECKING
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from spikerl.errors import SpikerlError
+
+if TYPE_CHECKING:
+    from spikerl.config import TrainConfig
 
 
 class PointReachEnv(gym.Env):
@@ -75,6 +79,13 @@ def make_env(env_id: str, algo: str | None = None, render_mode: str | None = Non
         raise SpikerlError(f"environment {env_id} has discrete actions ({env.action_space}); {algo.upper()} needs "
                            "continuous actions, use algo=dqn")
     return env
+
+
+def check_settings_fit(cfg: TrainConfig, action_space: gym.Space) -> None:
+    """Refuse, in one line, settings that the environment's action space rules out."""
+    if cfg.algo == "ppo" and cfg.ppo.log_std_learning_rate is not None and isinstance(action_space, spaces.Discrete):
+        raise SpikerlError(f"ppo.log_std_learning_rate is for continuous actions; {cfg.env_id} has discrete actions "
+                           "(a categorical policy has no log-std)")
 
 
 def is_mujoco(env_id: str) -> bool:

@@ -21,6 +21,8 @@ Where it differs from CleanRL, and why:
   its critic's rate); optionally (desired_kl) that rate adapts, per agent, to hold the approximate KL
   between the rollout's policy and the updated one near desired_kl instead of being annealed (after
   rsl_rl's adaptive schedule, which adapts one rate for actor and critic from the analytic Gaussian KL);
+  the Gaussian's log-std may have a rate of its own (log_std_learning_rate): it moves the policy smoothly,
+  and at a spiking network's small rate it narrows too slowly;
 - an episode cut by its time limit bootstraps, r + gamma V(last observation), as Stable-Baselines3
   does (the time limit is not in the observation); truncation_bootstraps false ends the return there,
   as CleanRL does.
@@ -36,6 +38,7 @@ import torch
 from torch import nn
 
 from spikerl.config import ADAPTIVE_RATE_BOUNDS, NetworkConfig, TrainConfig
+from spikerl.rl.envs import check_settings_fit
 from spikerl.rl.loop import TrainingLoop, as_obs_tensor, clip_grad_norm_per_agent
 from spikerl.rl.run import CheckpointStore, Run
 from spikerl.snn.encoders import ObservationNormalizer, RunningMeanStd, observation_normalizer
@@ -222,6 +225,7 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
     # Seeding: each agent's networks, environments, generators from its own seed (the loop); action noise
     # from the agent's torch generator, minibatch order from its run generator.
     loop = TrainingLoop(cfgs, runs, store, envs_per_agent=p.num_envs)
+    check_settings_fit(loop.cfg, loop.action_space)
     device, agents = loop.device, loop.agents
     K, N, S = loop.size, p.num_envs, p.num_steps
     rollout, iterations = N * S, loop.cfg.total_steps // (N * S)
@@ -230,14 +234,19 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
     policy, value = loop.build(lambda agent, norm: (
         Policy(agent.cfg, norm, loop.action_space, agent.membrane_generator, device),
         Value(p.critic, norm.dim, agent.membrane_generator, device)))
-    policy_parameters = list(policy.parameters())
-    parameters = [*policy_parameters, *value.parameters()]
-    learning_rates = (p.starting_policy_learning_rate(), p.learning_rate)  # Adam's groups: policy, value
+    log_std = [] if p.log_std_learning_rate is None else [policy.log_std]  # its own Adam group, or the policy's
+    policy_parameters = [q for q in policy.parameters() if not any(q is s for s in log_std)]
+    parameters = [*policy_parameters, *value.parameters(), *log_std]
+    # Adam's groups by index: 0 the policy, 1 the value, 2 the log-std when it has its own rate
+    learning_rates = (p.starting_policy_learning_rate(), p.learning_rate, p.log_std_learning_rate)
     policy_rate = None if p.desired_kl is None else AdaptiveRate(K, learning_rates[0], p.desired_kl).to(device)
     # Adaptive: Adam takes unit steps on the policy, and each agent's step is scaled by its own rate.
-    optimizer = torch.optim.Adam([{"params": policy_parameters, "lr": learning_rates[0] if policy_rate is None else 1.0},
-                                  {"params": list(value.parameters()), "lr": learning_rates[1]}], eps=1e-5)
-    annealed_groups = [0, 1] if policy_rate is None else [1]
+    groups = [{"params": policy_parameters, "lr": learning_rates[0] if policy_rate is None else 1.0},
+              {"params": list(value.parameters()), "lr": learning_rates[1]}]
+    if log_std:
+        groups.append({"params": log_std, "lr": learning_rates[2]})
+    optimizer = torch.optim.Adam(groups, eps=1e-5)
+    annealed_groups = ([0] if policy_rate is None else []) + [1] + ([2] if log_std else [])
     reward_scaler = RewardScaler(K, N, p.reward_clip, p.normalize_rewards).to(device)
     gamma, lam = loop.per_agent(lambda cfg: cfg.ppo.gamma), loop.per_agent(lambda cfg: cfg.ppo.gae_lambda)  # [K, 1]
     returns_gamma = loop.per_agent(lambda cfg: cfg.ppo.gamma, torch.float64)  # the scaler's returns are float64
@@ -316,6 +325,7 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
             agent.run.log_scalars(step, {
                 "charts/learning_rate": optimizer.param_groups[1]["lr"], "charts/policy_learning_rate":
                     optimizer.param_groups[0]["lr"] if policy_rate is None else policy_rate.rate[k].item(),
+                **({"charts/log_std_learning_rate": optimizer.param_groups[2]["lr"]} if log_std else {}),
                 "losses/policy_loss": losses["policy_loss"][k].item(),
                 "losses/value_loss": losses["value_loss"][k].item(), "losses/entropy": entropy[k].item(),
                 "losses/approx_kl": losses["approx_kl"][k].item(), "losses/clipfrac": losses["clip_fraction"][k].item(),
