@@ -191,7 +191,8 @@ class PPOConfig:
     anneal_lr: bool = True  # decay the learning rates linearly to 0 over the run's updates
     # Set: the policy's learning rate adapts instead (rsl_rl's adaptive schedule), per agent, before every
     # minibatch step: / 1.5 while the approximate KL to the rollout's policy exceeds 2 x desired_kl, x 1.5
-    # while it is below desired_kl / 2, within ADAPTIVE_RATE_BOUNDS, starting from policy_learning_rate.
+    # while it is below desired_kl / 2, within ADAPTIVE_RATE_BOUNDS, starting from policy_learning_rate. A
+    # log-std with its own rate (below) keeps that rate, annealed, though its steps count in the KL.
     desired_kl: float | None = None
     # Continuous actions: the state-independent log-std's own learning rate (None: the policy's). A step of
     # the log-std changes the policy smoothly, so it can learn at a rate the spiking network's weights cannot.

@@ -29,6 +29,15 @@ def newest_checkpoint(run_dir: Path) -> dict:
     return load_checkpoint(paths[-1])
 
 
+def tensorboard_scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of every point a run logged under `tag`, as TensorBoard shows them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
 def assert_policy_commands_read(cli, run_dir: Path, tmp_path: Path) -> None:
     """`spikerl eval` gives the run's final evaluation; its NIR export evaluates to the same returns; `eval
     --quantize` and `energy` run on it."""

@@ -102,12 +102,12 @@ ONE_UPDATE = {  # just past warm-up: the final models are the parameters after t
                                               "network.hidden=[32, 32]", "ppo.critic.hidden=[32, 32]"]),
 }
 # The adaptive KL schedule gives each agent its own policy learning rate (they part after the first minibatch);
-# the log-std steps in an Adam group of its own.
-ONE_UPDATE["ppo-adaptive-kl"] = (ONE_UPDATE["ppo"][0], [*ONE_UPDATE["ppo"][1], "ppo.update_epochs=4", "ppo.desired_kl=0.002",
-                                                        "ppo.log_std_learning_rate=1e-3"])
+# with log_std_learning_rate the log-std steps in an Adam group of its own.
+ONE_UPDATE["ppo-adaptive-kl"] = (ONE_UPDATE["ppo"][0], [*ONE_UPDATE["ppo"][1], "ppo.update_epochs=4", "ppo.desired_kl=0.002"])
+ONE_UPDATE["ppo-log-std-rate"] = (ONE_UPDATE["ppo"][0], [*ONE_UPDATE["ppo-adaptive-kl"][1], "ppo.log_std_learning_rate=1e-3"])
 
 
-@pytest.mark.parametrize("algo", ["dqn", "td3", "ppo", "ppo-adaptive-kl"])
+@pytest.mark.parametrize("algo", list(ONE_UPDATE))
 @pytest.mark.parametrize("kind", ["snn", "ann"])
 def test_one_population_update_equals_each_agents_own_update(tmp_path, algo, kind):
     """K = 4 agents (seeds and membrane values differ) stepped once together: each agent's parameters after the

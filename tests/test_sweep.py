@@ -80,6 +80,7 @@ def test_sweep_bad_input_is_one_clear_line(cli, tmp_path):
         (["--grid", "a.b=1", "--grid", "c=2", "--grid", "d=3"], "one or two --grid axes"),
         (["--grid", "network.neuron.alpha=0.5", "--workers", "0"], "--workers must be >= 1"),
         (["--grid", "network.neuron.alpha=0.5", "--seeds", "0,x"], "--seeds must be comma-separated integers"),
+        (["--grid", "env_id=CartPole-v1,Pendulum-v1"], "environment Pendulum-v1 has continuous actions"),
     ]
     for extra, message in cases:
         result = cli("sweep", "configs/cartpole_dqn_snn.yaml", *extra, "--out", str(tmp_path / "bad"))

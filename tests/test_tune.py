@@ -63,6 +63,7 @@ def test_params_parse_from_the_command_line_and_from_yaml(tmp_path):
     ("network.neuron.beta=float:0.9:0.1", "empty range, low 0.9 is not below high 0.1"),
     ("network.encoder=choice:", "empty list of choices"),
     ("network.neuron.beta=float:0.1:2", "network.neuron.beta must be in [0, 1]"),
+    ("env_id=choice:CartPole-v1,Pendulum-v1", "environment Pendulum-v1 has continuous actions"),
 ])
 def test_a_bad_search_space_is_one_line_and_exit_2_before_any_trial(cli, tmp_path, param, message):
     result = cli("tune", *TINY, "--param", param, "--trials", "2", "--out", str(tmp_path / "out"))

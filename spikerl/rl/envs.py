@@ -88,6 +88,18 @@ def check_settings_fit(cfg: TrainConfig, action_space: gym.Space) -> None:
                            "(a categorical policy has no log-std)")
 
 
+def check_environments(cfgs: list[TrainConfig]) -> None:
+    """Refuse, in one line and before anything is written, an environment that a config's algorithm or settings
+    cannot use (each environment is made once)."""
+    action_spaces: dict[tuple[str, str], gym.Space] = {}
+    for cfg in cfgs:
+        if (cfg.env_id, cfg.algo) not in action_spaces:
+            env = make_env(cfg.env_id, cfg.algo)
+            action_spaces[cfg.env_id, cfg.algo] = env.action_space
+            env.close()
+        check_settings_fit(cfg, action_spaces[cfg.env_id, cfg.algo])
+
+
 def is_mujoco(env_id: str) -> bool:
     """Whether `env_id` is one of Gymnasium's MuJoCo tasks (rendering them needs an OpenGL backend)."""
     spec = gym.registry.get(env_id)

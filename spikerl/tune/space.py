@@ -114,19 +114,23 @@ def _hidden_layers(config: str, overrides: list[str]) -> int:
 
 
 def validate_space(space: list[Param], config: str, overrides: list[str]) -> None:
-    """Every key must exist and both ends of every range (every choice) must make a valid config."""
+    """Every key must exist and both ends of every range (every choice) must make a valid config, for an
+    environment it can use."""
     from spikerl.config import load_config
+    from spikerl.rl.envs import check_environments
 
     n_layers = _hidden_layers(config, overrides)
+    cfgs = []
     for param in space:
         check_range(param)
         values = param.choices if param.type == "choice" else [param.low, param.high]
         for value in values:
             setting = [value] * n_layers if param.per_layer else value
             try:
-                load_config(config, [*overrides, f"{param.key}={json.dumps(setting)}"])
+                cfgs.append(load_config(config, [*overrides, f"{param.key}={json.dumps(setting)}"]))
             except SpikerlError as exc:
                 raise SpikerlError(f"search space {param.key}={setting!r}: {exc}") from None
+    check_environments(cfgs)
 
 
 def suggest(trial, space: list[Param], n_layers: int) -> list[str]:

@@ -98,8 +98,10 @@ def cell_name(variant: dict, point: dict) -> str:
 
 
 def validate_spec(spec: SweepSpec) -> None:
-    """Every value of every axis must make a valid config: unknown keys and bad values fail here, not later."""
+    """Every value of every axis must make a valid config, for an environment it can use: unknown keys, bad
+    values and unsuitable environments fail here, not in every run."""
     from spikerl.config import load_config
+    from spikerl.rl.envs import check_environments
 
     if not 1 <= len(spec.grid) <= 2:
         raise SpikerlError(f"a sweep needs one or two --grid axes (the heatmap's), got {len(spec.grid)}")
@@ -108,13 +110,15 @@ def validate_spec(spec: SweepSpec) -> None:
     for key in [*spec.grid, *spec.variants]:
         if key in ("seed", "run_dir"):
             raise SpikerlError(f"{key} is set by the sweep itself; use --seeds")
+    cfgs = []
     for axes in (spec.grid, spec.variants):
         for key, values in axes.items():
             for value in values:
                 try:
-                    load_config(spec.config, [*spec.overrides, f"{key}={json.dumps(value)}"])
+                    cfgs.append(load_config(spec.config, [*spec.overrides, f"{key}={json.dumps(value)}"]))
                 except SpikerlError as exc:
                     raise SpikerlError(f"sweep axis {key}={value!r}: {exc}") from None
+    check_environments(cfgs)
 
 
 @dataclass
