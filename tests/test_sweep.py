@@ -72,6 +72,20 @@ def test_a_sweep_killed_with_sigkill_restarts_without_rerunning_finished_runs(tm
         assert (out / run_dir / "final_eval.json").stat().st_mtime_ns == mtime
 
 
+def test_a_sweep_whose_runs_fail_says_so_and_exits_1(cli, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("the runs fail by asking for CUDA on a machine without it")
+    out = tmp_path / "sweep"
+    result = cli("sweep", *TINY, "device=cuda", "--grid", "network.neuron.beta=0.3,0.7", "--seeds", "0",
+                 "--workers", "1", "--out", str(out))
+    assert result.returncode == 1, result.stderr
+    assert "spikerl: 2 of 2 runs failed" in result.stderr and "run the sweep again to retry them" in result.stderr
+    assert {r["status"] for r in rows(out)} == {"failed"}
+    assert all("no usable CUDA device" in (out / r["run_dir"] / "sweep-error.txt").read_text() for r in rows(out))
+
+
 def test_sweep_bad_input_is_one_clear_line(cli, tmp_path):
     cases = [
         (["--grid", "network.neuron.alhpa=0.1,0.2"], "unknown config key in network.neuron: 'alhpa'"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from spikerl.errors import SpikerlError
@@ -34,6 +35,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     (sweep.out / "summary.md").write_text(table + "\n")
     print(table)
     print(f"results: {sweep.out / 'results.csv'}, heatmaps: {heatmaps}, summary: {sweep.out / 'summary.md'}")
+    failed = [row for row in rows if row["status"] == "failed"]
+    if failed:  # a script running sweeps must see it; diverged runs are results, not failures
+        print(f"spikerl: {len(failed)} of {len(rows)} runs failed (each says why in its sweep-error.txt, the first "
+              f"{failed[0]['run_dir']}); run the sweep again to retry them", file=sys.stderr)
+        return 1
     return 0
 
 
