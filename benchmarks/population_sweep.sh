@@ -18,7 +18,8 @@ mkdir -p "$OUT"
 for mode in population separate; do
     flag=(); [ "$mode" = population ] && flag=(--population)
     start=$(date +%s.%N)
-    "$spikerl" sweep "${sweep[@]}" ${flag[@]+"${flag[@]}"} --out "$OUT/$mode" > "$OUT/$mode.log" 2>&1
+    "$spikerl" sweep "${sweep[@]}" ${flag[@]+"${flag[@]}"} --out "$OUT/$mode" > "$OUT/$mode.log" 2>&1 ||
+        { tail -n 3 "$OUT/$mode.log" >&2; exit 1; }  # failed runs: their returns would compare as equal
     end=$(date +%s.%N)
     python3 -c "print(f'$mode: {$end - $start:.0f} s')" | tee "$OUT/$mode.wall"
 done

@@ -97,10 +97,25 @@ def test_sweep_bad_input_is_one_clear_line(cli, tmp_path):
         (["--grid", "env_id=CartPole-v1,Pendulum-v1"], "environment Pendulum-v1 has continuous actions"),
     ]
     for extra, message in cases:
-        result = cli("sweep", "configs/cartpole_dqn_snn.yaml", *extra, "--out", str(tmp_path / "bad"))
+        result = cli("sweep", *TINY, *extra, "--out", str(tmp_path / "bad"))
         assert result.returncode == 2, (extra, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (extra, result.stderr)
+        assert not (tmp_path / "bad").exists()
+
+
+def test_environments_are_checked_for_each_cell_as_it_will_run():
+    from spikerl.errors import SpikerlError
+    from spikerl.tune.sweep import SweepSpec, validate_spec
+
+    # Every cell is TD3 on a continuous task, although the base config is DQN on CartPole.
+    validate_spec(SweepSpec("configs/cartpole_dqn_snn.yaml", [], {"env_id": ["Pendulum-v1", "MountainCarContinuous-v0"]},
+                            {"algo": ["td3"]}))
+    # Each value is fine with the base config (Pendulum); their combination in one cell is not.
+    with pytest.raises(SpikerlError, match="sweep cell env_idCartPole-v1-log_std_learning_rate0.001: "
+                                           "ppo.log_std_learning_rate is for continuous actions"):
+        validate_spec(SweepSpec("configs/pendulum_ppo_snn.yaml", [], {"ppo.log_std_learning_rate": [1e-3]},
+                                {"env_id": ["Pendulum-v1", "CartPole-v1"]}))
 
 
 def test_a_population_sweep_groups_runs_by_shape_and_writes_what_separate_runs_write(cli, tmp_path):

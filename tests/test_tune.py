@@ -72,6 +72,19 @@ def test_a_bad_search_space_is_one_line_and_exit_2_before_any_trial(cli, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+def test_environments_are_checked_for_every_choice_of_environment_with_every_other_end():
+    from spikerl.errors import SpikerlError
+    from spikerl.tune.space import load_space, validate_space
+
+    # The base config is CartPole, but every trial runs on Pendulum: fine.
+    validate_space(load_space(None, ["env_id=choice:Pendulum-v1", "ppo.log_std_learning_rate=float:0.0001:0.001"]),
+                   "configs/cartpole_ppo_snn.yaml", [])
+    with pytest.raises(SpikerlError, match='search space env_id="CartPole-v1", ppo.log_std_learning_rate=0.0001: '
+                                           "ppo.log_std_learning_rate is for continuous actions"):
+        validate_space(load_space(None, ["env_id=choice:Pendulum-v1,CartPole-v1",
+                                         "ppo.log_std_learning_rate=float:0.0001:0.001"]), "configs/pendulum_ppo_snn.yaml", [])
+
+
 def test_an_unreachable_storage_url_is_one_line_and_exit_2(cli, tmp_path):
     result = cli("tune", *TINY, *BETA, "--trials", "2", "--out", str(tmp_path / "out"),
                  "--storage", "postgresql://spikerl:secret@127.0.0.1:1/nowhere")

@@ -88,10 +88,10 @@ def check_settings_fit(cfg: TrainConfig, action_space: gym.Space) -> None:
                            "(a categorical policy has no log-std)")
 
 
-def check_environments(cfgs: list[TrainConfig]) -> None:
+def check_environments(cfgs: list[TrainConfig], action_spaces: dict | None = None) -> None:
     """Refuse, in one line and before anything is written, an environment that a config's algorithm or settings
-    cannot use (each environment is made once)."""
-    action_spaces: dict[tuple[str, str], gym.Space] = {}
+    cannot use. Each environment is made once (`action_spaces` keeps them between calls)."""
+    action_spaces = {} if action_spaces is None else action_spaces
     for cfg in cfgs:
         if (cfg.env_id, cfg.algo) not in action_spaces:
             env = make_env(cfg.env_id, cfg.algo)

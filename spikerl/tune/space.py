@@ -16,6 +16,7 @@ many entries as the base config has hidden layers.
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -120,17 +121,28 @@ def validate_space(space: list[Param], config: str, overrides: list[str]) -> Non
     from spikerl.rl.envs import check_environments
 
     n_layers = _hidden_layers(config, overrides)
-    cfgs = []
+    ends = []  # (key, value) for both ends of every range, every choice
     for param in space:
         check_range(param)
         values = param.choices if param.type == "choice" else [param.low, param.high]
         for value in values:
             setting = [value] * n_layers if param.per_layer else value
             try:
-                cfgs.append(load_config(config, [*overrides, f"{param.key}={json.dumps(setting)}"]))
+                load_config(config, [*overrides, f"{param.key}={json.dumps(setting)}"])
             except SpikerlError as exc:
                 raise SpikerlError(f"search space {param.key}={setting!r}: {exc}") from None
-    check_environments(cfgs)
+            ends.append((param.key, setting))
+    # Environments: every choice of environment and algorithm, with every other end
+    picks = [[f"{key}={json.dumps(value)}" for k, value in ends if k == key] for key in ("env_id", "algo")]
+    action_spaces: dict = {}
+    for env_setting in itertools.product(*(pick or [None] for pick in picks)):
+        env_setting = [s for s in env_setting if s is not None]
+        for other in [None, *((k, v) for k, v in ends if k not in ("env_id", "algo"))]:
+            setting = env_setting + ([] if other is None else [f"{other[0]}={json.dumps(other[1])}"])
+            try:
+                check_environments([load_config(config, [*overrides, *setting])], action_spaces)
+            except SpikerlError as exc:
+                raise SpikerlError(f"search space {', '.join(setting) or 'base config'}: {exc}") from None
 
 
 def suggest(trial, space: list[Param], n_layers: int) -> list[str]:

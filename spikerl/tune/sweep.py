@@ -110,15 +110,20 @@ def validate_spec(spec: SweepSpec) -> None:
     for key in [*spec.grid, *spec.variants]:
         if key in ("seed", "run_dir"):
             raise SpikerlError(f"{key} is set by the sweep itself; use --seeds")
-    cfgs = []
     for axes in (spec.grid, spec.variants):
         for key, values in axes.items():
             for value in values:
                 try:
-                    cfgs.append(load_config(spec.config, [*spec.overrides, f"{key}={json.dumps(value)}"]))
+                    load_config(spec.config, [*spec.overrides, f"{key}={json.dumps(value)}"])
                 except SpikerlError as exc:
                     raise SpikerlError(f"sweep axis {key}={value!r}: {exc}") from None
-    check_environments(cfgs)
+    action_spaces: dict = {}
+    for variant, point in cell_overrides(spec):  # the environment of each cell as it will run
+        values = [f"{k}={json.dumps(v)}" for k, v in {**variant, **point}.items()]
+        try:
+            check_environments([load_config(spec.config, [*spec.overrides, *values])], action_spaces)
+        except SpikerlError as exc:
+            raise SpikerlError(f"sweep cell {cell_name(variant, point)}: {exc}") from None
 
 
 @dataclass
