@@ -15,7 +15,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from spikerl.config import load_config
     from spikerl.rl import train_run
-    from spikerl.rl.envs import check_environments
+    from spikerl.rl.envs import check_environment
     from spikerl.rl.population import (is_population, parse_seeds, resolve_run_choices, resume_config, seed_configs,
                                        train_population)
     from spikerl.rl.run import Run, default_run_dir
@@ -37,7 +37,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from spikerl.video.record import prepare_rendering
 
         prepare_rendering(cfg.env_id)  # no encoder or OpenGL: one line now, not a failure mid-run
-    check_environments([cfg])  # fail on a wrong environment before a run folder exists
+    check_environment(cfg)  # fail on a wrong environment before a run folder exists
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if args.seeds:

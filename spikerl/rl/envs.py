@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import warnings
 from typing import TYPE_CHECKING
 
@@ -88,16 +89,18 @@ def check_settings_fit(cfg: TrainConfig, action_space: gym.Space) -> None:
                            "(a categorical policy has no log-std)")
 
 
-def check_environments(cfgs: list[TrainConfig], action_spaces: dict | None = None) -> None:
-    """Refuse, in one line and before anything is written, an environment that a config's algorithm or settings
-    cannot use. Each environment is made once (`action_spaces` keeps them between calls)."""
-    action_spaces = {} if action_spaces is None else action_spaces
-    for cfg in cfgs:
-        if (cfg.env_id, cfg.algo) not in action_spaces:
-            env = make_env(cfg.env_id, cfg.algo)
-            action_spaces[cfg.env_id, cfg.algo] = env.action_space
-            env.close()
-        check_settings_fit(cfg, action_spaces[cfg.env_id, cfg.algo])
+@functools.cache
+def _action_space(env_id: str, algo: str) -> gym.Space:
+    """The action space of `env_id` as `algo` would get it (made once per process: sweeps ask per cell)."""
+    env = make_env(env_id, algo)
+    env.close()
+    return env.action_space
+
+
+def check_environment(cfg: TrainConfig) -> None:
+    """Refuse, in one line and before anything is written, an environment that the config's algorithm or
+    settings cannot use."""
+    check_settings_fit(cfg, _action_space(cfg.env_id, cfg.algo))
 
 
 def is_mujoco(env_id: str) -> bool:

@@ -118,29 +118,29 @@ def validate_space(space: list[Param], config: str, overrides: list[str]) -> Non
     """Every key must exist and both ends of every range (every choice) must make a valid config, for an
     environment it can use."""
     from spikerl.config import load_config
-    from spikerl.rl.envs import check_environments
+    from spikerl.rl.envs import check_environment
 
     n_layers = _hidden_layers(config, overrides)
-    ends = []  # (key, value) for both ends of every range, every choice
+    ends = []  # (key, override) for both ends of every range, every choice
     for param in space:
         check_range(param)
         values = param.choices if param.type == "choice" else [param.low, param.high]
         for value in values:
             setting = [value] * n_layers if param.per_layer else value
+            override = f"{param.key}={json.dumps(setting)}"
             try:
-                load_config(config, [*overrides, f"{param.key}={json.dumps(setting)}"])
+                load_config(config, [*overrides, override])
             except SpikerlError as exc:
                 raise SpikerlError(f"search space {param.key}={setting!r}: {exc}") from None
-            ends.append((param.key, setting))
-    # Environments: every choice of environment and algorithm, with every other end
-    picks = [[f"{key}={json.dumps(value)}" for k, value in ends if k == key] for key in ("env_id", "algo")]
-    action_spaces: dict = {}
-    for env_setting in itertools.product(*(pick or [None] for pick in picks)):
-        env_setting = [s for s in env_setting if s is not None]
-        for other in [None, *((k, v) for k, v in ends if k not in ("env_id", "algo"))]:
-            setting = env_setting + ([] if other is None else [f"{other[0]}={json.dumps(other[1])}"])
+            ends.append((param.key, override))
+    # Environments: every choice of environment and algorithm (or the base config's), with every other end
+    choices = [[o for k, o in ends if k == key] or [None] for key in ("env_id", "algo")]
+    others = [[], *([o] for k, o in ends if k not in ("env_id", "algo"))]
+    for picked in itertools.product(*choices):
+        for other in others:
+            setting = [o for o in picked if o is not None] + other
             try:
-                check_environments([load_config(config, [*overrides, *setting])], action_spaces)
+                check_environment(load_config(config, [*overrides, *setting]))
             except SpikerlError as exc:
                 raise SpikerlError(f"search space {', '.join(setting) or 'base config'}: {exc}") from None
 

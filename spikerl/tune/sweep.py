@@ -101,7 +101,7 @@ def validate_spec(spec: SweepSpec) -> None:
     """Every value of every axis must make a valid config, for an environment it can use: unknown keys, bad
     values and unsuitable environments fail here, not in every run."""
     from spikerl.config import load_config
-    from spikerl.rl.envs import check_environments
+    from spikerl.rl.envs import check_environment
 
     if not 1 <= len(spec.grid) <= 2:
         raise SpikerlError(f"a sweep needs one or two --grid axes (the heatmap's), got {len(spec.grid)}")
@@ -117,11 +117,10 @@ def validate_spec(spec: SweepSpec) -> None:
                     load_config(spec.config, [*spec.overrides, f"{key}={json.dumps(value)}"])
                 except SpikerlError as exc:
                     raise SpikerlError(f"sweep axis {key}={value!r}: {exc}") from None
-    action_spaces: dict = {}
     for variant, point in cell_overrides(spec):  # the environment of each cell as it will run
         values = [f"{k}={json.dumps(v)}" for k, v in {**variant, **point}.items()]
         try:
-            check_environments([load_config(spec.config, [*spec.overrides, *values])], action_spaces)
+            check_environment(load_config(spec.config, [*spec.overrides, *values]))
         except SpikerlError as exc:
             raise SpikerlError(f"sweep cell {cell_name(variant, point)}: {exc}") from None
 
