@@ -19,6 +19,8 @@ PENDULUM = "configs/pendulum_td3_snn.yaml"
     ([CARTPOLE, "env_id=CartPol-v1"], "unknown environment 'CartPol-v1'; did you mean CartPole-v1"),
     ([PENDULUM, "env_id=CartPole-v1"], "TD3 needs continuous actions"),
     ([CARTPOLE, "env_id=Pendulum-v1"], "DQN needs discrete actions"),
+    # MuJoCo's warning about Gymnasium's own half_cheetah.xml no longer rides along with the message
+    ([CARTPOLE, "env_id=HalfCheetah-v5"], "DQN needs discrete actions"),
     (["configs/pendulum_sac_snn.yaml", "env_id=CartPole-v1"], "SAC needs continuous actions"),
     (["configs/cartpole_ppo_snn.yaml", "ppo.log_std_learning_rate=1e-3"],
      "ppo.log_std_learning_rate is for continuous actions; CartPole-v1 has discrete actions"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import sys
 import warnings
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,8 @@ def make_env(env_id: str, algo: str | None = None, render_mode: str | None = Non
         close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise SpikerlError(f"unknown environment {env_id!r}{hint}")
+    if is_mujoco(env_id):
+        _route_mujoco_warnings()
     try:
         with warnings.catch_warnings():
             # An older version is asked for on purpose (the paper's CartPole-v0): no advice to upgrade.
@@ -108,6 +111,27 @@ def is_mujoco(env_id: str) -> bool:
     spec = gym.registry.get(env_id)
     entry = spec.entry_point if spec is not None else None
     return isinstance(entry, str) and entry.startswith("gymnasium.envs.mujoco")
+
+
+# MuJoCo 3.3+ deprecates an attribute that Gymnasium's own half_cheetah.xml uses. The warning is about
+# Gymnasium's file, not the user's run, and MuJoCo printed it at every HalfCheetah made (so a refused
+# HalfCheetah sweep was three lines of stderr, not one).
+_GYMNASIUM_ASSET_WARNINGS = ("compiler attribute 'settotalmass' is deprecated",)
+
+
+@functools.cache
+def _route_mujoco_warnings() -> None:
+    """Print MuJoCo's warnings as MuJoCo does (stderr), except those about Gymnasium's own assets."""
+    try:
+        import mujoco
+    except ImportError:  # gym.make says which extra is missing
+        return
+
+    def warn(message: str) -> None:
+        if not message.startswith(_GYMNASIUM_ASSET_WARNINGS):
+            print(f"WARNING: {message}", file=sys.stderr, flush=True)
+
+    mujoco.set_mju_user_warning(warn)
 
 
 def _film_with_tracking_camera(env: gym.Env) -> None:
