@@ -86,6 +86,20 @@ def test_a_sweep_whose_runs_fail_says_so_and_exits_1(cli, tmp_path):
     assert all("no usable CUDA device" in (out / r["run_dir"] / "sweep-error.txt").read_text() for r in rows(out))
 
 
+def test_a_shared_sweep_reports_the_runs_its_study_gave_up_and_exits_1(cli, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("the runs fail by asking for CUDA on a machine without it")
+    out = tmp_path / "sweep"
+    result = cli("sweep", *TINY, "device=cuda", "--grid", "network.neuron.beta=0.3,0.7", "--seeds", "0",
+                 "--workers", "1", "--out", str(out), "--storage", str(tmp_path / "study.journal"))
+    assert result.returncode == 1, result.stderr
+    assert "the shared sweep gave up on 2 runs, each after failing twice" in result.stderr
+    assert "no usable CUDA device" in result.stderr and "its study will not retry them" in result.stderr
+    assert {r["status"] for r in rows(out)} == {"failed"}
+
+
 def test_sweep_bad_input_is_one_clear_line(cli, tmp_path):
     cases = [
         (["--grid", "network.neuron.alhpa=0.1,0.2"], "unknown config key in network.neuron: 'alhpa'"),

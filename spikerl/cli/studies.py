@@ -27,18 +27,27 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     sweep.prepare()
     if args.heartbeat < 1:
         raise SpikerlError(f"--heartbeat must be >= 1, got {args.heartbeat}")
-    sweep.run(args.workers, log=lambda line: print(line, flush=True), population=args.population,
-              storage=args.storage, heartbeat_s=args.heartbeat)
+    given_up = sweep.run(args.workers, log=lambda line: print(line, flush=True), population=args.population,
+                         storage=args.storage, heartbeat_s=args.heartbeat)
     rows = read_rows(sweep.out)
     heatmaps = plot_heatmaps(spec, rows, sweep.out / "heatmaps.png", args.title)
     table = summary_table(spec, rows)
     (sweep.out / "summary.md").write_text(table + "\n")
     print(table)
     print(f"results: {sweep.out / 'results.csv'}, heatmaps: {heatmaps}, summary: {sweep.out / 'summary.md'}")
+    # A script running sweeps must see failures (diverged runs are results). A shared sweep (--storage) asks
+    # its study, not the folders here: other machines may have finished what failed here, and a unit is
+    # given up for good only once it failed twice.
+    if args.storage:
+        if given_up:
+            name, error = given_up[0]
+            kind = "populations" if args.population else "runs"
+            print(f"spikerl: the shared sweep gave up on {len(given_up)} {kind}, each after failing twice (the first, "
+                  f"{name}: {error}); its study will not retry them", file=sys.stderr)
+            return 1
+        return 0
     failed = [row for row in rows if row["status"] == "failed"]
-    # A script running sweeps must see failures (diverged runs are results). A shared sweep (--storage) decides
-    # retries through its study, and other machines may finish what failed here: its folders cannot tell.
-    if failed and not args.storage:
+    if failed:
         print(f"spikerl: {len(failed)} of {len(rows)} runs failed (each says why in its sweep-error.txt, the first "
               f"{failed[0]['run_dir']}); run the sweep again to retry them", file=sys.stderr)
         return 1

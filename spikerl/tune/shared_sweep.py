@@ -83,7 +83,10 @@ def study_name(sweep, population: bool) -> str:
     return f"sweep-{sweep.out.name}-{hashlib.sha256(definition.encode()).hexdigest()[:12]}"
 
 
-def run_shared(sweep, storage_url: str, workers: int, heartbeat_s: int, population: bool, log=print) -> None:
+def run_shared(sweep, storage_url: str, workers: int, heartbeat_s: int, population: bool,
+               log=print) -> list[tuple[str, str]]:
+    """Train units of the sweep until the study holds every one as finished; return the units the study gave
+    up on (name, error): each failed by its own error twice, so no process sharing the sweep retries it."""
     import optuna
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
@@ -158,3 +161,8 @@ def run_shared(sweep, storage_url: str, workers: int, heartbeat_s: int, populati
     for thread in threads:
         thread.join()
     sweep.write_results()
+    trials = study.get_trials(deepcopy=False)
+    completed = {unit_of(t) for t in trials if t.state == TrialState.COMPLETE}
+    errors = {unit_of(t): t.user_attrs["error"] for t in trials
+              if t.state == TrialState.FAIL and "error" in t.user_attrs and unit_of(t) not in completed}
+    return [(units[unit][0], error) for unit, error in sorted(errors.items())]

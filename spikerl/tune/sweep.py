@@ -215,9 +215,10 @@ class Sweep:
         return any(status_of(job.run_dir) in ("pending", "failed") for job in jobs)
 
     def run(self, workers: int, log=print, population: bool = False, storage: str | None = None,
-            heartbeat_s: int = 30) -> None:
+            heartbeat_s: int = 30) -> list[tuple[str, str]]:
         """Train every unfinished unit on this machine, `workers` child processes at a time; with `storage`,
-        share the units with every other process running this sweep on the same storage."""
+        share the units with every other process running this sweep on the same storage, and return the
+        units its study gave up on (name, error). A local sweep returns [] (its results say what failed)."""
         if storage is not None:
             from spikerl.tune.shared_sweep import run_shared
 
@@ -238,6 +239,7 @@ class Sweep:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(work, todo))
         self.write_results()
+        return []
 
     def describe(self, name: str, jobs: list[RunJob]) -> str:
         statuses = [status_of(job.run_dir) for job in jobs]
