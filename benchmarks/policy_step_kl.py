@@ -9,6 +9,8 @@ advantages (the shape of a PPO minibatch gradient, without its direction) then m
 the mean over states of KL(pi_old || pi_new) = sum_d (mu_new - mu_old)^2 / (2 sigma_d^2), averaged over
 `--repeats` steps, for each learning rate. An ANN's KL falls with the square of the step; a spiking
 policy's falls more slowly, because a step that flips a spike moves its output by a whole readout weight.
+`--parts hidden,readout` also takes the step on the hidden layers alone and on the output layer alone: a
+spiking policy's readout is linear in its spike counts, so a step there moves it as smoothly as an ANN's.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 
 from spikerl.rl.envs import make_env
 from spikerl.rl.evaluate import load_policy
+from spikerl.snn.network import output_layer
 
 
 def visited_states(policy, env_id: str, count: int, seed: int) -> torch.Tensor:
@@ -40,8 +43,20 @@ def visited_states(policy, env_id: str, count: int, seed: int) -> torch.Tensor:
     return torch.as_tensor(np.array(states), dtype=torch.float32)
 
 
-def step_kl(policy, states: torch.Tensor, learning_rate: float, generator: torch.Generator) -> float:
-    params = [p for p in policy.net.parameters() if p.requires_grad]
+def stepped_parameters(policy, part: str) -> list[torch.nn.Parameter]:
+    """The parameters a step moves: all of the network's, its hidden layers' or its output layer's."""
+    readout = list(output_layer(policy.net).parameters())
+    everything = [p for p in policy.net.parameters() if p.requires_grad]
+    if part == "all":
+        return everything
+    if part == "readout":
+        return readout
+    return [p for p in everything if not any(p is q for q in readout)]
+
+
+def step_kl(policy, states: torch.Tensor, learning_rate: float, generator: torch.Generator,
+            part: str = "all") -> float:
+    params = stepped_parameters(policy, part)
     x = policy.obs_norm(states)
     std = policy.log_std.detach().exp()
     readout = policy.net(x)
@@ -67,18 +82,25 @@ def main() -> None:
     parser.add_argument("--states", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--parts", default="all", help="comma-separated: all, hidden, readout")
     args = parser.parse_args()
     torch.set_num_threads(1)
     rates = [float(r) for r in args.learning_rates.split(",")]
+    parts = args.parts.split(",")
+    if set(parts) - {"all", "hidden", "readout"}:
+        raise SystemExit(f"--parts takes all, hidden and readout; got {args.parts}")
     for run in args.runs:
         cfg, policy = load_policy(run, backend="reference")
         if policy.discrete:
             raise SystemExit(f"{run}: a categorical policy; this measures Gaussian ones")
         states = visited_states(policy, cfg.env_id, args.states, args.seed)
-        generator = torch.Generator().manual_seed(args.seed)
-        kls = [np.mean([step_kl(policy, states, rate, generator) for _ in range(args.repeats)]) for rate in rates]
-        print(f"{run} ({cfg.network.kind}, log-std mean {policy.log_std.mean().item():.2f}): KL after one step of "
-              + ", ".join(f"{rate:g}: {kl:.4f}" for rate, kl in zip(rates, kls)))
+        for part in parts:
+            generator = torch.Generator().manual_seed(args.seed)
+            kls = [np.mean([step_kl(policy, states, rate, generator, part) for _ in range(args.repeats)])
+                   for rate in rates]
+            moved = "" if part == "all" else f", {part} only"
+            print(f"{run} ({cfg.network.kind}, log-std mean {policy.log_std.mean().item():.2f}{moved}): KL after one "
+                  "step of " + ", ".join(f"{rate:g}: {kl:.4f}" for rate, kl in zip(rates, kls)))
 
 
 if __name__ == "__main__":
