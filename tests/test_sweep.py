@@ -95,9 +95,22 @@ def test_a_shared_sweep_reports_the_runs_its_study_gave_up_and_exits_1(cli, tmp_
     result = cli("sweep", *TINY, "device=cuda", "--grid", "network.neuron.beta=0.3,0.7", "--seeds", "0",
                  "--workers", "1", "--out", str(out), "--storage", str(tmp_path / "study.journal"))
     assert result.returncode == 1, result.stderr
-    assert "the shared sweep gave up on 2 runs, each after failing twice" in result.stderr
-    assert "no usable CUDA device" in result.stderr and "its study will not retry them" in result.stderr
+    assert "the shared sweep gave up on 2 runs after two failures each" in result.stderr
+    assert "no usable CUDA device" in result.stderr and "start the sweep again to retry them" in result.stderr
     assert {r["status"] for r in rows(out)} == {"failed"}
+    # Started again, the study gives each run one more round: two more failures each, four trials per run.
+    again = cli("sweep", *TINY, "device=cuda", "--grid", "network.neuron.beta=0.3,0.7", "--seeds", "0",
+                "--workers", "1", "--out", str(out), "--storage", str(tmp_path / "study.journal"))
+    assert again.returncode == 1 and "given up by an earlier start of this sweep; trying it again" in again.stdout
+    import optuna
+
+    from spikerl.tune.shared_sweep import unit_of
+    from spikerl.tune.storage import open_storage
+
+    storage = open_storage(str(tmp_path / "study.journal"), out, 30)
+    (summary,) = optuna.get_all_study_summaries(storage)
+    trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
+    assert sorted(unit_of(t) for t in trials if "error" in t.user_attrs) == [0, 0, 0, 0, 1, 1, 1, 1]
 
 
 def test_sweep_bad_input_is_one_clear_line(cli, tmp_path):
@@ -208,3 +221,41 @@ def test_a_sweep_shared_through_a_storage_completes_every_run_once_when_a_worker
     assert sorted(complete) == [0, 1, 2, 3]  # every run once
     assert study.trials[killed.number].state == optuna.trial.TrialState.FAIL
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+
+
+def test_a_shared_sweep_gives_up_on_a_unit_after_two_failures_by_its_own_error_since_its_retry_mark():
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from spikerl.tune.shared_sweep import given_up
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+
+    def add(unit, state, **attrs):
+        study.add_trial(create_trial(params={"unit": unit}, distributions={"unit": CategoricalDistribution([0, 1, 2, 3])},
+                                     state=state, value=0.0 if state == TrialState.COMPLETE else None, user_attrs=attrs))
+
+    add(0, TrialState.FAIL, error="a"), add(0, TrialState.COMPLETE)               # failed once, then completed
+    add(1, TrialState.FAIL, error="b1"), add(1, TrialState.FAIL, error="b2")      # failed twice
+    add(2, TrialState.FAIL, failed_because="worker died"), add(2, TrialState.FAIL, error="c")  # one is not its own
+    add(3, TrialState.FAIL, error="d1"), add(3, TrialState.FAIL, error="d2"), add(3, TrialState.COMPLETE)
+    assert given_up(study, study.trials) == {1: "b2"}
+    study.set_user_attr("retry_after_1", 3)  # started again: its earlier failures no longer count
+    assert given_up(study, study.trials) == {}
+    add(1, TrialState.FAIL, error="b3"), add(1, TrialState.FAIL, error="b4")
+    assert given_up(study, study.trials) == {1: "b4"}
+
+
+@pytest.mark.parametrize("returncode, stderr, error", [
+    (0, "", ""),
+    (1, "spikerl: error: no usable CUDA device\n", "spikerl: error: no usable CUDA device"),
+    (1, "", "exited with status 1 and no message"),
+    (-9, "", "killed by SIGKILL"),  # the out-of-memory killer leaves no message
+    (-15, "step 500\n", "killed by SIGTERM: step 500"),
+])
+def test_a_failed_training_child_says_how_it_ended(returncode, stderr, error):
+    from spikerl.tune.sweep import _child_error
+
+    assert _child_error(returncode, stderr) == error

@@ -36,14 +36,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(table)
     print(f"results: {sweep.out / 'results.csv'}, heatmaps: {heatmaps}, summary: {sweep.out / 'summary.md'}")
     # A script running sweeps must see failures (diverged runs are results). A shared sweep (--storage) asks
-    # its study, not the folders here: other machines may have finished what failed here, and a unit is
-    # given up for good only once it failed twice.
+    # its study, not the folders here: other machines may have finished what failed here, and the study gives
+    # up on a unit only once it failed twice.
     if args.storage:
         if given_up:
             name, error = given_up[0]
-            kind = "populations" if args.population else "runs"
-            print(f"spikerl: the shared sweep gave up on {len(given_up)} {kind}, each after failing twice (the first, "
-                  f"{name}: {error}); its study will not retry them", file=sys.stderr)
+            kind = ("population" if args.population else "run") + ("s" if len(given_up) > 1 else "")
+            print(f"spikerl: the shared sweep gave up on {len(given_up)} {kind} after two failures each (the "
+                  f"first, {name}: {error}); start the sweep again to retry them", file=sys.stderr)
             return 1
         return 0
     failed = [row for row in rows if row["status"] == "failed"]

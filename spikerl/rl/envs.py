@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import functools
-import sys
+import os
 import warnings
 from typing import TYPE_CHECKING
 
@@ -115,21 +115,28 @@ def is_mujoco(env_id: str) -> bool:
 
 # MuJoCo 3.3+ deprecates an attribute that Gymnasium's own half_cheetah.xml uses. The warning is about
 # Gymnasium's file, not the user's run, and MuJoCo printed it at every HalfCheetah made (so a refused
-# HalfCheetah sweep was three lines of stderr, not one).
+# HalfCheetah sweep was three lines of stderr, not one). The handler is process-wide: a model of the
+# user's own that sets settotalmass is not warned either.
 _GYMNASIUM_ASSET_WARNINGS = ("compiler attribute 'settotalmass' is deprecated",)
 
 
 @functools.cache
 def _route_mujoco_warnings() -> None:
-    """Print MuJoCo's warnings as MuJoCo does (stderr), except those about Gymnasium's own assets."""
+    """Write MuJoCo's warnings to stderr as MuJoCo does, except those about Gymnasium's own assets."""
     try:
         import mujoco
     except ImportError:  # gym.make says which extra is missing
         return
 
     def warn(message: str) -> None:
-        if not message.startswith(_GYMNASIUM_ASSET_WARNINGS):
-            print(f"WARNING: {message}", file=sys.stderr, flush=True)
+        # MuJoCo calls this from C: an exception escaping it aborts the process (a closed pipe, say), so a
+        # warning that cannot be written is dropped, as MuJoCo's own handler drops it.
+        if message.startswith(_GYMNASIUM_ASSET_WARNINGS):
+            return
+        try:
+            os.write(2, f"WARNING: {message}\n".encode())
+        except BaseException:
+            pass
 
     mujoco.set_mju_user_warning(warn)
 

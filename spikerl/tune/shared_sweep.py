@@ -10,6 +10,11 @@ resumes from the run folders' checkpoints where the machines share the sweep fol
 system), or trains again where they do not. Two workers that queue the same unit at the same moment
 leave two trials for it; the later one sees the earlier and fails itself before training, so each
 unit is completed exactly once.
+
+A unit that fails by its own error (its child exits non-zero) is queued once more; after a second such
+failure the study gives up on it, so that no machine retries a broken run forever. Starting the sweep
+again gives every unit given up so far one more round (the study records from which trial on its
+failures count, `retry_after_<unit>`), as running a local sweep again retries its failed runs.
 """
 
 from __future__ import annotations
@@ -83,10 +88,31 @@ def study_name(sweep, population: bool) -> str:
     return f"sweep-{sweep.out.name}-{hashlib.sha256(definition.encode()).hexdigest()[:12]}"
 
 
+def unit_of(trial) -> int | None:
+    fixed = trial.params if "unit" in trial.params else trial.system_attrs.get("fixed_params", {})
+    return fixed.get("unit")
+
+
+def given_up(study, trials) -> dict[int, str]:
+    """The units the study gave up on, with their last error: two failures by their own error since their
+    last retry mark, and no completed trial."""
+    from optuna.trial import TrialState
+
+    retry_after = {int(key.removeprefix("retry_after_")): number for key, number in study.user_attrs.items()
+                   if key.startswith("retry_after_")}
+    completed = {unit_of(t) for t in trials if t.state == TrialState.COMPLETE}
+    errors: dict[int, list[str]] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        unit = unit_of(t)
+        if t.state == TrialState.FAIL and "error" in t.user_attrs and t.number > retry_after.get(unit, -1):
+            errors.setdefault(unit, []).append(t.user_attrs["error"])
+    return {unit: errs[-1] for unit, errs in errors.items() if len(errs) >= 2 and unit not in completed}
+
+
 def run_shared(sweep, storage_url: str, workers: int, heartbeat_s: int, population: bool,
                log=print) -> list[tuple[str, str]]:
-    """Train units of the sweep until the study holds every one as finished; return the units the study gave
-    up on (name, error): each failed by its own error twice, so no process sharing the sweep retries it."""
+    """Train units of the sweep until the study holds every one as completed or given up; return those it
+    gave up on (name, error)."""
     import optuna
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
@@ -102,18 +128,17 @@ def run_shared(sweep, storage_url: str, workers: int, heartbeat_s: int, populati
         raise SpikerlError(f"cannot open sweep study {name} in {redact(storage_url)}: {exc}") from None
     log(f"sweep {sweep.out}: {len(units)} {'populations' if population else 'runs'} shared through study {name} "
         f"in {redact(storage_url)}, {workers} worker(s) here")
+    trials = study.get_trials(deepcopy=False)
+    for unit in given_up(study, trials):  # started again: one more round for what the study gave up on
+        failures = [t.number for t in trials if unit_of(t) == unit and t.state == TrialState.FAIL]
+        study.set_user_attr(f"retry_after_{unit}", max(failures))
+        log(f"{units[unit][0]}: given up by an earlier start of this sweep; trying it again")
     lock = threading.Lock()
 
-    def unit_of(trial) -> int | None:
-        fixed = trial.params if "unit" in trial.params else trial.system_attrs.get("fixed_params", {})
-        return fixed.get("unit")
-
     def claimed() -> tuple[set[int], set[int], set[int]]:
-        """Units completed (or failed by their own error twice: not retried again), held now, and queued."""
+        """Units completed or given up, held now, and queued."""
         trials = study.get_trials(deepcopy=False)
-        done = {unit_of(t) for t in trials if t.state == TrialState.COMPLETE}
-        errors = [unit_of(t) for t in trials if t.state == TrialState.FAIL and "error" in t.user_attrs]
-        done |= {unit for unit in errors if errors.count(unit) >= 2}
+        done = {unit_of(t) for t in trials if t.state == TrialState.COMPLETE} | set(given_up(study, trials))
         running = {unit_of(t) for t in trials if t.state == TrialState.RUNNING}
         waiting = {unit_of(t) for t in trials if t.state == TrialState.WAITING}
         return done, running, waiting
@@ -136,9 +161,11 @@ def run_shared(sweep, storage_url: str, workers: int, heartbeat_s: int, populati
             if trial is None:
                 time.sleep(min(heartbeat_s, 2))  # every unit left is held by a live worker: wait for them
                 continue
-            earlier = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
-                       if unit_of(t) == unit and t.number < trial.number]
-            if earlier:  # queued twice, or a trial nobody queued: the later one steps back untrained
+            trials = study.get_trials(deepcopy=False)
+            earlier = [t for t in trials if t.state in (TrialState.RUNNING, TrialState.COMPLETE)
+                       and unit_of(t) == unit and t.number < trial.number]
+            # Queued twice, or a trial nobody queued, or given up while it waited: it steps back untrained.
+            if earlier or unit in given_up(study, trials):
                 study.tell(trial, state=TrialState.FAIL)
                 continue
             unit_name, jobs = units[unit]
@@ -161,8 +188,4 @@ def run_shared(sweep, storage_url: str, workers: int, heartbeat_s: int, populati
     for thread in threads:
         thread.join()
     sweep.write_results()
-    trials = study.get_trials(deepcopy=False)
-    completed = {unit_of(t) for t in trials if t.state == TrialState.COMPLETE}
-    errors = {unit_of(t): t.user_attrs["error"] for t in trials
-              if t.state == TrialState.FAIL and "error" in t.user_attrs and unit_of(t) not in completed}
-    return [(units[unit][0], error) for unit, error in sorted(errors.items())]
+    return [(units[unit][0], error) for unit, error in sorted(given_up(study, study.get_trials(deepcopy=False)).items())]

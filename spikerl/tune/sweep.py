@@ -262,7 +262,7 @@ class Sweep:
             command = job.command(self.spec)
         result = subprocess.run(command, capture_output=True, text=True, preexec_fn=die_with_parent,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        error = result.stderr.strip().splitlines()[-1] if result.returncode and result.stderr.strip() else ""
+        error = _child_error(result.returncode, result.stderr)
         for job in jobs:
             if result.returncode != 0 and status_of(job.run_dir) not in ("done", "diverged"):
                 job.run_dir.mkdir(parents=True, exist_ok=True)
@@ -313,3 +313,18 @@ class Sweep:
         writer.writerows(self.rows())
         atomic_write_text(path, text.getvalue())
         return path
+
+
+def _child_error(returncode: int, stderr: str) -> str:
+    """What a training child's failure says: its last stderr line, else how it ended (a child killed by the
+    out-of-memory killer writes nothing); "" when it succeeded."""
+    if returncode == 0:
+        return ""
+    last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+    if returncode < 0:
+        try:
+            how = f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            how = f"killed by signal {-returncode}"
+        return f"{how}: {last}" if last else how
+    return last or f"exited with status {returncode} and no message"
