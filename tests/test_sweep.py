@@ -259,3 +259,73 @@ def test_a_failed_training_child_says_how_it_ended(returncode, stderr, error):
     from spikerl.tune.sweep import _child_error
 
     assert _child_error(returncode, stderr) == error
+
+
+class _FailingSweep:
+    """A sweep of two units whose training always fails (or raises), for the shared sweep's bookkeeping."""
+
+    def __init__(self, out, raises: bool = False):
+        from types import SimpleNamespace
+
+        self.out, self.raises, self.trained = out, raises, []
+        self.spec = SimpleNamespace(config="tiny.yaml", seeds=[0])
+        self.jobs = {f"u{i}": [SimpleNamespace(run_dir=out / f"u{i}")] for i in range(2)}
+
+    def units(self, population):
+        return list(self.jobs.items())
+
+    def train_unit(self, name, jobs, population):
+        self.trained.append(name)
+        if self.raises:
+            raise OSError("disk full")
+        return "it broke"
+
+    def describe(self, name, jobs):
+        return f"{name}: failed"
+
+    def write_results(self):
+        pass
+
+
+def test_a_shared_sweep_started_again_retries_what_its_study_gave_up_on(tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    from spikerl.tune.shared_sweep import run_shared, study_name, unit_of
+    from spikerl.tune.storage import open_storage
+
+    journal, out = str(tmp_path / "study.journal"), tmp_path / "sweep"
+    out.mkdir()
+    sweep = _FailingSweep(out)
+    assert run_shared(sweep, journal, 1, 30, False, log=lambda line: None) == [("u0", "it broke"), ("u1", "it broke")]
+    assert sorted(sweep.trained) == ["u0", "u0", "u1", "u1"]  # each tried twice, then given up
+    study = optuna.load_study(study_name=study_name(sweep, False), storage=open_storage(journal, out, 30))
+    study.enqueue_trial({"unit": 0})  # a trial left queued by a process that stopped
+
+    again, lines = _FailingSweep(out), []
+    assert run_shared(again, journal, 1, 30, False, log=lines.append) == [("u0", "it broke"), ("u1", "it broke")]
+    assert sum("given up by an earlier start of this sweep; trying it again" in line for line in lines) == 2
+    assert sorted(again.trained) == ["u0", "u0", "u1", "u1"]  # one more round each; the left-over trial was one
+    trials = study.get_trials(deepcopy=False)
+    assert not [t for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)]
+    assert sorted(unit_of(t) for t in trials if "error" in t.user_attrs) == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
+def test_a_shared_sweep_whose_worker_fails_hands_its_unit_back_and_says_so(tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    from spikerl.errors import SpikerlError
+    from spikerl.tune.shared_sweep import run_shared, study_name
+    from spikerl.tune.storage import open_storage
+
+    journal, out = str(tmp_path / "study.journal"), tmp_path / "sweep"
+    out.mkdir()
+    sweep = _FailingSweep(out, raises=True)
+    with pytest.raises(SpikerlError, match="a worker of the shared sweep stopped: disk full"):
+        run_shared(sweep, journal, 1, 30, False, log=lambda line: None)
+    study = optuna.load_study(study_name=study_name(sweep, False), storage=open_storage(journal, out, 30))
+    trials = study.get_trials(deepcopy=False)
+    (taken,) = [t for t in trials if t.state == TrialState.FAIL]
+    assert "error" not in taken.user_attrs  # handed back: queued again by the next worker, not counted against it
+    assert {t.state for t in trials} == {TrialState.FAIL, TrialState.WAITING}  # the other unit waits for a worker

@@ -161,31 +161,60 @@ def run_shared(sweep, storage_url: str, workers: int, heartbeat_s: int, populati
             if trial is None:
                 time.sleep(min(heartbeat_s, 2))  # every unit left is held by a live worker: wait for them
                 continue
-            trials = study.get_trials(deepcopy=False)
-            earlier = [t for t in trials if t.state in (TrialState.RUNNING, TrialState.COMPLETE)
-                       and unit_of(t) == unit and t.number < trial.number]
-            # Queued twice, or a trial nobody queued, or given up while it waited: it steps back untrained.
-            if earlier or unit in given_up(study, trials):
-                study.tell(trial, state=TrialState.FAIL)
-                continue
-            unit_name, jobs = units[unit]
-            with heartbeat(storage, trial._trial_id, heartbeat_s):
-                error = sweep.train_unit(unit_name, jobs, population)
-            # Done when every run finished or diverged (a diverged run is a result, not retried).
-            complete = all(status_of(job.run_dir) in ("done", "diverged") for job in jobs)
             try:
-                trial.set_user_attr("result", sweep.describe(unit_name, jobs))
-                if not complete:
-                    trial.set_user_attr("error", error or "not every run finished")
-                study.tell(trial, 0.0 if complete else None, state=TrialState.COMPLETE if complete else TrialState.FAIL)
-            except UpdateFinishedTrialError:  # another worker took it for dead (missed heartbeats) meanwhile
-                log(f"{unit_name}: trained here after another worker had given it up")
-            log(f"{sweep.describe(unit_name, jobs)}" + (f" ({error})" if error and not complete else ""))
+                train(trial, unit)
+            except Exception:  # the storage or the disk failed: hand the unit back (untrained), stop this worker
+                try:
+                    study.tell(trial, state=TrialState.FAIL)
+                except Exception:
+                    pass
+                raise
 
-    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    def train(trial, unit: int) -> None:
+        trials = study.get_trials(deepcopy=False)
+        queued = any(t.number == trial.number and "fixed_params" in t.system_attrs for t in trials)
+        earlier = [t for t in trials if t.state in (TrialState.RUNNING, TrialState.COMPLETE)
+                   and unit_of(t) == unit and t.number < trial.number]
+        # A trial nobody queued (the sampler's, when another worker took the last queued one), a unit queued
+        # twice, or one given up while it waited: the trial steps back untrained.
+        if not queued or earlier or unit in given_up(study, trials):
+            study.tell(trial, state=TrialState.FAIL)
+            return
+        unit_name, jobs = units[unit]
+        with heartbeat(storage, trial._trial_id, heartbeat_s):
+            error = sweep.train_unit(unit_name, jobs, population)
+        # Done when every run finished or diverged (a diverged run is a result, not retried).
+        complete = all(status_of(job.run_dir) in ("done", "diverged") for job in jobs)
+        try:
+            trial.set_user_attr("result", sweep.describe(unit_name, jobs))
+            if not complete:
+                trial.set_user_attr("error", error or "not every run finished")
+            study.tell(trial, 0.0 if complete else None, state=TrialState.COMPLETE if complete else TrialState.FAIL)
+        except UpdateFinishedTrialError:  # another worker took it for dead (missed heartbeats) meanwhile
+            log(f"{unit_name}: trained here after another worker had given it up")
+        log(f"{sweep.describe(unit_name, jobs)}" + (f" ({error})" if error and not complete else ""))
+
+    stopped: list[Exception] = []
+
+    def guarded_worker() -> None:
+        try:
+            worker()
+        except Exception as exc:
+            stopped.append(exc)
+
+    threads = [threading.Thread(target=guarded_worker) for _ in range(workers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     sweep.write_results()
+    if stopped:  # the unit it held went back to the study
+        try:
+            finished = len(claimed()[0]) == len(units)
+        except Exception:  # the storage itself is what failed
+            finished = False
+        if not finished:
+            raise SpikerlError(f"a worker of the shared sweep stopped: {stopped[0]}; the study hands its units to "
+                               "the other processes, and starting the sweep again here continues")
+        log(f"a worker of the shared sweep stopped ({stopped[0]}); the others finished every unit")
     return [(units[unit][0], error) for unit, error in sorted(given_up(study, study.get_trials(deepcopy=False)).items())]
