@@ -197,6 +197,11 @@ class PPOConfig:
     # Continuous actions: the state-independent log-std's own learning rate (None: the policy's). A step of
     # the log-std changes the policy smoothly, so it can learn at a rate the spiking network's weights cannot.
     log_std_learning_rate: float | None = None
+    # Set: per agent, once the approximate KL between the rollout's policy and the updated one, on an epoch's
+    # last minibatch, exceeds this, the policy stops for the rest of the update (its weights, log-std and Adam
+    # moments stay as they are) while the value network trains every epoch. CleanRL's target_kl stops both;
+    # a spiking policy reaches the target within an epoch or two, and its value network needs the rest.
+    policy_target_kl: float | None = None
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_coef: float = 0.2
@@ -555,6 +560,10 @@ def _validate_ppo(cfg: TrainConfig) -> None:
     _check(p.desired_kl is None or p.desired_kl > 0, f"ppo.desired_kl must be > 0, got {p.desired_kl}")
     _check(p.log_std_learning_rate is None or p.log_std_learning_rate > 0,
            f"ppo.log_std_learning_rate must be > 0, got {p.log_std_learning_rate}")
+    _check(p.policy_target_kl is None or p.policy_target_kl > 0,
+           f"ppo.policy_target_kl must be > 0, got {p.policy_target_kl}")
+    _check(p.policy_target_kl is None or p.desired_kl is None,
+           "ppo.policy_target_kl and ppo.desired_kl both bound the policy's KL per update; set one of them")
     start, (lowest, highest) = p.starting_policy_learning_rate(), ADAPTIVE_RATE_BOUNDS
     _check(p.desired_kl is None or lowest <= start <= highest,
            f"with ppo.desired_kl the policy's learning rate adapts within [{lowest:g}, {highest:g}]; it starts at {start:g}")

@@ -105,6 +105,11 @@ ONE_UPDATE = {  # just past warm-up: the final models are the parameters after t
 # with log_std_learning_rate the log-std steps in an Adam group of its own.
 ONE_UPDATE["ppo-adaptive-kl"] = (ONE_UPDATE["ppo"][0], [*ONE_UPDATE["ppo"][1], "ppo.update_epochs=4", "ppo.desired_kl=0.002"])
 ONE_UPDATE["ppo-log-std-rate"] = (ONE_UPDATE["ppo"][0], [*ONE_UPDATE["ppo-adaptive-kl"][1], "ppo.log_std_learning_rate=1e-3"])
+# policy_target_kl stops each agent's policy after its own epoch (here after 2, 4, 1 and 2 of the 4 spiking ones),
+# its weights and moments frozen while the others move.
+ONE_UPDATE["ppo-policy-target-kl"] = (ONE_UPDATE["ppo"][0], [*ONE_UPDATE["ppo"][1], "ppo.update_epochs=4",
+                                                             "ppo.policy_learning_rate=3e-3", "ppo.policy_target_kl=0.03",
+                                                             "ppo.log_std_learning_rate=1e-3"])
 
 
 @pytest.mark.parametrize("algo", list(ONE_UPDATE))

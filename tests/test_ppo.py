@@ -211,6 +211,22 @@ def test_the_log_std_learning_rate_moves_the_log_std_only(tmp_path):
     assert (adaptive["log_std"] - large["log_std"]).abs().max() < 0.05 * large["log_std"].abs().max()
 
 
+def test_the_policy_target_kl_stops_the_policy_and_not_the_value(tmp_path):
+    # A target no update stays under: the policy trains in its first epoch only, the value in all three.
+    stopped, stopped_value = first_update(tmp_path / "a", "ppo.update_epochs=3", "ppo.policy_target_kl=1e-12",
+                                          "ppo.log_std_learning_rate=1e-3")
+    one_epoch, one_epoch_value = first_update(tmp_path / "b", "ppo.update_epochs=1", "ppo.log_std_learning_rate=1e-3")
+    three_epochs, _ = first_update(tmp_path / "c", "ppo.update_epochs=3", "ppo.log_std_learning_rate=1e-3")
+    assert all(torch.equal(stopped[k], one_epoch[k]) for k in one_epoch)  # the first epoch's policy, to the bit
+    assert any(not torch.equal(stopped[k], three_epochs[k]) for k in three_epochs)
+    assert any(not torch.equal(stopped_value[k], one_epoch_value[k]) for k in one_epoch_value)
+    assert [value for _, value in tensorboard_scalars(tmp_path / "a", "charts/policy_epochs")] == [1.0, 1.0]
+    # A target no update reaches: every epoch trains the policy, as without it
+    loose, _ = first_update(tmp_path / "d", "ppo.update_epochs=3", "ppo.policy_target_kl=1e9",
+                            "ppo.log_std_learning_rate=1e-3")
+    assert all(torch.equal(loose[k], three_epochs[k]) for k in three_epochs)
+
+
 def test_a_checkpoint_with_one_adam_group_is_split_into_policy_and_value():
     policy = torch.nn.ParameterList([torch.nn.Parameter(torch.randn(2, 3)), torch.nn.Parameter(torch.randn(2)),
                                      torch.nn.Parameter(torch.randn(1, 2))])  # three: as weight, bias, log_std

@@ -47,6 +47,7 @@ RUNS = {
 # rate is still annealed after a resume), as is the log-std's own Adam group.
 RUNS["ppo-adaptive-kl"] = [*RUNS["ppo"], "ppo.desired_kl=0.01"]
 RUNS["ppo-log-std-rate"] = [*RUNS["ppo-adaptive-kl"], "ppo.log_std_learning_rate=3e-4"]
+RUNS["ppo-policy-target-kl"] = [*RUNS["ppo"], "ppo.update_epochs=4", "ppo.policy_target_kl=0.005"]
 ALGOS = list(RUNS)
 
 

@@ -23,6 +23,8 @@ Where it differs from CleanRL, and why:
   rsl_rl's adaptive schedule, which adapts one rate for actor and critic from the analytic Gaussian KL);
   the Gaussian's log-std may have a rate of its own (log_std_learning_rate): it moves the policy smoothly,
   and at a spiking network's small rate it narrows too slowly;
+- policy_target_kl stops, per agent, only the policy's part of an update once its KL passes the target
+  (CleanRL's target_kl stops the value network too, which then falls behind when the policy stops early);
 - an episode cut by its time limit bootstraps, r + gamma V(last observation), as Stable-Baselines3
   does (the time limit is not in the observation); truncation_bootstraps false ends the return there,
   as CleanRL does.
@@ -162,6 +164,23 @@ class AdaptiveRate(nn.Module):
             parameter.copy_(start + rate * (parameter - start))
 
 
+class AgentSnapshot:
+    """The given agents' slices of `parameters` [K, ...] and of their Adam moments, put back by `restore()`
+    after an optimizer step: those agents neither move nor accumulate moments (Adam's step count is shared)."""
+
+    def __init__(self, agents: torch.Tensor, parameters: list[torch.Tensor], optimizer: torch.optim.Optimizer):
+        self.index = agents.nonzero().squeeze(-1)
+        self.saved = []
+        for parameter in parameters:
+            state = optimizer.state.get(parameter, {})
+            for tensor in (parameter.data, *(state[key] for key in ("exp_avg", "exp_avg_sq") if key in state)):
+                self.saved.append((tensor, tensor[self.index].clone()))
+
+    def restore(self) -> None:
+        for tensor, values in self.saved:
+            tensor[self.index] = values
+
+
 def make_policy(cfg: TrainConfig, env: gym.Env, device: torch.device | str = "cpu") -> Policy:
     obs_norm = observation_normalizer(cfg.network, env.observation_space.shape[0]).to(device)
     return Policy(cfg, obs_norm, env.action_space, device=device)
@@ -297,7 +316,12 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
             next_value = value(policy.obs_norm(loop.obs_tensor(obs)))
             advantages, returns = generalized_advantages(rewards, values, ended, next_value, gamma, lam)
         flat = [t.reshape(K, rollout, *t.shape[3:]) for t in (rollout_obs, actions, log_probs, advantages, returns, values)]
+        policy_moving = torch.ones(K, dtype=torch.bool, device=device)  # per agent, in this update
+        policy_epochs = torch.zeros(K, device=device)
         for epoch in range(p.update_epochs):
+            if p.policy_target_kl is not None and epoch > 0:  # CleanRL's check: after an epoch, its last minibatch
+                policy_moving &= losses["approx_kl"] <= p.policy_target_kl
+            policy_epochs += policy_moving
             order = torch.as_tensor(np.stack([agent.rng.permutation(rollout) for agent in agents]), device=device)
             for start in range(0, rollout, minibatch):
                 index = order[:, start:start + minibatch]
@@ -306,11 +330,14 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                 losses = clipped_losses(new_log_prob, b_log_probs, b_advantages, value(b_obs), b_values, b_returns,
                                         p.clip_coef, p.clip_value_loss, p.normalize_advantages)
                 entropy = entropy.mean(dim=-1)
-                loss = losses["policy_loss"] - p.entropy_coef * entropy + p.value_coef * losses["value_loss"]  # [K]
+                policy_loss = losses["policy_loss"] - p.entropy_coef * entropy
+                loss = torch.where(policy_moving, policy_loss, torch.zeros_like(policy_loss)) \
+                    + p.value_coef * losses["value_loss"]  # [K]
                 loop.check_finite(step, "losses/loss", loss)
                 optimizer.zero_grad()
                 loss.sum().backward()  # each agent's gradient is its own loss's
                 clip_grad_norm_per_agent(parameters, p.max_grad_norm)
+                stopped = None if policy_moving.all() else AgentSnapshot(~policy_moving, list(policy.parameters()), optimizer)
                 if policy_rate is None:
                     optimizer.step()
                 else:
@@ -318,6 +345,8 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                     before = [q.detach().clone() for q in policy_parameters]
                     optimizer.step()
                     policy_rate.scale_steps(policy_parameters, before)
+                if stopped is not None:
+                    stopped.restore()
 
         explained = 1.0 - (returns - values).reshape(K, -1).var(dim=-1) / returns.reshape(K, -1).var(dim=-1).clamp(min=1e-8)
         for agent in loop.active_agents():
@@ -326,6 +355,7 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                 "charts/learning_rate": optimizer.param_groups[1]["lr"], "charts/policy_learning_rate":
                     optimizer.param_groups[0]["lr"] if policy_rate is None else policy_rate.rate[k].item(),
                 **({"charts/log_std_learning_rate": optimizer.param_groups[2]["lr"]} if log_std else {}),
+                **({"charts/policy_epochs": policy_epochs[k].item()} if p.policy_target_kl is not None else {}),
                 "losses/policy_loss": losses["policy_loss"][k].item(),
                 "losses/value_loss": losses["value_loss"][k].item(), "losses/entropy": entropy[k].item(),
                 "losses/approx_kl": losses["approx_kl"][k].item(), "losses/clipfrac": losses["clip_fraction"][k].item(),
