@@ -199,8 +199,9 @@ class PPOConfig:
     log_std_learning_rate: float | None = None
     # Set: per agent, once the approximate KL between the rollout's policy and the updated one, on an epoch's
     # last minibatch, exceeds this, the policy stops for the rest of the update (its weights, log-std and Adam
-    # moments stay as they are) while the value network trains every epoch. CleanRL's target_kl stops both;
-    # a spiking policy reaches the target within an epoch or two, and its value network needs the rest.
+    # moments stay as they are) while the value network trains every epoch, its gradient clipped alone. CleanRL's
+    # target_kl stops both; a spiking policy reaches the target within an epoch or two, and its value network
+    # needs the rest.
     policy_target_kl: float | None = None
     gamma: float = 0.99
     gae_lambda: float = 0.95
@@ -562,6 +563,8 @@ def _validate_ppo(cfg: TrainConfig) -> None:
            f"ppo.log_std_learning_rate must be > 0, got {p.log_std_learning_rate}")
     _check(p.policy_target_kl is None or p.policy_target_kl > 0,
            f"ppo.policy_target_kl must be > 0, got {p.policy_target_kl}")
+    _check(p.policy_target_kl is None or p.update_epochs >= 2,
+           "ppo.policy_target_kl stops the policy between epochs; it needs ppo.update_epochs >= 2")
     _check(p.policy_target_kl is None or p.desired_kl is None,
            "ppo.policy_target_kl and ppo.desired_kl both bound the policy's KL per update; set one of them")
     start, (lowest, highest) = p.starting_policy_learning_rate(), ADAPTIVE_RATE_BOUNDS

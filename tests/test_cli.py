@@ -25,6 +25,8 @@ PENDULUM = "configs/pendulum_td3_snn.yaml"
     (["configs/cartpole_ppo_snn.yaml", "ppo.log_std_learning_rate=1e-3"],
      "ppo.log_std_learning_rate is for continuous actions; CartPole-v1 has discrete actions"),
     (["configs/pendulum_ppo_snn.yaml", "ppo.policy_target_kl=0"], "ppo.policy_target_kl must be > 0, got 0"),
+    (["configs/pendulum_ppo_snn.yaml", "ppo.policy_target_kl=0.03", "ppo.update_epochs=1"],
+     "ppo.policy_target_kl stops the policy between epochs; it needs ppo.update_epochs >= 2"),
     (["configs/pendulum_ppo_snn.yaml", "ppo.policy_target_kl=0.03", "ppo.desired_kl=0.01"],
      "ppo.policy_target_kl and ppo.desired_kl both bound the policy's KL per update; set one of them"),
     (["configs/no_such_file.yaml"], "config file not found: configs/no_such_file.yaml"),

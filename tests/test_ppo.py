@@ -218,6 +218,16 @@ def test_the_policy_target_kl_stops_the_policy_and_not_the_value(tmp_path):
     one_epoch, one_epoch_value = first_update(tmp_path / "b", "ppo.update_epochs=1", "ppo.log_std_learning_rate=1e-3")
     three_epochs, _ = first_update(tmp_path / "c", "ppo.update_epochs=3", "ppo.log_std_learning_rate=1e-3")
     assert all(torch.equal(stopped[k], one_epoch[k]) for k in one_epoch)  # the first epoch's policy, to the bit
+    # ... and its Adam moments as Adam's steps use them (bias-corrected; the shared step count went on)
+    def policy_moments(run_dir):
+        state = load_checkpoint(run_dir / "checkpoints" / "step_256.pt")["components"]["optimizer"]
+        groups = [state["param_groups"][0], state["param_groups"][2]]  # the network's, the log-std's
+        return [(state["state"][i]["exp_avg"] / (1 - 0.9 ** float(state["state"][i]["step"])),
+                 state["state"][i]["exp_avg_sq"] / (1 - 0.999 ** float(state["state"][i]["step"])))
+                for group in groups for i in group["params"]]
+
+    for (m, v), (m1, v1) in zip(policy_moments(tmp_path / "a"), policy_moments(tmp_path / "b"), strict=True):
+        assert torch.allclose(m, m1, rtol=1e-5, atol=1e-12) and torch.allclose(v, v1, rtol=1e-5, atol=1e-18)
     assert any(not torch.equal(stopped[k], three_epochs[k]) for k in three_epochs)
     assert any(not torch.equal(stopped_value[k], one_epoch_value[k]) for k in one_epoch_value)
     assert [value for _, value in tensorboard_scalars(tmp_path / "a", "charts/policy_epochs")] == [1.0, 1.0]

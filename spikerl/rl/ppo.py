@@ -166,19 +166,33 @@ class AdaptiveRate(nn.Module):
 
 class AgentSnapshot:
     """The given agents' slices of `parameters` [K, ...] and of their Adam moments, put back by `restore()`
-    after an optimizer step: those agents neither move nor accumulate moments (Adam's step count is shared)."""
+    after an optimizer step, so that for those agents the step did not happen. Adam's step count is one per
+    parameter tensor, shared by the agents, and it advances; the restored moments are rescaled so that their
+    bias-corrected values, m / (1 - beta1^t) and v / (1 - beta2^t), which Adam's steps use, stay as they were."""
 
     def __init__(self, agents: torch.Tensor, parameters: list[torch.Tensor], optimizer: torch.optim.Optimizer):
         self.index = agents.nonzero().squeeze(-1)
+        self.parameters = parameters
+        betas = {id(q): group["betas"] for group in optimizer.param_groups for q in group["params"]}
         self.saved = []
         for parameter in parameters:
             state = optimizer.state.get(parameter, {})
-            for tensor in (parameter.data, *(state[key] for key in ("exp_avg", "exp_avg_sq") if key in state)):
-                self.saved.append((tensor, tensor[self.index].clone()))
+            entry = [(parameter.data, parameter.data[self.index].clone(), 1.0)]
+            if "step" in state:
+                steps = float(state["step"])
+                for key, beta in zip(("exp_avg", "exp_avg_sq"), betas[id(parameter)]):
+                    entry.append((state[key], state[key][self.index].clone(), (1 - beta ** (steps + 1)) / (1 - beta ** steps)))
+            self.saved.append(entry)
+
+    def zero_gradients(self) -> None:
+        for parameter in self.parameters:
+            if parameter.grad is not None:
+                parameter.grad[self.index] = 0.0
 
     def restore(self) -> None:
-        for tensor, values in self.saved:
-            tensor[self.index] = values
+        for entry in self.saved:
+            for tensor, values, rescale in entry:
+                tensor[self.index] = values if rescale == 1.0 else values * rescale
 
 
 def make_policy(cfg: TrainConfig, env: gym.Env, device: torch.device | str = "cpu") -> Policy:
@@ -330,14 +344,14 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                 losses = clipped_losses(new_log_prob, b_log_probs, b_advantages, value(b_obs), b_values, b_returns,
                                         p.clip_coef, p.clip_value_loss, p.normalize_advantages)
                 entropy = entropy.mean(dim=-1)
-                policy_loss = losses["policy_loss"] - p.entropy_coef * entropy
-                loss = torch.where(policy_moving, policy_loss, torch.zeros_like(policy_loss)) \
-                    + p.value_coef * losses["value_loss"]  # [K]
+                loss = losses["policy_loss"] - p.entropy_coef * entropy + p.value_coef * losses["value_loss"]  # [K]
                 loop.check_finite(step, "losses/loss", loss)
                 optimizer.zero_grad()
                 loss.sum().backward()  # each agent's gradient is its own loss's
-                clip_grad_norm_per_agent(parameters, p.max_grad_norm)
                 stopped = None if policy_moving.all() else AgentSnapshot(~policy_moving, list(policy.parameters()), optimizer)
+                if stopped is not None:
+                    stopped.zero_gradients()  # before clipping: a stopped policy's gradient is no part of the norm
+                clip_grad_norm_per_agent(parameters, p.max_grad_norm)
                 if policy_rate is None:
                     optimizer.step()
                 else:
