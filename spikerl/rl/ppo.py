@@ -177,11 +177,11 @@ class AgentSnapshot:
         self.saved = []
         for parameter in parameters:
             state = optimizer.state.get(parameter, {})
-            entry = [(parameter.data, parameter.data[self.index].clone(), 1.0)]
+            entry = [(parameter.data, parameter.data[self.index], 1.0)]  # indexing by a tensor copies
             if "step" in state:
                 steps = float(state["step"])
                 for key, beta in zip(("exp_avg", "exp_avg_sq"), betas[id(parameter)]):
-                    entry.append((state[key], state[key][self.index].clone(), (1 - beta ** (steps + 1)) / (1 - beta ** steps)))
+                    entry.append((state[key], state[key][self.index], (1 - beta ** (steps + 1)) / (1 - beta ** steps)))
             self.saved.append(entry)
 
     def zero_gradients(self) -> None:
@@ -192,7 +192,7 @@ class AgentSnapshot:
     def restore(self) -> None:
         for entry in self.saved:
             for tensor, values, rescale in entry:
-                tensor[self.index] = values if rescale == 1.0 else values * rescale
+                tensor[self.index] = values * rescale
 
 
 def make_policy(cfg: TrainConfig, env: gym.Env, device: torch.device | str = "cpu") -> Policy:
