@@ -3,18 +3,27 @@
 # ANN twins, 1M steps, seeds 0 and 1: 16 runs in one queue, JOBS at a time (default 2, one torch thread each),
 # then one summary table and one learning-curve plot per task. Stopped (a session's end, a kill), run it again:
 # finished runs are kept and unfinished ones resume from their last checkpoint, with identical files.
-# Usage: benchmarks/ppo_mujoco.sh [OUT] [STEPS]   (default OUT runs/ppo-mujoco, STEPS 1000000)
+# Usage: benchmarks/ppo_mujoco.sh [OUT] [STEPS] [-- OVERRIDE ...]   (default OUT runs/ppo-mujoco, STEPS 1000000)
+# OVERRIDEs change the spiking runs only (the ANN twins stay their presets). The earlier presets' table
+# (docs/results.md), for example: benchmarks/ppo_mujoco.sh runs/ppo-mujoco-plr5e-5 1000000 --
+#     ppo.policy_learning_rate=5e-5 ppo.policy_target_kl=null
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/run_pool.sh
-out=${1:-runs/ppo-mujoco} steps=${2:-1000000}
+out=runs/ppo-mujoco steps=1000000
+[ $# -gt 0 ] && [ "$1" != "--" ] && { out=$1; shift; }
+[ $# -gt 0 ] && [ "$1" != "--" ] && { steps=$1; shift; }
+[ "${1:-}" = "--" ] && shift
+spiking_overrides=("$@")
 tasks=(halfcheetah hopper walker2d ant)
 jobs_list=()
 for task in "${tasks[@]}"; do
     mkdir -p "$out/$task"
     for kind in snn ann; do
+        overrides=("total_steps=$steps")
+        [ "$kind" = snn ] && overrides+=("${spiking_overrides[@]}")
         for seed in 0 1; do
-            jobs_list+=("$(job "${task}_ppo_$kind" "$seed" "$out/$task/$kind-s$seed" "total_steps=$steps")")
+            jobs_list+=("$(job "${task}_ppo_$kind" "$seed" "$out/$task/$kind-s$seed" "${overrides[@]}")")
         done
     done
 done
