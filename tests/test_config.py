@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from spikerl.config import ConfigError, load_config
+from spikerl.config import ConfigError, config_to_dict, load_config
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
@@ -99,3 +99,15 @@ def test_every_search_space_preset_fits_its_config():
         config = next(word for line in space.read_text().splitlines() if "spikerl tune configs/" in line
                       for word in line.split() if word.startswith("configs/") and "spaces/" not in word)
         validate_space(load_space(str(space), []), config, [])
+
+
+@pytest.mark.parametrize("task", ["halfcheetah", "hopper", "walker2d", "ant"])
+def test_each_mujoco_ppo_twin_differs_from_its_spiking_preset_only_in_its_units_and_the_kl_stop(task):
+    snn = config_to_dict(load_config(CONFIGS[0].parent / f"{task}_ppo_snn.yaml"))
+    ann = config_to_dict(load_config(CONFIGS[0].parent / f"{task}_ppo_ann.yaml"))
+    assert (snn["network"].pop("kind"), ann["network"].pop("kind")) == ("snn", "ann")
+    assert ann["network"].pop("activation") == "tanh"
+    snn["network"].pop("activation")
+    # the spiking policy's update stops at an approximate KL of 0.03; the twin runs CleanRL's PPO
+    assert (snn["ppo"].pop("policy_target_kl"), ann["ppo"].pop("policy_target_kl")) == (0.03, None)
+    assert ann == snn
