@@ -4,8 +4,8 @@
 # then one summary table and one learning-curve plot per task. Stopped (a session's end, a kill), run it again:
 # finished runs are kept and unfinished ones resume from their last checkpoint, with identical files.
 # Usage: benchmarks/ppo_mujoco.sh [OUT] [STEPS] [-- OVERRIDE ...]   (default OUT runs/ppo-mujoco, STEPS 1000000)
-# OVERRIDEs change the spiking runs only (the ANN twins stay their presets). The earlier presets' table
-# (docs/results.md), for example: benchmarks/ppo_mujoco.sh runs/ppo-mujoco-plr5e-5 1000000 --
+# OVERRIDEs change the spiking runs only (the ANN twins stay their presets), for example the spiking policy at
+# 5e-5 without the KL stop: benchmarks/ppo_mujoco.sh runs/ppo-mujoco-plr5e-5 1000000 --
 #     ppo.policy_learning_rate=5e-5 ppo.policy_target_kl=null
 set -euo pipefail
 cd "$(dirname "$0")/.."
