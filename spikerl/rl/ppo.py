@@ -336,6 +336,7 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
             if p.policy_target_kl is not None and epoch > 0:  # CleanRL's check: after an epoch, its last minibatch
                 policy_moving &= losses["approx_kl"] <= p.policy_target_kl
             policy_epochs += policy_moving
+            some_stopped = not policy_moving.all()  # fixed for the epoch: checked once, not per minibatch
             order = torch.as_tensor(np.stack([agent.rng.permutation(rollout) for agent in agents]), device=device)
             for start in range(0, rollout, minibatch):
                 index = order[:, start:start + minibatch]
@@ -348,7 +349,7 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                 loop.check_finite(step, "losses/loss", loss)
                 optimizer.zero_grad()
                 loss.sum().backward()  # each agent's gradient is its own loss's
-                stopped = None if policy_moving.all() else AgentSnapshot(~policy_moving, list(policy.parameters()), optimizer)
+                stopped = AgentSnapshot(~policy_moving, list(policy.parameters()), optimizer) if some_stopped else None
                 if stopped is not None:
                     stopped.zero_gradients()  # before clipping: a stopped policy's gradient is no part of the norm
                 clip_grad_norm_per_agent(parameters, p.max_grad_norm)
