@@ -3,17 +3,19 @@
 spikerl=${SPIKERL:-.venv/bin/spikerl}
 job_separator=$'\x1f'  # joins a job's fields, so that paths and overrides may hold spaces
 
-# job PRESET SEED RUN_DIR [OVERRIDE ...]: one job for run_pool, its fields kept apart as given.
+# job PRESET SEEDS RUN_DIR [OVERRIDE ...]: one job for run_pool, its fields kept apart as given. SEEDS is one seed
+# (a run in RUN_DIR) or a range A:B (seeds A..B-1 trained as one population, `spikerl train --seeds A:B`: their
+# folders are RUN_DIR/s<seed>).
 job() {
     local IFS=$job_separator
     printf '%s' "$*"
 }
 
-# train_or_resume PRESET SEED RUN_DIR [OVERRIDE ...]: a finished run is kept, a started one resumes with
-# `spikerl train --resume`, a new one starts (one torch thread); the log is RUN_DIR.log. Meant to run in
+# train_or_resume PRESET SEEDS RUN_DIR [OVERRIDE ...]: a finished run is kept, a started one (or population)
+# resumes with `spikerl train --resume`, a new one starts (one torch thread); the log is RUN_DIR.log. Meant to run in
 # the background: the trainer replaces the shell, so that stopping the job stops the trainer.
 train_or_resume() {
-    local preset=$1 seed=$2 dir=$3
+    local preset=$1 seeds=$2 dir=$3
     shift 3
     # Two scripts may reach one run: the first to lock its log decides; the other waits, then finds it
     # finished or started. A trainer started by hand holds RUN_DIR/.lock: that is waited for too.
@@ -27,11 +29,13 @@ train_or_resume() {
         flock "$dir/.lock" true
     fi
     [ -f "$dir/final_eval.json" ] && return 0
-    if [ -f "$dir/config.yaml" ]; then
+    if [ -f "$dir/config.yaml" ] || [ -f "$dir/population.yaml" ]; then  # a finished population says so and exits
         exec "$spikerl" train --resume "$dir" >> "$dir.log" 2>&1
     fi
     rm -rf "$dir"
-    exec "$spikerl" train "configs/$preset.yaml" "seed=$seed" threads=1 progress=false "run_dir=$dir" "$@" \
+    local seeding=("seed=$seeds")
+    [[ $seeds == *:* ]] && seeding=(--seeds "$seeds")
+    exec "$spikerl" train "configs/$preset.yaml" "${seeding[@]}" threads=1 progress=false "run_dir=$dir" "$@" \
         > "$dir.log" 2>&1
 }
 
