@@ -237,6 +237,37 @@ def test_the_policy_target_kl_stops_the_policy_and_not_the_value(tmp_path):
     assert all(torch.equal(loose[k], three_epochs[k]) for k in three_epochs)
 
 
+@pytest.mark.parametrize("kind", ["snn", "ann"])
+def test_skipping_a_stopped_policys_passes_trains_what_computing_and_undoing_them_does(tmp_path, monkeypatch, kind):
+    # Two updates of four epochs; the policy stops after its first. Both paths: the same actor, value and Adam
+    # state after the first update, the same final policy, to the bit, and the same episodes and evaluations.
+    overrides = ("ppo.update_epochs=4", "ppo.policy_target_kl=1e-12", f"network.kind={kind}")
+    runs = {}
+    for skip in (True, False):
+        monkeypatch.setattr(ppo, "SKIP_STOPPED_POLICY", skip)
+        first_update(tmp_path / str(skip), *overrides)
+        runs[skip] = tmp_path / str(skip)
+    fast, reference = (load_checkpoint(runs[skip] / "checkpoints" / "step_256.pt")["components"] for skip in (True, False))
+    fast_final, reference_final = (load_checkpoint(runs[skip] / "final_model.pt")["policy"] for skip in (True, False))
+    assert fast_final.keys() == reference_final.keys()
+    assert all(torch.equal(fast_final[k], reference_final[k]) for k in reference_final)
+    for component in ("actor", "value"):
+        assert fast[component].keys() == reference[component].keys()
+        assert all(torch.equal(fast[component][k], reference[component][k]) for k in reference[component]), component
+    fast_adam, reference_adam = fast["optimizer"]["state"], reference["optimizer"]["state"]
+    assert fast_adam.keys() == reference_adam.keys()
+    for i in reference_adam:
+        assert all(torch.equal(torch.as_tensor(fast_adam[i][k]), torch.as_tensor(reference_adam[i][k]))
+                   for k in reference_adam[i]), i
+    for name in ("episodes.csv", "eval.csv"):
+        assert (runs[True] / name).read_bytes() == (runs[False] / name).read_bytes()
+    finals = [json.loads((runs[skip] / "final_eval.json").read_text()) for skip in (True, False)]
+    assert finals[0]["returns"] == finals[1]["returns"]  # the rest holds wall times
+    assert [v for _, v in tensorboard_scalars(runs[True], "charts/policy_epochs")] == [1.0, 1.0]
+    # The value's loss is logged from the last minibatch either way; the policy's, from the last it was computed on
+    assert tensorboard_scalars(runs[True], "losses/value_loss") == tensorboard_scalars(runs[False], "losses/value_loss")
+
+
 def test_a_checkpoint_with_one_adam_group_is_split_into_policy_and_value():
     policy = torch.nn.ParameterList([torch.nn.Parameter(torch.randn(2, 3)), torch.nn.Parameter(torch.randn(2)),
                                      torch.nn.Parameter(torch.randn(1, 2))])  # three: as weight, bias, log_std

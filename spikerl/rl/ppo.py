@@ -25,6 +25,8 @@ Where it differs from CleanRL, and why:
   and at a spiking network's small rate it narrows too slowly;
 - policy_target_kl stops, per agent, only the policy's part of an update once its KL passes the target
   (CleanRL's target_kl stops the value network too, which then falls behind when the policy stops early);
+  once every agent's policy has stopped, the policy's passes are skipped, and its logged losses are those
+  of the last minibatch it was computed on (the one whose KL stopped it, as CleanRL logs them);
 - an episode cut by its time limit bootstraps, r + gamma V(last observation), as Stable-Baselines3
   does (the time limit is not in the observation); truncation_bootstraps false ends the return there,
   as CleanRL does.
@@ -45,6 +47,10 @@ from spikerl.rl.loop import TrainingLoop, as_obs_tensor, clip_grad_norm_per_agen
 from spikerl.rl.run import CheckpointStore, Run
 from spikerl.snn.encoders import ObservationNormalizer, RunningMeanStd, observation_normalizer
 from spikerl.snn.network import build_network, output_layer
+
+# Whether an update skips the policy's passes once every agent's policy has stopped (policy_target_kl). The
+# reference path (False) computes and undoes them; tests check that both train the same parameters.
+SKIP_STOPPED_POLICY = True
 
 
 class Policy(nn.Module):
@@ -230,16 +236,21 @@ def clipped_losses(new_log_prob: torch.Tensor, old_log_prob: torch.Tensor, advan
     if normalize_advantages:
         advantages = (advantages - advantages.mean(dim=-1, keepdim=True)) / (advantages.std(dim=-1, keepdim=True) + 1e-8)
     policy_loss = torch.max(-advantages * ratio, -advantages * ratio.clamp(1.0 - clip, 1.0 + clip)).mean(dim=-1)
-    unclipped = (new_value - returns) ** 2
-    if clip_value_loss:
-        clipped = (old_value + (new_value - old_value).clamp(-clip, clip) - returns) ** 2
-        value_loss = 0.5 * torch.max(unclipped, clipped).mean(dim=-1)
-    else:
-        value_loss = 0.5 * unclipped.mean(dim=-1)
     with torch.no_grad():
         approx_kl = ((ratio - 1.0) - log_ratio).mean(dim=-1)
         clip_fraction = ((ratio - 1.0).abs() > clip).float().mean(dim=-1)
-    return {"policy_loss": policy_loss, "value_loss": value_loss, "approx_kl": approx_kl, "clip_fraction": clip_fraction}
+    return {"policy_loss": policy_loss, "value_loss": value_loss(new_value, old_value, returns, clip, clip_value_loss),
+            "approx_kl": approx_kl, "clip_fraction": clip_fraction}
+
+
+def value_loss(new_value: torch.Tensor, old_value: torch.Tensor, returns: torch.Tensor, clip: float,
+               clip_value_loss: bool) -> torch.Tensor:
+    """PPO's value loss per agent ([K, M] inputs, [K] output), as clipped_losses gives it."""
+    unclipped = (new_value - returns) ** 2
+    if not clip_value_loss:
+        return 0.5 * unclipped.mean(dim=-1)
+    clipped = (old_value + (new_value - old_value).clamp(-clip, clip) - returns) ** 2
+    return 0.5 * torch.max(unclipped, clipped).mean(dim=-1)
 
 
 def upgrade_optimizer_state(state: dict, policy_parameters: int) -> None:
@@ -337,18 +348,28 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                 policy_moving &= losses["approx_kl"] <= p.policy_target_kl
             policy_epochs += policy_moving
             some_stopped = not policy_moving.all()  # fixed for the epoch: checked once, not per minibatch
+            # Every policy stopped: its forward and backward passes would be undone, so only the value's run (a
+            # spiking policy's passes are most of an update's time); its gradient is zero, as undone ones are.
+            skip_policy = SKIP_STOPPED_POLICY and not policy_moving.any()
             order = torch.as_tensor(np.stack([agent.rng.permutation(rollout) for agent in agents]), device=device)
             for start in range(0, rollout, minibatch):
                 index = order[:, start:start + minibatch]
                 b_obs, b_actions, b_log_probs, b_advantages, b_returns, b_values = (t[rows, index] for t in flat)
-                new_log_prob, entropy = policy.log_prob_and_entropy(policy.net(b_obs), b_actions)
-                losses = clipped_losses(new_log_prob, b_log_probs, b_advantages, value(b_obs), b_values, b_returns,
-                                        p.clip_coef, p.clip_value_loss, p.normalize_advantages)
-                entropy = entropy.mean(dim=-1)
-                loss = losses["policy_loss"] - p.entropy_coef * entropy + p.value_coef * losses["value_loss"]  # [K]
+                if skip_policy:  # the policy's diagnostics stay those of the last minibatch it was computed on
+                    losses["value_loss"] = value_loss(value(b_obs), b_values, b_returns, p.clip_coef, p.clip_value_loss)
+                    loss = p.value_coef * losses["value_loss"]
+                else:
+                    new_log_prob, entropy = policy.log_prob_and_entropy(policy.net(b_obs), b_actions)
+                    losses = clipped_losses(new_log_prob, b_log_probs, b_advantages, value(b_obs), b_values, b_returns,
+                                            p.clip_coef, p.clip_value_loss, p.normalize_advantages)
+                    entropy = entropy.mean(dim=-1)
+                    loss = losses["policy_loss"] - p.entropy_coef * entropy + p.value_coef * losses["value_loss"]  # [K]
                 loop.check_finite(step, "losses/loss", loss)
                 optimizer.zero_grad()
                 loss.sum().backward()  # each agent's gradient is its own loss's
+                if skip_policy:
+                    for q in policy.parameters():
+                        q.grad = torch.zeros_like(q)
                 stopped = AgentSnapshot(~policy_moving, list(policy.parameters()), optimizer) if some_stopped else None
                 if stopped is not None:
                     stopped.zero_gradients()  # before clipping: a stopped policy's gradient is no part of the norm
