@@ -28,13 +28,25 @@ train_or_resume() {
         echo "waiting for the process that is training $dir" >&2
         flock "$dir/.lock" true
     fi
-    [ -f "$dir/final_eval.json" ] && return 0
-    if [ -f "$dir/config.yaml" ] || [ -f "$dir/population.yaml" ]; then  # a finished population says so and exits
+    local runs=("$dir") seeding=("seed=$seeds") marker=config.yaml seed
+    if [[ $seeds == *:* ]]; then  # a population: one folder per agent
+        runs=() seeding=(--seeds "$seeds") marker=population.yaml
+        for ((seed = ${seeds%%:*}; seed < ${seeds##*:}; seed++)); do runs+=("$dir/s$seed"); done
+    fi
+    local run finished=1 started=1
+    for run in "${runs[@]}"; do
+        [ -f "$run/final_eval.json" ] || finished=0
+        [ -f "$run/config.yaml" ] || started=0  # a population killed before writing them all starts again
+    done
+    [ "$finished" = 1 ] && return 0
+    if [ "$started" = 1 ] && [ -f "$dir/$marker" ]; then
         exec "$spikerl" train --resume "$dir" >> "$dir.log" 2>&1
     fi
+    if compgen -G "$dir/*/final_eval.json" > /dev/null; then  # never delete finished runs to start again
+        echo "$dir holds finished runs but is not the run or population this job trains; move it away" >&2
+        return 1
+    fi
     rm -rf "$dir"
-    local seeding=("seed=$seeds")
-    [[ $seeds == *:* ]] && seeding=(--seeds "$seeds")
     exec "$spikerl" train "configs/$preset.yaml" "${seeding[@]}" threads=1 progress=false "run_dir=$dir" "$@" \
         > "$dir.log" 2>&1
 }

@@ -78,6 +78,13 @@ class NetworkConfig:
     bias: bool = False  # dsrl's SNNs have no biases; the ANN twin always has them
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
 
+    @property
+    def draws_random_spikes(self) -> bool:
+        """Whether its input spikes are random (encoder poisson, or population with population_spikes poisson):
+        drawn from torch's global generator, so every forward pass moves that generator on."""
+        return self.kind == "snn" and (self.encoder == "poisson" or
+                                       (self.encoder == "population" and self.population_spikes == "poisson"))
+
 
 @dataclass
 class EvalConfig:

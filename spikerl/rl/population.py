@@ -57,9 +57,7 @@ def shared_settings(cfg: TrainConfig) -> dict[str, object]:
 
 def check_population(cfgs: list[TrainConfig]) -> None:
     cfg = cfgs[0]
-    if len(cfgs) > 1 and any(net is not None and net.kind == "snn" and (
-            net.encoder == "poisson" or (net.encoder == "population" and net.population_spikes == "poisson"))
-            for net in (cfg.network, critic_network(cfg))):
+    if len(cfgs) > 1 and any(net is not None and net.draws_random_spikes for net in (cfg.network, critic_network(cfg))):
         raise SpikerlError("random input spikes (an encoder poisson, or population with population_spikes "
                            "poisson) are drawn from torch's global generator, which the agents of a population would "
                            "share: train these seeds as separate runs")

@@ -25,8 +25,9 @@ Where it differs from CleanRL, and why:
   and at a spiking network's small rate it narrows too slowly;
 - policy_target_kl stops, per agent, only the policy's part of an update once its KL passes the target
   (CleanRL's target_kl stops the value network too, which then falls behind when the policy stops early);
-  once every agent's policy has stopped, the policy's passes are skipped, and its logged losses are those
-  of the last minibatch it was computed on (the one whose KL stopped it, as CleanRL logs them);
+  its logged losses are those of its last minibatch before the stop (the one whose KL stopped it, as
+  CleanRL logs them); once every agent's policy has stopped, the policy's passes are skipped (unless an
+  encoder draws random spikes, whose draws the passes would move on), its loss no longer checked;
 - an episode cut by its time limit bootstraps, r + gamma V(last observation), as Stable-Baselines3
   does (the time limit is not in the observation); truncation_bootstraps false ends the return there,
   as CleanRL does.
@@ -49,8 +50,9 @@ from spikerl.snn.encoders import ObservationNormalizer, RunningMeanStd, observat
 from spikerl.snn.network import build_network, output_layer
 
 # Whether an update skips the policy's passes once every agent's policy has stopped (policy_target_kl). The
-# reference path (False) computes and undoes them; tests check that both train the same parameters.
+# reference path (False) computes and undoes them; tests check that both train and log the same.
 SKIP_STOPPED_POLICY = True
+POLICY_DIAGNOSTICS = ("policy_loss", "approx_kl", "clip_fraction", "entropy")
 
 
 class Policy(nn.Module):
@@ -343,33 +345,40 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
         flat = [t.reshape(K, rollout, *t.shape[3:]) for t in (rollout_obs, actions, log_probs, advantages, returns, values)]
         policy_moving = torch.ones(K, dtype=torch.bool, device=device)  # per agent, in this update
         policy_epochs = torch.zeros(K, device=device)
+        logged = {}  # each agent's policy diagnostics from its last minibatch while it moved
         for epoch in range(p.update_epochs):
             if p.policy_target_kl is not None and epoch > 0:  # CleanRL's check: after an epoch, its last minibatch
-                policy_moving &= losses["approx_kl"] <= p.policy_target_kl
+                policy_moving &= logged["approx_kl"] <= p.policy_target_kl
             policy_epochs += policy_moving
             some_stopped = not policy_moving.all()  # fixed for the epoch: checked once, not per minibatch
             # Every policy stopped: its forward and backward passes would be undone, so only the value's run (a
             # spiking policy's passes are most of an update's time); its gradient is zero, as undone ones are.
-            skip_policy = SKIP_STOPPED_POLICY and not policy_moving.any()
+            # (policy_target_kl excludes desired_kl, whose adaptive rate would need each minibatch's KL.)
+            skip_policy = (SKIP_STOPPED_POLICY and not policy_moving.any()
+                           and not any(net.draws_random_spikes for net in (loop.cfg.network, p.critic)))
             order = torch.as_tensor(np.stack([agent.rng.permutation(rollout) for agent in agents]), device=device)
             for start in range(0, rollout, minibatch):
                 index = order[:, start:start + minibatch]
                 b_obs, b_actions, b_log_probs, b_advantages, b_returns, b_values = (t[rows, index] for t in flat)
-                if skip_policy:  # the policy's diagnostics stay those of the last minibatch it was computed on
-                    losses["value_loss"] = value_loss(value(b_obs), b_values, b_returns, p.clip_coef, p.clip_value_loss)
+                if skip_policy:
+                    losses = {"value_loss": value_loss(value(b_obs), b_values, b_returns, p.clip_coef, p.clip_value_loss)}
                     loss = p.value_coef * losses["value_loss"]
                 else:
                     new_log_prob, entropy = policy.log_prob_and_entropy(policy.net(b_obs), b_actions)
                     losses = clipped_losses(new_log_prob, b_log_probs, b_advantages, value(b_obs), b_values, b_returns,
                                             p.clip_coef, p.clip_value_loss, p.normalize_advantages)
-                    entropy = entropy.mean(dim=-1)
-                    loss = losses["policy_loss"] - p.entropy_coef * entropy + p.value_coef * losses["value_loss"]  # [K]
+                    losses["entropy"] = entropy.mean(dim=-1)
+                    loss = losses["policy_loss"] - p.entropy_coef * losses["entropy"] + p.value_coef * losses["value_loss"]
+                    for name in POLICY_DIAGNOSTICS:
+                        new = losses[name].detach()
+                        logged[name] = torch.where(policy_moving, new, logged[name]) if name in logged else new
                 loop.check_finite(step, "losses/loss", loss)
                 optimizer.zero_grad()
                 loss.sum().backward()  # each agent's gradient is its own loss's
-                if skip_policy:
+                if skip_policy:  # the zero gradients the reference path's undone steps see
                     for q in policy.parameters():
-                        q.grad = torch.zeros_like(q)
+                        if q in optimizer.state:
+                            q.grad = torch.zeros_like(q)
                 stopped = AgentSnapshot(~policy_moving, list(policy.parameters()), optimizer) if some_stopped else None
                 if stopped is not None:
                     stopped.zero_gradients()  # before clipping: a stopped policy's gradient is no part of the norm
@@ -392,9 +401,9 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                     optimizer.param_groups[0]["lr"] if policy_rate is None else policy_rate.rate[k].item(),
                 **({"charts/log_std_learning_rate": optimizer.param_groups[2]["lr"]} if log_std else {}),
                 **({"charts/policy_epochs": policy_epochs[k].item()} if p.policy_target_kl is not None else {}),
-                "losses/policy_loss": losses["policy_loss"][k].item(),
-                "losses/value_loss": losses["value_loss"][k].item(), "losses/entropy": entropy[k].item(),
-                "losses/approx_kl": losses["approx_kl"][k].item(), "losses/clipfrac": losses["clip_fraction"][k].item(),
+                "losses/policy_loss": logged["policy_loss"][k].item(),
+                "losses/value_loss": losses["value_loss"][k].item(), "losses/entropy": logged["entropy"][k].item(),
+                "losses/approx_kl": logged["approx_kl"][k].item(), "losses/clipfrac": logged["clip_fraction"][k].item(),
                 "losses/explained_variance": explained[k].item()})
         loop.after_update(step, obs, stride=rollout, final=iteration == iterations)
     return loop.finish(step)
