@@ -111,11 +111,13 @@ def test_each_mujoco_ppo_twin_differs_from_its_spiking_preset_only_in_its_units_
     # the spiking policy's update stops at an approximate KL of 0.03; the twin runs CleanRL's PPO
     assert (snn["ppo"].pop("policy_target_kl"), ann["ppo"].pop("policy_target_kl")) == (0.03, None)
     assert (ann["ppo"]["learning_rate"], ann["ppo"]["policy_learning_rate"]) == (3e-4, None)  # CleanRL's one rate
+    assert snn["network"]["timesteps"] == 8
     assert ann == snn
 
 
-def test_the_pendulum_ppo_presets_keep_rl_zoo3s_one_rate_and_no_kl_stop():
+def test_the_pendulum_ppo_presets_keep_rl_zoo3s_one_rate_no_kl_stop_and_t_5():
     # pendulum_ppo_snn.yaml inherits from the MuJoCo spiking preset, whose spiking-only settings must not leak in
     for kind in ("snn", "ann"):
         ppo = load_config(CONFIGS[0].parent / f"pendulum_ppo_{kind}.yaml").ppo
         assert (ppo.learning_rate, ppo.policy_learning_rate, ppo.policy_target_kl) == (1e-3, None, None)
+    assert load_config(CONFIGS[0].parent / "pendulum_ppo_snn.yaml").network.timesteps == 5  # the MuJoCo T is 8
