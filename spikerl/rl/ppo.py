@@ -299,6 +299,8 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
     action_shape = () if policy.discrete else loop.action_space.shape
     low, high = (None, None) if policy.discrete else (loop.action_space.low, loop.action_space.high)
     loop.backends = {"actor": policy.net.backend, "value": value.net.backend}
+    # A stopped policy's passes may be skipped unless they draw random input spikes (skipping would move later draws)
+    may_skip_policy = SKIP_STOPPED_POLICY and not any(net.draws_random_spikes for net in (loop.cfg.network, p.critic))
 
     if checkpoint is not None and "optimizer" in checkpoint.get("components", {}):
         upgrade_optimizer_state(checkpoint["components"]["optimizer"], len(policy_parameters))
@@ -354,8 +356,7 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
             # Every policy stopped: its forward and backward passes would be undone, so only the value's run (a
             # spiking policy's passes are most of an update's time); its gradient is zero, as undone ones are.
             # (policy_target_kl excludes desired_kl, whose adaptive rate would need each minibatch's KL.)
-            skip_policy = (SKIP_STOPPED_POLICY and not policy_moving.any()
-                           and not any(net.draws_random_spikes for net in (loop.cfg.network, p.critic)))
+            skip_policy = may_skip_policy and not policy_moving.any()
             order = torch.as_tensor(np.stack([agent.rng.permutation(rollout) for agent in agents]), device=device)
             for start in range(0, rollout, minibatch):
                 index = order[:, start:start + minibatch]
