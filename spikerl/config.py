@@ -210,6 +210,10 @@ class PPOConfig:
     # target_kl stops both; a spiking policy reaches the target within an epoch or two, and its value network
     # needs the rest.
     policy_target_kl: float | None = None
+    # With policy_target_kl and continuous actions: the log-std keeps training in the epochs after the policy's
+    # network has stopped. A step of the log-std moves the policy smoothly; stopped with the network after an
+    # epoch or two, a spiking policy's Gaussian stays near its starting width all run, where an ANN's narrows.
+    log_std_after_stop: bool = False
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_coef: float = 0.2
@@ -572,6 +576,9 @@ def _validate_ppo(cfg: TrainConfig) -> None:
            f"ppo.policy_target_kl must be > 0, got {p.policy_target_kl}")
     _check(p.policy_target_kl is None or p.update_epochs >= 2,
            "ppo.policy_target_kl stops the policy between epochs; it needs ppo.update_epochs >= 2")
+    _check(not p.log_std_after_stop or p.policy_target_kl is not None,
+           "ppo.log_std_after_stop keeps the log-std training once ppo.policy_target_kl has stopped the policy; "
+           "set ppo.policy_target_kl")
     _check(p.policy_target_kl is None or p.desired_kl is None,
            "ppo.policy_target_kl and ppo.desired_kl both bound the policy's KL per update; set one of them")
     start, (lowest, highest) = p.starting_policy_learning_rate(), ADAPTIVE_RATE_BOUNDS

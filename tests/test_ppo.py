@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from spikerl.config import load_config
+from spikerl.errors import ConfigError, SpikerlError
 from spikerl.rl import ppo, train_run
 from spikerl.rl.checkpoint import load_checkpoint, write_checkpoint
+from spikerl.rl.envs import check_environment
 from spikerl.rl.evaluate import evaluate
 from spikerl.rl.run import Run
 from tests.conftest import assert_policy_commands_read, tensorboard_scalars
@@ -237,9 +239,37 @@ def test_the_policy_target_kl_stops_the_policy_and_not_the_value(tmp_path):
     assert all(torch.equal(loose[k], three_epochs[k]) for k in three_epochs)
 
 
+def test_log_std_after_stop_trains_the_log_std_alone_once_the_policy_has_stopped(tmp_path):
+    # A target no update stays under: the network trains in the first of three epochs only, with or without the
+    # option; the log-std trains in all three with it (as far as in three unstopped epochs' first), in one without.
+    kept, _ = first_update(tmp_path / "a", "ppo.update_epochs=3", "ppo.policy_target_kl=1e-12", "ppo.log_std_after_stop=true")
+    stopped, _ = first_update(tmp_path / "b", "ppo.update_epochs=3", "ppo.policy_target_kl=1e-12")
+    one_epoch, _ = first_update(tmp_path / "c", "ppo.update_epochs=1")
+    network = [k for k in stopped if k != "log_std"]
+    assert all(torch.equal(kept[k], stopped[k]) for k in network)
+    assert torch.equal(stopped["log_std"], one_epoch["log_std"])
+    # Adam moves each element by at most about its rate (the preset's 1e-3, not yet annealed) per step: 3 epochs x 4
+    # minibatch steps against 4 (from the initial log-std, 0)
+    moved, moved_once = kept["log_std"].abs().max(), stopped["log_std"].abs().max()
+    assert moved_once > 1e-4 and moved > moved_once and moved <= 12 * 1e-3 * 1.02
+    # the logged entropy follows the log-std as it goes on training (a Gaussian's entropy is the log-std's)
+    entropy = {run: tensorboard_scalars(tmp_path / run, "losses/entropy")[0][1] for run in ("a", "b")}
+    assert entropy["a"] != entropy["b"]
+
+
+def test_log_std_after_stop_is_refused_without_the_kl_stop_and_for_discrete_actions(tmp_path):
+    with pytest.raises(ConfigError, match="ppo.log_std_after_stop keeps the log-std training once ppo.policy_target_kl"):
+        load_config("configs/pendulum_ppo_snn.yaml", ["ppo.log_std_after_stop=true"])
+    cfg = load_config("configs/cartpole_ppo_snn.yaml", ["ppo.policy_target_kl=0.03", "ppo.log_std_after_stop=true",
+                                                        f"run_dir={tmp_path / 'r'}"])
+    with pytest.raises(SpikerlError, match="ppo.log_std_after_stop is for continuous actions; CartPole-v1 has discrete"):
+        check_environment(cfg)
+
+
 @pytest.mark.parametrize("network, skipped_passes", [
     (["network.kind=snn"], 2 * 4), (["network.kind=ann"], 2 * 4), (["network.kind=snn", "env_id=CartPole-v1"], 2 * 4),
-    (["network.kind=snn", "network.encoder=poisson"], 2 * 4 * 4)])  # random input spikes: no skipping
+    (["network.kind=snn", "network.encoder=poisson"], 2 * 4 * 4),  # random input spikes: no skipping
+    (["network.kind=snn", "ppo.log_std_after_stop=true"], 2 * 4)])  # the readout without a backward pass
 def test_skipping_a_stopped_policys_passes_trains_and_logs_what_computing_and_undoing_them_does(tmp_path, monkeypatch,
                                                                                                  network, skipped_passes):
     # Two updates of four epochs of 4 minibatches; the policy stops after its first epoch. Both paths: the same
@@ -251,9 +281,11 @@ def test_skipping_a_stopped_policys_passes_trains_and_logs_what_computing_and_un
         monkeypatch.setattr(ppo, "SKIP_STOPPED_POLICY", skip)
         count = []
         monkeypatch.setattr(ppo.Policy, "log_prob_and_entropy",
-                            lambda self, *args: (count.append(args[0].shape[-2]), original(self, *args))[1])
+                            lambda self, *args: (count.append(args[0].shape[-2] * args[0].requires_grad),
+                                                 original(self, *args))[1])
         first_update(tmp_path / str(skip), "ppo.update_epochs=4", "ppo.policy_target_kl=1e-12", *network)
-        passes[skip] = sum(1 for rows in count if rows == 64)  # minibatches of 64; acting calls one row at a time
+        # minibatches of 64 through the network with its backward pass; acting calls one row at a time
+        passes[skip] = sum(1 for rows in count if rows == 64)
     assert (passes[True], passes[False]) == (skipped_passes, 2 * 4 * 4)
     runs = {skip: tmp_path / str(skip) for skip in (True, False)}
     fast, reference = (load_checkpoint(runs[skip] / "checkpoints" / "step_256.pt")["components"] for skip in (True, False))

@@ -90,6 +90,9 @@ def check_settings_fit(cfg: TrainConfig, action_space: gym.Space) -> None:
     if cfg.algo == "ppo" and cfg.ppo.log_std_learning_rate is not None and isinstance(action_space, spaces.Discrete):
         raise SpikerlError(f"ppo.log_std_learning_rate is for continuous actions; {cfg.env_id} has discrete actions "
                            "(a categorical policy has no log-std)")
+    if cfg.algo == "ppo" and cfg.ppo.log_std_after_stop and isinstance(action_space, spaces.Discrete):
+        raise SpikerlError(f"ppo.log_std_after_stop is for continuous actions; {cfg.env_id} has discrete actions "
+                           "(a categorical policy has no log-std)")
 
 
 @functools.cache

@@ -28,6 +28,8 @@ Where it differs from CleanRL, and why:
   its logged losses are those of its last minibatch before the stop (the one whose KL stopped it, as
   CleanRL logs them); once every agent's policy has stopped, the policy's passes are skipped (unless an
   encoder draws random spikes, whose draws the passes would move on), its loss no longer checked;
+  log_std_after_stop keeps the Gaussian's log-std training after the stop (the network's readout is then
+  computed without its backward pass), since a stopped spiking policy otherwise keeps its starting width;
 - an episode cut by its time limit bootstraps, r + gamma V(last observation), as Stable-Baselines3
   does (the time limit is not in the observation); truncation_bootstraps false ends the return there,
   as CleanRL does.
@@ -301,6 +303,9 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
     loop.backends = {"actor": policy.net.backend, "value": value.net.backend}
     # A stopped policy's passes may be skipped unless they draw random input spikes (skipping would move later draws)
     may_skip_policy = SKIP_STOPPED_POLICY and not any(net.draws_random_spikes for net in (loop.cfg.network, p.critic))
+    # What a stopped policy keeps as it is: all of it, or all but its log-std (log_std_after_stop)
+    frozen_when_stopped = [q for q in policy.parameters()
+                           if not (p.log_std_after_stop and q is getattr(policy, "log_std", None))]
 
     if checkpoint is not None and "optimizer" in checkpoint.get("components", {}):
         upgrade_optimizer_state(checkpoint["components"]["optimizer"], len(policy_parameters))
@@ -361,26 +366,28 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
             for start in range(0, rollout, minibatch):
                 index = order[:, start:start + minibatch]
                 b_obs, b_actions, b_log_probs, b_advantages, b_returns, b_values = (t[rows, index] for t in flat)
-                if skip_policy:
+                if skip_policy and not p.log_std_after_stop:
                     losses = {"value_loss": value_loss(value(b_obs), b_values, b_returns, p.clip_coef, p.clip_value_loss)}
                     loss = p.value_coef * losses["value_loss"]
                 else:
-                    new_log_prob, entropy = policy.log_prob_and_entropy(policy.net(b_obs), b_actions)
+                    with torch.set_grad_enabled(not skip_policy):  # a stopped network: no backward pass to take
+                        readout = policy.net(b_obs)
+                    new_log_prob, entropy = policy.log_prob_and_entropy(readout, b_actions)
                     losses = clipped_losses(new_log_prob, b_log_probs, b_advantages, value(b_obs), b_values, b_returns,
                                             p.clip_coef, p.clip_value_loss, p.normalize_advantages)
                     losses["entropy"] = entropy.mean(dim=-1)
                     loss = losses["policy_loss"] - p.entropy_coef * losses["entropy"] + p.value_coef * losses["value_loss"]
-                    for name in POLICY_DIAGNOSTICS:
-                        new = losses[name].detach()
-                        logged[name] = torch.where(policy_moving, new, logged[name]) if name in logged else new
+                    for name in POLICY_DIAGNOSTICS:  # a log-std that trains on changes the entropy: its latest
+                        new, moving = losses[name].detach(), policy_moving | (p.log_std_after_stop and name == "entropy")
+                        logged[name] = torch.where(moving, new, logged[name]) if name in logged else new
                 loop.check_finite(step, "losses/loss", loss)
                 optimizer.zero_grad()
                 loss.sum().backward()  # each agent's gradient is its own loss's
                 if skip_policy:  # the zero gradients the reference path's undone steps see
-                    for q in policy.parameters():
+                    for q in frozen_when_stopped:
                         if q in optimizer.state:
                             q.grad = torch.zeros_like(q)
-                stopped = AgentSnapshot(~policy_moving, list(policy.parameters()), optimizer) if some_stopped else None
+                stopped = AgentSnapshot(~policy_moving, frozen_when_stopped, optimizer) if some_stopped else None
                 if stopped is not None:
                     stopped.zero_gradients()  # before clipping: a stopped policy's gradient is no part of the norm
                 clip_grad_norm_per_agent(parameters, p.max_grad_norm)
