@@ -211,8 +211,10 @@ class PPOConfig:
     # needs the rest.
     policy_target_kl: float | None = None
     # With policy_target_kl and continuous actions: the log-std keeps training in the epochs after the policy's
-    # network has stopped. A step of the log-std moves the policy smoothly; stopped with the network after an
-    # epoch or two, a spiking policy's Gaussian stays near its starting width all run, where an ANN's narrows.
+    # network has stopped (its gradient clipped with the value's; only the clipped objective bounds its steps,
+    # and the logged KL stays the one that stopped the network). A step of the log-std moves the policy
+    # smoothly; stopped with the network after an epoch or two, a spiking policy's Gaussian stays near its
+    # starting width all run, where an ANN's narrows.
     log_std_after_stop: bool = False
     gamma: float = 0.99
     gae_lambda: float = 0.95

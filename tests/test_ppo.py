@@ -255,6 +255,9 @@ def test_log_std_after_stop_trains_the_log_std_alone_once_the_policy_has_stopped
     # the logged entropy follows the log-std as it goes on training (a Gaussian's entropy is the log-std's)
     entropy = {run: tensorboard_scalars(tmp_path / run, "losses/entropy")[0][1] for run in ("a", "b")}
     assert entropy["a"] != entropy["b"]
+    # ... while the other diagnostics stay those of the minibatch whose KL stopped the network
+    for tag in ("losses/approx_kl", "losses/clipfrac", "losses/policy_loss"):
+        assert tensorboard_scalars(tmp_path / "a", tag)[0] == tensorboard_scalars(tmp_path / "b", tag)[0], tag
 
 
 def test_log_std_after_stop_is_refused_without_the_kl_stop_and_for_discrete_actions(tmp_path):
@@ -269,7 +272,8 @@ def test_log_std_after_stop_is_refused_without_the_kl_stop_and_for_discrete_acti
 @pytest.mark.parametrize("network, skipped_passes", [
     (["network.kind=snn"], 2 * 4), (["network.kind=ann"], 2 * 4), (["network.kind=snn", "env_id=CartPole-v1"], 2 * 4),
     (["network.kind=snn", "network.encoder=poisson"], 2 * 4 * 4),  # random input spikes: no skipping
-    (["network.kind=snn", "ppo.log_std_after_stop=true"], 2 * 4)])  # the readout without a backward pass
+    (["network.kind=snn", "ppo.log_std_after_stop=true"], 2 * 4),  # the readout without a backward pass
+    (["network.kind=snn", "ppo.log_std_after_stop=true", "ppo.log_std_learning_rate=3e-3"], 2 * 4)])
 def test_skipping_a_stopped_policys_passes_trains_and_logs_what_computing_and_undoing_them_does(tmp_path, monkeypatch,
                                                                                                  network, skipped_passes):
     # Two updates of four epochs of 4 minibatches; the policy stops after its first epoch. Both paths: the same

@@ -29,7 +29,8 @@ Where it differs from CleanRL, and why:
   CleanRL logs them); once every agent's policy has stopped, the policy's passes are skipped (unless an
   encoder draws random spikes, whose draws the passes would move on), its loss no longer checked;
   log_std_after_stop keeps the Gaussian's log-std training after the stop (the network's readout is then
-  computed without its backward pass), since a stopped spiking policy otherwise keeps its starting width;
+  computed without its backward pass, the logged entropy is the latest minibatch's), since a stopped
+  spiking policy otherwise keeps its starting width;
 - an episode cut by its time limit bootstraps, r + gamma V(last observation), as Stable-Baselines3
   does (the time limit is not in the observation); truncation_bootstraps false ends the return there,
   as CleanRL does.
@@ -352,14 +353,16 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
         flat = [t.reshape(K, rollout, *t.shape[3:]) for t in (rollout_obs, actions, log_probs, advantages, returns, values)]
         policy_moving = torch.ones(K, dtype=torch.bool, device=device)  # per agent, in this update
         policy_epochs = torch.zeros(K, device=device)
-        logged = {}  # each agent's policy diagnostics from its last minibatch while it moved
+        logged = {}  # each agent's policy diagnostics from its last minibatch while it moved (log_std_after_stop:
+        # the entropy from its latest)
         for epoch in range(p.update_epochs):
             if p.policy_target_kl is not None and epoch > 0:  # CleanRL's check: after an epoch, its last minibatch
                 policy_moving &= logged["approx_kl"] <= p.policy_target_kl
             policy_epochs += policy_moving
             some_stopped = not policy_moving.all()  # fixed for the epoch: checked once, not per minibatch
             # Every policy stopped: its forward and backward passes would be undone, so only the value's run (a
-            # spiking policy's passes are most of an update's time); its gradient is zero, as undone ones are.
+            # spiking policy's passes are most of an update's time); its gradient is zero, as undone ones are. With
+            # log_std_after_stop the forward pass runs too, without a backward pass, for the log-std's gradient.
             # (policy_target_kl excludes desired_kl, whose adaptive rate would need each minibatch's KL.)
             skip_policy = may_skip_policy and not policy_moving.any()
             order = torch.as_tensor(np.stack([agent.rng.permutation(rollout) for agent in agents]), device=device)
