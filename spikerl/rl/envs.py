@@ -87,12 +87,12 @@ def make_env(env_id: str, algo: str | None = None, render_mode: str | None = Non
 
 def check_settings_fit(cfg: TrainConfig, action_space: gym.Space) -> None:
     """Refuse, in one line, settings that the environment's action space rules out."""
-    if cfg.algo == "ppo" and cfg.ppo.log_std_learning_rate is not None and isinstance(action_space, spaces.Discrete):
-        raise SpikerlError(f"ppo.log_std_learning_rate is for continuous actions; {cfg.env_id} has discrete actions "
-                           "(a categorical policy has no log-std)")
-    if cfg.algo == "ppo" and cfg.ppo.log_std_after_stop and isinstance(action_space, spaces.Discrete):
-        raise SpikerlError(f"ppo.log_std_after_stop is for continuous actions; {cfg.env_id} has discrete actions "
-                           "(a categorical policy has no log-std)")
+    if cfg.algo == "ppo" and isinstance(action_space, spaces.Discrete):
+        log_std_settings = [name for name, used in (("log_std_learning_rate", cfg.ppo.log_std_learning_rate is not None),
+                                                    ("log_std_after_stop", cfg.ppo.log_std_after_stop)) if used]
+        if log_std_settings:
+            raise SpikerlError(f"ppo.{log_std_settings[0]} is for continuous actions; {cfg.env_id} has discrete "
+                               "actions (a categorical policy has no log-std)")
 
 
 @functools.cache
