@@ -5,14 +5,14 @@
 # on one core), JOBS populations at a time (default 2, one torch thread each), then one summary table and one
 # learning-curve plot per task. Stopped (a session's end, a kill), run it again: finished populations are
 # kept and unfinished ones resume from their last checkpoint, with identical files.
-# Usage: benchmarks/ppo_mujoco.sh [OUT] [STEPS] [-- OVERRIDE ...]   (default OUT runs/ppo-mujoco-t8, STEPS 1000000)
+# Usage: benchmarks/ppo_mujoco.sh [OUT] [STEPS] [-- OVERRIDE ...]   (default OUT runs/ppo-mujoco-t8-lsd, STEPS 1000000)
 # Folders: OUT/<task>/{snn,ann}/s{0,1}. OVERRIDEs change the spiking runs only (the ANN twins stay their
 # presets), for example the spiking policy at 5e-5 without the KL stop:
 #     benchmarks/ppo_mujoco.sh runs/ppo-mujoco-plr5e-5 1000000 -- ppo.policy_learning_rate=5e-5 ppo.policy_target_kl=null
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/run_pool.sh
-out=runs/ppo-mujoco-t8 steps=1000000  # a folder per preset version: finished runs are kept as they are
+out=runs/ppo-mujoco-t8-lsd steps=1000000  # a folder per preset version: finished runs are kept as they are
 [ $# -gt 0 ] && [ "$1" != "--" ] && { out=$1; shift; }
 [ $# -gt 0 ] && [ "$1" != "--" ] && { steps=$1; shift; }
 [ "${1:-}" = "--" ] && shift
