@@ -3,7 +3,8 @@
 # settings, each spiking run beside one ANN run at the same time (one thread and one core each), then the
 # ratio of environment steps per second from each run's final_eval.json. `auto` is the preset as shipped
 # (no backend override; the resolved backend is printed); `reference` is the old default. PRESET (default
-# halfcheetah_td3) picks configs/${PRESET}_{snn,ann}.yaml, e.g. PRESET=halfcheetah_ppo with STEPS 20480.
+# halfcheetah_td3) picks configs/${PRESET}_{snn,ann}.yaml, e.g. PRESET=halfcheetah_ppo with STEPS 20480 (PPO's rate
+# is held, not annealed; an override ppo.anneal_lr=true anneals it over the short run).
 # Usage: benchmarks/e2e_throughput.sh [OUT] [STEPS] [BACKEND ...] [-- OVERRIDE ...]
 #        (default runs/e2e 3000 auto native reference; overrides go to both runs, e.g. -- device=cuda)
 set -euo pipefail
@@ -15,7 +16,12 @@ EXTRA=("$@")
 [ ${#BACKENDS[@]} -gt 0 ] || BACKENDS=(auto native reference)
 spikerl=${SPIKERL:-.venv/bin/spikerl}
 PRESET=${PRESET:-halfcheetah_td3}
-early=(); case "$PRESET" in *_td3|*_sac) early=("${PRESET##*_}.learning_starts=100") ;; esac  # updates from early on
+early=(); case "$PRESET" in
+    *_td3|*_sac) early=("${PRESET##*_}.learning_starts=100") ;;  # updates from early on
+    # a short run would anneal the rate to zero over its own length, and a spiking policy then trains more epochs
+    # before its KL stop than in most of a long run: hold the rate, as a long run's first part has it
+    *_ppo) early=(ppo.anneal_lr=false) ;;
+esac
 common=("total_steps=$STEPS" ${early[@]+"${early[@]}"} eval.every=0 eval.final_episodes=1 checkpoint_every=0
         threads=1 progress=false ${EXTRA[@]+"${EXTRA[@]}"})
 rm -rf "$OUT"; mkdir -p "$OUT"
