@@ -3,8 +3,9 @@
 # ANN twins, 1M steps, seeds 0 and 1: 16 agents, trained as 8 populations (a preset's two seeds in lockstep in
 # one process, `spikerl train --seeds 0:2`: about 1.5 times the agent-steps per second of two separate runs
 # on one core), JOBS populations at a time (default 2, one torch thread each), then one summary table and one
-# learning-curve plot per task. Stopped (a session's end, a kill), run it again: finished populations are
-# kept and unfinished ones resume from their last checkpoint, with identical files.
+# learning-curve plot per task, and the spiking / ANN ratios against the bar (0.9 on three of four tasks).
+# Stopped (a session's end, a kill), run it again: finished populations are kept and unfinished ones resume
+# from their last checkpoint, with identical files.
 # Usage: benchmarks/ppo_mujoco.sh [OUT] [STEPS] [-- OVERRIDE ...]   (default OUT runs/ppo-mujoco-t8-lsd, STEPS 1000000)
 # Folders: OUT/<task>/{snn,ann}/s{0,1}. OVERRIDEs change the spiking runs only (the ANN twins stay their
 # presets), for example the spiking policy at 5e-5 without the KL stop:
@@ -35,3 +36,20 @@ for task in "${tasks[@]}"; do
     echo "## $task"
     cat "$out/$task/summary.md"
 done | tee "$out/summary.md"
+# The issue's bar: the spiking mean final evaluation at least 0.9 of the ANN twin's on three of the four tasks
+"${spikerl%spikerl}python" - "$out" "${tasks[@]}" <<'PY' | tee -a "$out/summary.md"
+import json, sys
+out, tasks = sys.argv[1], sys.argv[2:]
+def mean(task, kind, field):
+    values = [json.load(open(f"{out}/{task}/{kind}/s{seed}/final_eval.json"))[field] for seed in (0, 1)]
+    return sum(values) / len(values)
+print("\n## spiking / ANN twin, mean over seeds 0 and 1\n")
+print("| task | final eval | best eval |\n|---|---|---|")
+passed = 0
+for task in tasks:
+    final = mean(task, "snn", "mean_return") / mean(task, "ann", "mean_return")
+    best = mean(task, "snn", "best_eval_mean_return") / mean(task, "ann", "best_eval_mean_return")
+    passed += final >= 0.9
+    print(f"| {task} | {final:.2f} | {best:.2f} |")
+print(f"\nfinal eval at least 0.9 of the twin's on {passed} of {len(tasks)} tasks (the bar: 3)")
+PY
