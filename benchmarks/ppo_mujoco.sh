@@ -22,7 +22,14 @@ out=runs/ppo-mujoco-t8-lsd steps=1000000  # a folder per preset version: finishe
 [ "${1:-}" = "--" ] && shift
 spiking_overrides=("$@")
 seeds=${SEEDS:-0:2}
-read -r -a tasks <<< "${TASKS:-halfcheetah hopper walker2d ant}"
+all_tasks="halfcheetah hopper walker2d ant"
+read -r -a tasks <<< "${TASKS:-$all_tasks}"
+if ! [[ $seeds =~ ^([0-9]+):([0-9]+)$ ]] || [ "${BASH_REMATCH[2]}" -le "${BASH_REMATCH[1]}" ]; then
+    echo "SEEDS must be A:B with A < B (seeds A..B-1), got '$seeds'" >&2; exit 2
+fi
+for task in "${tasks[@]}"; do
+    [[ " $all_tasks " == *" $task "* ]] || { echo "TASKS: unknown task '$task' (one of $all_tasks)" >&2; exit 2; }
+done
 seed_list=$(seq "${seeds%%:*}" $(( ${seeds##*:} - 1 )))
 jobs_list=()
 for kind in snn ann; do  # one queue, so no core waits for a task's last population: the slowest (Ant) first
