@@ -1,0 +1,86 @@
+"""Spiking / ANN twin ratios of the MuJoCo PPO table (benchmarks/ppo_mujoco.sh), against the issue's bar: the
+spiking mean final evaluation at least 0.9 of the twin's on three of the four tasks.
+
+Usage: python3 benchmarks/ppo_ratios.py OUT:A:B [OUT:A:B ...] [--tasks TASK ...]
+Each OUT:A:B is a ppo_mujoco.sh folder with the seeds A..B-1 it trained (OUT/<task>/{snn,ann}/s<seed>); several
+pool their seeds, e.g. runs/ppo-mujoco-t8-lsd:0:2 runs/ppo-mujoco-t8-lsd-s2-3:2:4 for seeds 0 to 3. With at least
+three seeds of each kind, the ratio of the final evaluations also gets a 90% bootstrap interval: the seeds of each
+kind resampled with replacement, separately (they are independent runs), 20,000 times, the ratio of the means.
+Only the standard library, so the script runs with any Python 3.
+"""
+
+import argparse
+import json
+import random
+import sys
+
+TASKS = ("halfcheetah", "hopper", "walker2d", "ant")
+BAR = 0.9
+
+
+def folder_and_seeds(text: str) -> tuple[str, range]:
+    out, _, seeds = text.rpartition(":")
+    out, _, first = out.rpartition(":")
+    if not out or not first.isdigit() or not seeds.isdigit() or int(seeds) <= int(first):
+        raise argparse.ArgumentTypeError(f"expected OUT:A:B with A < B (seeds A..B-1), got '{text}'")
+    return out, range(int(first), int(seeds))
+
+
+def evaluations(folders, task: str, kind: str, field: str) -> list[float]:
+    return [json.load(open(f"{out}/{task}/{kind}/s{seed}/final_eval.json"))[field]
+            for out, seeds in folders for seed in seeds]
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def bootstrap_interval(spiking: list[float], twin: list[float], draws: int = 20000) -> tuple[float, float] | None:
+    """The 5th and 95th percentiles of mean(spiking*) / mean(twin*) over resamples; None where a twin mean is <= 0."""
+    rng = random.Random(0)
+    ratios = []
+    for _ in range(draws):
+        twin_mean = mean(rng.choices(twin, k=len(twin)))
+        if twin_mean <= 0:
+            return None
+        ratios.append(mean(rng.choices(spiking, k=len(spiking))) / twin_mean)
+    ratios.sort()
+    return ratios[int(0.05 * draws)], ratios[int(0.95 * draws) - 1]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", type=folder_and_seeds, metavar="OUT:A:B")
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    args = parser.parse_args(argv)
+    seeds = sorted(seed for _, seeds in args.folders for seed in seeds)
+    try:
+        rows = {task: {(kind, field): evaluations(args.folders, task, kind, field)
+                       for kind in ("snn", "ann") for field in ("mean_return", "best_eval_mean_return")}
+                for task in args.tasks}
+    except (OSError, KeyError, ValueError) as error:
+        print(f"ppo_ratios.py: cannot read a final evaluation: {error}", file=sys.stderr)
+        return 1
+    print(f"\n## spiking / ANN twin, mean over seeds {', '.join(map(str, seeds))}\n")
+    print("| task | final eval | best eval | final eval, 90% bootstrap interval |\n|---|---|---|---|")
+    passed = 0
+    for task, values in rows.items():
+        twin_final, twin_best = mean(values["ann", "mean_return"]), mean(values["ann", "best_eval_mean_return"])
+        if twin_final <= 0 or twin_best <= 0:  # a ratio of returns at or below zero says nothing (a short smoke run)
+            print(f"| {task} | n/a (the twin's mean is {twin_final:.1f}) | n/a | n/a |")
+            continue
+        final = round(mean(values["snn", "mean_return"]) / twin_final, 2)  # counted as printed
+        best = mean(values["snn", "best_eval_mean_return"]) / twin_best
+        interval = "- (fewer than 3 seeds)"
+        if len(seeds) >= 3:
+            bounds = bootstrap_interval(values["snn", "mean_return"], values["ann", "mean_return"])
+            interval = "n/a" if bounds is None else f"{bounds[0]:.2f} to {bounds[1]:.2f}"
+        passed += final >= BAR
+        print(f"| {task} | {final:.2f} | {best:.2f} | {interval} |")
+    print(f"\nfinal eval at least {BAR} of the twin's on {passed} of {len(rows)} tasks "
+          "(the bar, on seeds 0 and 1: 3 of 4)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
