@@ -6,7 +6,7 @@ Each OUT:A:B is a ppo_mujoco.sh folder with the seeds A..B-1 it trained (OUT/<ta
 pool their seeds, e.g. runs/ppo-mujoco-t8-lsd:0:2 runs/ppo-mujoco-t8-lsd-s2-3:2:4 for seeds 0 to 3. With at least
 three seeds of each kind, the ratio of the final evaluations also gets a 90% bootstrap interval: the seeds of each
 kind resampled with replacement, separately (they are independent runs), 20,000 times, the ratio of the means.
-Only the standard library, so the script runs with any Python 3.
+Only the standard library, so any Python 3.10 or later runs it.
 """
 
 import argparse
@@ -27,8 +27,16 @@ def folder_and_seeds(text: str) -> tuple[str, range]:
 
 
 def evaluations(folders, task: str, kind: str, field: str) -> list[float]:
-    return [json.load(open(f"{out}/{task}/{kind}/s{seed}/final_eval.json"))[field]
-            for out, seeds in folders for seed in seeds]
+    values = []
+    for out, seeds in folders:
+        for seed in seeds:
+            path = f"{out}/{task}/{kind}/s{seed}/final_eval.json"
+            try:
+                with open(path) as file:
+                    values.append(float(json.load(file)[field]))
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                raise SystemExit(f"ppo_ratios.py: cannot read {field} from {path}: {error!r}") from None
+    return values
 
 
 def mean(values: list[float]) -> float:
@@ -54,31 +62,32 @@ def main(argv=None) -> int:
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     args = parser.parse_args(argv)
     seeds = sorted(seed for _, seeds in args.folders for seed in seeds)
-    try:
-        rows = {task: {(kind, field): evaluations(args.folders, task, kind, field)
-                       for kind in ("snn", "ann") for field in ("mean_return", "best_eval_mean_return")}
-                for task in args.tasks}
-    except (OSError, KeyError, ValueError) as error:
-        print(f"ppo_ratios.py: cannot read a final evaluation: {error}", file=sys.stderr)
-        return 1
+    if len(set(seeds)) < len(seeds):  # one seed twice would count one run as two
+        parser.error(f"a seed appears in more than one OUT:A:B (seeds {', '.join(map(str, seeds))})")
+    rows = {task: {(kind, field): evaluations(args.folders, task, kind, field)
+                   for kind in ("snn", "ann") for field in ("mean_return", "best_eval_mean_return")}
+            for task in args.tasks}
+    with_interval = len(seeds) >= 3
     print(f"\n## spiking / ANN twin, mean over seeds {', '.join(map(str, seeds))}\n")
-    print("| task | final eval | best eval | final eval, 90% bootstrap interval |\n|---|---|---|---|")
+    print("| task | final eval | best eval |" + (" final eval, 90% bootstrap interval |" if with_interval else ""))
+    print("|---|---|---|" + ("---|" if with_interval else ""))
     passed = 0
     for task, values in rows.items():
         twin_final, twin_best = mean(values["ann", "mean_return"]), mean(values["ann", "best_eval_mean_return"])
         if twin_final <= 0 or twin_best <= 0:  # a ratio of returns at or below zero says nothing (a short smoke run)
-            print(f"| {task} | n/a (the twin's mean is {twin_final:.1f}) | n/a | n/a |")
+            print(f"| {task} | n/a (the twin's mean is {twin_final:.1f}) | n/a |" + (" n/a |" if with_interval else ""))
             continue
         final = round(mean(values["snn", "mean_return"]) / twin_final, 2)  # counted as printed
         best = mean(values["snn", "best_eval_mean_return"]) / twin_best
-        interval = "- (fewer than 3 seeds)"
-        if len(seeds) >= 3:
+        interval = ""
+        if with_interval:
             bounds = bootstrap_interval(values["snn", "mean_return"], values["ann", "mean_return"])
-            interval = "n/a" if bounds is None else f"{bounds[0]:.2f} to {bounds[1]:.2f}"
+            interval = (" n/a (a resampled twin mean at or below zero) |" if bounds is None
+                        else f" {bounds[0]:.2f} to {bounds[1]:.2f} |")
         passed += final >= BAR
-        print(f"| {task} | {final:.2f} | {best:.2f} | {interval} |")
+        print(f"| {task} | {final:.2f} | {best:.2f} |{interval}")
     print(f"\nfinal eval at least {BAR} of the twin's on {passed} of {len(rows)} tasks "
-          "(the bar, on seeds 0 and 1: 3 of 4)")
+          "(the bar: 3 of the 4 tasks, on seeds 0 and 1)")
     return 0
 
 
