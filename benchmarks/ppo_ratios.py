@@ -16,6 +16,7 @@ import sys
 
 TASKS = ("halfcheetah", "hopper", "walker2d", "ant")
 BAR = 0.9
+FIELDS = ("mean_return", "best_eval_mean_return")  # of final_eval.json: the final and the best evaluation
 
 
 def folder_and_seeds(text: str) -> tuple[str, range]:
@@ -26,16 +27,19 @@ def folder_and_seeds(text: str) -> tuple[str, range]:
     return out, range(int(first), int(seeds))
 
 
-def evaluations(folders, task: str, kind: str, field: str) -> list[float]:
-    values = []
+def final_evaluations(folders, task: str, kind: str) -> dict[str, list[float]]:
+    """Each of FIELDS over the pooled seeds of one task and kind (snn or ann), each file read once."""
+    values = {field: [] for field in FIELDS}
     for out, seeds in folders:
         for seed in seeds:
             path = f"{out}/{task}/{kind}/s{seed}/final_eval.json"
             try:
                 with open(path) as file:
-                    values.append(float(json.load(file)[field]))
+                    evaluation = json.load(file)
+                for field in FIELDS:
+                    values[field].append(float(evaluation[field]))
             except (OSError, ValueError, KeyError, TypeError) as error:
-                raise SystemExit(f"ppo_ratios.py: cannot read {field} from {path}: {error!r}") from None
+                raise SystemExit(f"ppo_ratios.py: cannot read {path}: {error!r}") from None
     return values
 
 
@@ -64,24 +68,24 @@ def main(argv=None) -> int:
     seeds = sorted(seed for _, seeds in args.folders for seed in seeds)
     if len(set(seeds)) < len(seeds):  # one seed twice would count one run as two
         parser.error(f"a seed appears in more than one OUT:A:B (seeds {', '.join(map(str, seeds))})")
-    rows = {task: {(kind, field): evaluations(args.folders, task, kind, field)
-                   for kind in ("snn", "ann") for field in ("mean_return", "best_eval_mean_return")}
+    rows = {task: {kind: final_evaluations(args.folders, task, kind) for kind in ("snn", "ann")}
             for task in args.tasks}
     with_interval = len(seeds) >= 3
     print(f"\n## spiking / ANN twin, mean over seeds {', '.join(map(str, seeds))}\n")
     print("| task | final eval | best eval |" + (" final eval, 90% bootstrap interval |" if with_interval else ""))
     print("|---|---|---|" + ("---|" if with_interval else ""))
     passed = 0
-    for task, values in rows.items():
-        twin_final, twin_best = mean(values["ann", "mean_return"]), mean(values["ann", "best_eval_mean_return"])
+    for task, kinds in rows.items():
+        spiking, twin = kinds["snn"], kinds["ann"]
+        twin_final, twin_best = mean(twin["mean_return"]), mean(twin["best_eval_mean_return"])
         if twin_final <= 0 or twin_best <= 0:  # a ratio of returns at or below zero says nothing (a short smoke run)
             print(f"| {task} | n/a (the twin's mean is {twin_final:.1f}) | n/a |" + (" n/a |" if with_interval else ""))
             continue
-        final = round(mean(values["snn", "mean_return"]) / twin_final, 2)  # counted as printed
-        best = mean(values["snn", "best_eval_mean_return"]) / twin_best
+        final = round(mean(spiking["mean_return"]) / twin_final, 2)  # counted as printed
+        best = mean(spiking["best_eval_mean_return"]) / twin_best
         interval = ""
         if with_interval:
-            bounds = bootstrap_interval(values["snn", "mean_return"], values["ann", "mean_return"])
+            bounds = bootstrap_interval(spiking["mean_return"], twin["mean_return"])
             interval = (" n/a (a resampled twin mean at or below zero) |" if bounds is None
                         else f" {bounds[0]:.2f} to {bounds[1]:.2f} |")
         passed += final >= BAR
