@@ -36,18 +36,18 @@ def main() -> int:
         cfg, policy = load_policy(run_dir)
         net = policy.net
         policy.net = recorder = SpikeRecorder(net)
-        float_result = evaluate(policy.act, cfg.env_id, args.episodes, args.seed)
+        float_result = evaluate(policy.act, cfg.env_id, args.episodes, args.seed, env_kwargs=cfg.env_kwargs)
         policy.net = net
         report = energy_report(net, recorder)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "policy.nir"
             write_nir(policy_to_nir(cfg, policy), path)
             _, imported = load_nir_policy(path)
-        nir_result = evaluate(imported.act, cfg.env_id, args.episodes, args.seed)
+        nir_result = evaluate(imported.act, cfg.env_id, args.episodes, args.seed, env_kwargs=cfg.env_kwargs)
         fixed = []
         for bits in args.weight_bits:
             q = quantized_policy(policy, QuantizationSpec(weight_bits=bits))
-            r = evaluate(q.act, cfg.env_id, args.episodes, args.seed)
+            r = evaluate(q.act, cfg.env_id, args.episodes, args.seed, env_kwargs=cfg.env_kwargs)
             fixed.append(f"{r['mean_return']:.1f} +- {r['std_return']:.1f}")
         rates = ", ".join(f"{r:.3f}" for r in report.spikes_per_neuron_per_step)
         print(f"| {cfg.env_id} {cfg.algo.upper()} ({run_dir.name}) | {net.timesteps} "

@@ -27,8 +27,8 @@ from spikerl.rl.evaluate import load_policy
 from spikerl.snn.network import output_layer
 
 
-def visited_states(policy, env_id: str, count: int, seed: int) -> torch.Tensor:
-    env: gym.Env = make_env(env_id, "ppo")
+def visited_states(policy, env_id: str, count: int, seed: int, env_kwargs: dict | None = None) -> torch.Tensor:
+    env: gym.Env = make_env(env_id, "ppo", env_kwargs=env_kwargs)
     noise = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
     states = []
@@ -93,7 +93,7 @@ def main() -> None:
         cfg, policy = load_policy(run, backend="reference")
         if policy.discrete:
             raise SystemExit(f"{run}: a categorical policy; this measures Gaussian ones")
-        states = visited_states(policy, cfg.env_id, args.states, args.seed)
+        states = visited_states(policy, cfg.env_id, args.states, args.seed, cfg.env_kwargs)
         for part in parts:
             generator = torch.Generator().manual_seed(args.seed)
             kls = [np.mean([step_kl(policy, states, rate, generator, part) for _ in range(args.repeats)])

@@ -242,6 +242,10 @@ class PPOConfig:
 class TrainConfig:
     algo: Literal["dqn", "td3", "sac", "ppo"] = "dqn"
     env_id: str = "CartPole-v1"
+    # Keyword arguments of the environment's constructor (gym.make(env_id, **env_kwargs)), for example
+    # {include_cfrc_ext_in_observation: false} for Ant-v5; used wherever the run's environment is made
+    # (training, evaluation, videos, energy, NIR graphs).
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     total_steps: int = 100_000
     total_episodes: int | None = None  # also stop after this many training episodes (total_steps stays a cap)
@@ -298,6 +302,12 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if value not in choices:
             raise ConfigError(f"{path} must be one of {', '.join(map(str, choices))}; got {value!r}")
         return value
+    if tp is Any:
+        return value
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{path} must be a mapping of names to values, got {value!r}")
+        return dict(value)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):

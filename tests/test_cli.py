@@ -36,6 +36,9 @@ PENDULUM = "configs/pendulum_td3_snn.yaml"
     (["--resume", "runs/no-such-run"], "cannot resume runs/no-such-run: run folder not found"),
     ([CARTPOLE, "device=banana"], "device must be auto, cpu, cuda or cuda:N; got 'banana'"),
     ([CARTPOLE, "network.backend=fast"], "network.backend must be one of auto, reference, fused, native, compiled"),
+    ([CARTPOLE, "env_kwargs.gravity=3"], "environment CartPole-v0 does not take env_kwargs {'gravity': 3}: "
+                                         "CartPoleEnv.__init__() got an unexpected keyword argument 'gravity'"),
+    ([CARTPOLE, "env_kwargs=[1]"], "env_kwargs must be a mapping of names to values, got [1]"),
 ])
 def test_bad_input_is_one_clear_line(cli, tmp_path, args, message):
     result = cli("train", *args, f"run_dir={tmp_path / 'run'}")
@@ -229,6 +232,32 @@ def test_total_episodes_stops_at_that_episode_end(cli, tmp_path):
     assert len(rows) == 4 and final["train_episodes"] == 4
     assert final["global_step"] == int(rows[-1].split(",")[0]) < 1000  # stopped there, far before total_steps
     assert final["best_train_average"] is None  # fewer than 100 episodes: no 100-episode average
+
+
+def test_env_kwargs_reach_every_environment_the_run_makes(cli, tmp_path):
+    # CartPole's Sutton-Barto reward pays 0 per step and -1 at the fall; the default pays +1 per step (>= 8 per
+    # episode), so every return says which environment was made.
+    run_dir = tmp_path / "run"
+    result = cli("train", CARTPOLE, "env_kwargs.sutton_barto_reward=true", "total_steps=300", "dqn.learning_starts=100",
+                 "eval.every=200", "eval.episodes=2", "eval.final_episodes=2", f"run_dir={run_dir}",
+                 "network.hidden=[16, 16]", "progress=false")
+    assert result.returncode == 0, result.stderr
+    rows = (run_dir / "episodes.csv").read_text().strip().splitlines()[1:]
+    assert rows and all(-1 <= float(row.split(",")[1]) <= 0 for row in rows)  # training
+    assert all(-1 <= float(row.split(",")[1]) <= 0 for row in (run_dir / "eval.csv").read_text().splitlines()[1:])
+    final = json.loads((run_dir / "final_eval.json").read_text())
+    assert all(-1 <= r <= 0 for r in final["returns"])
+    result = cli("eval", str(run_dir), "--episodes", "2", "-o", str(tmp_path / "e.json"))
+    assert result.returncode == 0 and json.loads(result.stdout)["returns"] == final["returns"], result.stderr
+    nir_path = tmp_path / "policy.nir"
+    assert cli("export", str(run_dir), "-o", str(nir_path)).returncode == 0
+    result = cli("eval", str(nir_path), "--episodes", "2")
+    assert result.returncode == 0 and json.loads(result.stdout)["returns"] == final["returns"], result.stderr
+    result = cli("energy", str(run_dir), "--episodes", "2", "-o", str(tmp_path / "energy.json"))
+    assert result.returncode == 0 and json.loads((tmp_path / "energy.json").read_text())["mean_return"] <= 0
+    # Another environment given with --env is made without the run's env_kwargs.
+    result = cli("eval", str(run_dir), "--env", "CartPole-v1", "--episodes", "2", "-o", str(tmp_path / "v1.json"))
+    assert result.returncode == 0 and min(json.loads(result.stdout)["returns"]) >= 8, result.stderr
 
 
 def test_eval_in_an_incompatible_environment_is_refused(cli, tiny_runs):

@@ -78,6 +78,10 @@ def test_seeds_and_population_checks_are_one_line_errors(tmp_path):
     cfgs = seed_configs(load_config(CARTPOLE), [0, 1], tmp_path)
     cfgs[1].network.neuron.theta = 0.7  # a per-agent value: allowed
     check_population(cfgs)
+    cfgs[1].env_kwargs = {"sutton_barto_reward": True}  # another environment, though only one side names the key
+    with pytest.raises(SpikerlError, match="env_kwargs.sutton_barto_reward"):
+        check_population(cfgs)
+    cfgs[1].env_kwargs = {}
     cfgs[1].network.hidden = [32, 32]  # a shape: refused, naming it
     with pytest.raises(SpikerlError, match="network.hidden"):
         check_population(cfgs)

@@ -102,13 +102,18 @@ def _load_any_policy(source: Path, args: argparse.Namespace):
     return load_policy(source, args.checkpoint, args.backend, args.device)
 
 
+def _env_kwargs(cfg, env_id: str) -> dict:
+    """The run's env_kwargs when its policy runs in its own environment; none in another one (--env)."""
+    return cfg.env_kwargs if env_id == cfg.env_id else {}
+
+
 def _check_other_env(cfg, env_id: str | None) -> None:
     """A policy may run in another environment (--env) only if its observation and action spaces match."""
     from spikerl.rl.envs import make_env
 
     if not env_id or env_id == cfg.env_id:
         return
-    trained, other = make_env(cfg.env_id, cfg.algo), make_env(env_id, cfg.algo)
+    trained, other = make_env(cfg.env_id, cfg.algo, env_kwargs=cfg.env_kwargs), make_env(env_id, cfg.algo)
     spaces = [(e.observation_space.shape, getattr(e.action_space, "shape", None), getattr(e.action_space, "n", None))
               for e in (trained, other)]
     trained.close()
@@ -130,9 +135,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg, policy = _load_any_policy(source, args)
     _check_other_env(cfg, args.env)
     env_id = args.env or cfg.env_id
-    result = evaluate(policy.act, env_id, args.episodes, args.seed)
+    env_kwargs = _env_kwargs(cfg, env_id)
+    result = evaluate(policy.act, env_id, args.episodes, args.seed, env_kwargs=env_kwargs)
     if spec is not None:
-        fixed = evaluate(quantized_policy(policy, spec).act, env_id, args.episodes, args.seed)
+        fixed = evaluate(quantized_policy(policy, spec).act, env_id, args.episodes, args.seed, env_kwargs=env_kwargs)
         result = {"float": result, "quantized": fixed, "quantization": spec.as_dict()}
         print(f"{env_id}, {args.episodes} episodes: float mean return {result['float']['mean_return']:.1f} "
               f"+- {result['float']['std_return']:.1f}; fixed point ({spec.describe()}) "
@@ -166,8 +172,9 @@ def cmd_energy(args: argparse.Namespace) -> int:
     source = Path(args.run_dir)
     cfg, policy = _load_any_policy(source, args)
     try:
-        report, result, recorder = measure_activity(policy, args.env or cfg.env_id, args.episodes, args.seed,
-                                                    args.raster_decisions, args.e_ac, args.e_mac)
+        env_id = args.env or cfg.env_id
+        report, result, recorder = measure_activity(policy, env_id, args.episodes, args.seed, args.raster_decisions,
+                                                    args.e_ac, args.e_mac, _env_kwargs(cfg, env_id))
     except SpikerlError as exc:
         raise SpikerlError(f"{source}: {exc}") from None
     net = policy.net
@@ -227,7 +234,8 @@ def cmd_video(args: argparse.Namespace) -> int:
     prepare_rendering(env_id)  # before anything imports MuJoCo, which reads the OpenGL choice once
     cfg, policy = _load_any_policy(source, args)
     _check_other_env(cfg, args.env)
-    info = write_video(policy, env_id, out, args.episodes, args.seed, args.raster, args.fps, shadows=args.shadows)
+    info = write_video(policy, env_id, out, args.episodes, args.seed, args.raster, args.fps, shadows=args.shadows,
+                       env_kwargs=_env_kwargs(cfg, env_id))
     returns = ", ".join(f"{r:.1f}" for r in info["returns"])
     print(f"wrote {out}: {info['frames']} frames of {env_id} ({info['episodes']} episode(s), returns {returns}) at "
           f"{info['fps']:g} fps, {info['bytes'] / 1e6:.2f} MB; rendered{' with spikes' if args.raster else ''} at "

@@ -95,7 +95,8 @@ def energy_report(net: nn.Module, recorder: SpikeRecorder, e_ac_pj: float = E_AC
 
 
 def measure_activity(policy, env_id: str, episodes: int, seed: int, keep: int = 0,
-                     e_ac_pj: float = E_AC_PJ, e_mac_pj: float = E_MAC_PJ) -> tuple[EnergyReport, dict, SpikeRecorder]:
+                     e_ac_pj: float = E_AC_PJ, e_mac_pj: float = E_MAC_PJ,
+                     env_kwargs: dict | None = None) -> tuple[EnergyReport, dict, SpikeRecorder]:
     """Run a spiking policy for `episodes` evaluation episodes while counting its spikes.
 
     Returns the energy report, the evaluation result and the recorder (its kept spike trains).
@@ -110,7 +111,7 @@ def measure_activity(policy, env_id: str, episodes: int, seed: int, keep: int = 
     recorder = SpikeRecorder(net, keep=keep)
     policy.net = recorder
     try:
-        result = evaluate(policy.act, env_id, episodes, seed)
+        result = evaluate(policy.act, env_id, episodes, seed, env_kwargs=env_kwargs)
     finally:
         policy.net = net
     return energy_report(net, recorder, e_ac_pj, e_mac_pj), result, recorder

@@ -269,7 +269,9 @@ def load_nir_policy(path: Path, env_id: str | None = None, backend: str = "auto"
     env_id = env_id or meta.get("env_id")
     if not env_id:
         raise SpikerlError(f"{path} does not name its environment; pass --env")
-    env = make_env(env_id, meta.get("algo"))  # a graph that names its algorithm must suit the action space
+    # The trained environment's constructor arguments hold for it, not for another one given with --env.
+    env_kwargs = stored.get("env_kwargs", {}) if env_id == meta.get("env_id") else {}
+    env = make_env(env_id, meta.get("algo"), env_kwargs=env_kwargs)  # a graph that names its algorithm must suit the action space
     algo = meta.get("algo") or ("dqn" if hasattr(env.action_space, "n") else "td3")
     obs_dim = env.observation_space.shape[0]
     encoder = meta.get("encoder", "direct")
@@ -288,7 +290,7 @@ def load_nir_policy(path: Path, env_id: str | None = None, backend: str = "auto"
         decoder="integrator" if type(readout[1][1]).__name__ == "I" else "membrane",
         bias=any(type(node).__name__ == "Affine" for pair in layers for _, node in pair))
     base = config_from_dict(stored) if stored else TrainConfig()
-    cfg = replace(base, algo=algo, env_id=env_id, network=replace(net_cfg, neuron=replace(base.network.neuron,
+    cfg = replace(base, algo=algo, env_id=env_id, env_kwargs=env_kwargs, network=replace(net_cfg, neuron=replace(base.network.neuron,
                   randomize="none", learnable=False, reset="hard")))
     policy = algorithm_module(algo).make_policy(cfg, env)  # on the CPU while the graph's values load
     env.close()

@@ -64,7 +64,7 @@ class Agent:
         self.rng = np.random.default_rng(cfg.seed)
         self.membrane_generator = torch.Generator().manual_seed(cfg.seed)
         self.torch_generator = torch.Generator()  # set by the loop once the agent's networks are built
-        self.slots = [EnvSlot(make_env(cfg.env_id, cfg.algo), cfg.seed + i, {"seed": cfg.seed + i}) for i in range(num_envs)]
+        self.slots = [EnvSlot(make_env(cfg.env_id, cfg.algo, env_kwargs=cfg.env_kwargs), cfg.seed + i, {"seed": cfg.seed + i}) for i in range(num_envs)]
         for slot in self.slots:
             slot.env.action_space.seed(slot.seed)
         self.recent_returns: deque[float] = deque(maxlen=10)

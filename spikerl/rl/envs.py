@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import json
 import os
 import warnings
 from typing import TYPE_CHECKING
@@ -49,8 +50,10 @@ if "spikerl/PointReach-v0" not in gym.registry:
     gym.register("spikerl/PointReach-v0", entry_point=PointReachEnv, max_episode_steps=40)
 
 
-def make_env(env_id: str, algo: str | None = None, render_mode: str | None = None) -> gym.Env:
-    """gym.make with one-line errors: unknown id, missing extra, or an action space the algorithm can't drive."""
+def make_env(env_id: str, algo: str | None = None, render_mode: str | None = None,
+             env_kwargs: dict | None = None) -> gym.Env:
+    """gym.make(env_id, **env_kwargs) with one-line errors: unknown id, an argument the environment does not
+    take, missing extra, or an action space the algorithm can't drive."""
     if env_id not in gym.registry:
         close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -61,7 +64,14 @@ def make_env(env_id: str, algo: str | None = None, render_mode: str | None = Non
         with warnings.catch_warnings():
             # An older version is asked for on purpose (the paper's CartPole-v0): no advice to upgrade.
             warnings.filterwarnings("ignore", message=".*is out of date", category=DeprecationWarning)
-            env = gym.make(env_id, render_mode=render_mode) if render_mode else gym.make(env_id)
+            options = {**(env_kwargs or {}), **({"render_mode": render_mode} if render_mode else {})}
+            env = gym.make(env_id, **options)
+    except TypeError as exc:
+        if not env_kwargs:
+            raise
+        # The constructor refused a keyword of env_kwargs, or a value of the wrong type.
+        reason = str(exc).partition(" was raised from the environment creator")[0]  # Gymnasium repeats the kwargs
+        raise SpikerlError(f"environment {env_id} does not take env_kwargs {env_kwargs}: {reason}") from None
     except gym.error.DependencyNotInstalled as exc:
         raise SpikerlError(f"environment {env_id} needs an optional dependency: {exc} "
                            "(for MuJoCo: pip install 'spikerl[mujoco]'; to render: 'spikerl[video]')") from None
@@ -96,9 +106,9 @@ def check_settings_fit(cfg: TrainConfig, action_space: gym.Space) -> None:
 
 
 @functools.cache
-def _action_space(env_id: str, algo: str) -> gym.Space:
+def _action_space(env_id: str, algo: str, env_kwargs_json: str) -> gym.Space:
     """The action space of `env_id` as `algo` would get it (made once per process: sweeps ask per cell)."""
-    env = make_env(env_id, algo)
+    env = make_env(env_id, algo, env_kwargs=json.loads(env_kwargs_json))
     env.close()
     return env.action_space
 
@@ -106,7 +116,7 @@ def _action_space(env_id: str, algo: str) -> gym.Space:
 def check_environment(cfg: TrainConfig) -> None:
     """Refuse, in one line and before anything is written, an environment that the config's algorithm or
     settings cannot use."""
-    check_settings_fit(cfg, _action_space(cfg.env_id, cfg.algo))
+    check_settings_fit(cfg, _action_space(cfg.env_id, cfg.algo, json.dumps(cfg.env_kwargs, sort_keys=True)))
 
 
 def is_mujoco(env_id: str) -> bool:

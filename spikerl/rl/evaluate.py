@@ -21,9 +21,11 @@ class EpisodeObserver:
 
 
 def evaluate(act: Callable[[np.ndarray], np.ndarray | int], env_id: str, episodes: int, seed: int,
-             observer: EpisodeObserver | None = None, render_mode: str | None = None) -> dict:
-    """Run `act` (observation -> action, no exploration) and summarize the episode returns."""
-    env = make_env(env_id, render_mode=render_mode)
+             observer: EpisodeObserver | None = None, render_mode: str | None = None,
+             env_kwargs: dict | None = None) -> dict:
+    """Run `act` (observation -> action, no exploration) in `env_id` made with `env_kwargs` and summarize the
+    episode returns."""
+    env = make_env(env_id, render_mode=render_mode, env_kwargs=env_kwargs)
     returns, lengths = [], []
     try:
         for i in range(episodes):
@@ -47,14 +49,14 @@ def evaluate(act: Callable[[np.ndarray], np.ndarray | int], env_id: str, episode
 
 
 def evaluate_agents(policy, agents: list[int], population: int, env_id: str, episodes: int, seed: int,
-                    device) -> list[dict]:
+                    device, env_kwargs: dict | None = None) -> list[dict]:
     """`evaluate` for agents of a stacked policy at once: agent j plays its episodes (episode i seeded
     seed + i) in an environment of its own, all of them acting through one forward pass per step
     (`policy.act_agents(obs [K, 1, d])`; rows of agents not evaluated are zeros). Each agent's result is
     what `evaluate` gives for that agent's own policy (tested)."""
     import torch
 
-    envs = {k: make_env(env_id) for k in agents}
+    envs = {k: make_env(env_id, env_kwargs=env_kwargs) for k in agents}
     obs_dim = next(iter(envs.values())).observation_space.shape[0] if envs else 0
     obs = np.zeros((population, obs_dim), dtype=np.float32)
     returns = {k: [] for k in agents}
@@ -148,7 +150,7 @@ def load_policy(run_dir: Path, checkpoint: str | None = None, backend: str = "au
     cfg.device = str(torch_device)
     cfg.network.backend = backend  # build_network resolves it for the device
     algorithm = algorithm_module(cfg.algo)
-    env = make_env(cfg.env_id, cfg.algo)
+    env = make_env(cfg.env_id, cfg.algo, env_kwargs=cfg.env_kwargs)
     policy = algorithm.make_policy(cfg, env, torch_device)
     env.close()
     if final is not None:

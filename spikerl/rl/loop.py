@@ -426,7 +426,7 @@ class TrainingLoop:
         """Evaluate every training agent; return those that reached their `eval.stop_at_return`."""
         agents = self.active_agents()
         results = evaluate_agents(self.policy, [a.index for a in agents], self.size, self.cfg.env_id,
-                                  self.cfg.eval.episodes, self.cfg.eval.seed, self.device)
+                                  self.cfg.eval.episodes, self.cfg.eval.seed, self.device, self.cfg.env_kwargs)
         stopping = []
         for agent, result in zip(agents, results):
             agent.run.log_eval(step, result)
@@ -470,7 +470,7 @@ class TrainingLoop:
                 kept.append(downscaled(frame))
 
         info = write_video(self.agent_policy(agent), self.cfg.env_id, agent.run.dir / "videos" / f"step_{step}.mp4",
-                           v.episodes, self.cfg.eval.seed, v.raster, v.fps, on_frame=keep)
+                           v.episodes, self.cfg.eval.seed, v.raster, v.fps, on_frame=keep, env_kwargs=self.cfg.env_kwargs)
         agent.run.log_gif(step, "eval/video", gif_bytes(kept, info["fps"] / stride), kept[0].shape)
 
     # ------------------------------------------------------------------ the end
@@ -484,7 +484,7 @@ class TrainingLoop:
         # An evaluation at this step on the same seeds is reused: evaluating again would repeat it.
         results = dict(zip((a.index for a in fresh), evaluate_agents(
             self.policy, [a.index for a in fresh], self.size, self.cfg.env_id, episodes, self.cfg.eval.seed,
-            self.device))) if fresh else {}
+            self.device, self.cfg.env_kwargs))) if fresh else {}
         wall = time.perf_counter() - self.start
         for agent in agents:
             result = results.get(agent.index)

@@ -64,11 +64,12 @@ def check_population(cfgs: list[TrainConfig]) -> None:
     shared = shared_settings(cfgs[0])
     for cfg in cfgs[1:]:
         other = shared_settings(cfg)
-        differ = [k for k in shared if shared[k] != other.get(k)]
+        # Both sides' keys: a mapping such as env_kwargs may name a key on one side only.
+        differ = [k for k in {**shared, **other} if shared.get(k) != other.get(k)]
         if differ:
             raise SpikerlError(f"agents of one population may differ only in {', '.join(PER_AGENT_KEYS[2:])} and "
                                f"the seed; {cfg.run_dir} has {differ[0]} = {other.get(differ[0])!r}, "
-                               f"{cfgs[0].run_dir} {shared[differ[0]]!r}")
+                               f"{cfgs[0].run_dir} {shared.get(differ[0])!r}")
 
 
 def parse_seeds(text: str) -> list[int]:

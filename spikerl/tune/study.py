@@ -220,7 +220,7 @@ class TrialRunner:
         from spikerl.rl.evaluate import load_policy
 
         cfg, policy = load_policy(run_dir)
-        report, _, _ = measure_activity(policy, cfg.env_id, self.spec.spike_episodes, seed)
+        report, _, _ = measure_activity(policy, cfg.env_id, self.spec.spike_episodes, seed, env_kwargs=cfg.env_kwargs)
         return report.spikes_per_decision
 
 

@@ -92,7 +92,7 @@ def _panel_factory(net):
 
 
 def render_episodes(policy, env_id: str, episodes: int, seed: int, sink, raster: bool = False,
-                    shadows: bool = False) -> tuple[dict, FrameComposer]:
+                    shadows: bool = False, env_kwargs: dict | None = None) -> tuple[dict, FrameComposer]:
     """Play `episodes` deterministic evaluation episodes of `policy`, handing each composed frame to `sink`
     (MuJoCo scenes without shadows and reflections unless `shadows`). Returns the evaluation result (as
     `spikerl eval` gives it) and the composer (frame counts, timing)."""
@@ -109,7 +109,8 @@ def render_episodes(policy, env_id: str, episodes: int, seed: int, sink, raster:
     if tap is not None:
         policy.net = tap
     try:
-        result = evaluate(policy.act, env_id, episodes, seed, observer=composer, render_mode="rgb_array")
+        result = evaluate(policy.act, env_id, episodes, seed, observer=composer, render_mode="rgb_array",
+                          env_kwargs=env_kwargs)
     finally:
         policy.net = net
     return result, composer
@@ -163,7 +164,7 @@ def open_mp4(path: Path, fps: float):
 
 
 def write_video(policy, env_id: str, path: Path, episodes: int = 1, seed: int = 10_000, raster: bool = False,
-                fps: float | None = None, on_frame=None, shadows: bool = False) -> dict:
+                fps: float | None = None, on_frame=None, shadows: bool = False, env_kwargs: dict | None = None) -> dict:
     """Render deterministic evaluation episodes to an MP4 at `path` (each frame also to `on_frame`, if given);
     return what was made."""
     own_rate = prepare_rendering(env_id)
@@ -176,7 +177,7 @@ def write_video(policy, env_id: str, path: Path, episodes: int = 1, seed: int = 
             if on_frame is not None:
                 on_frame(frame)
 
-        result, composer = render_episodes(policy, env_id, episodes, seed, sink, raster, shadows)
+        result, composer = render_episodes(policy, env_id, episodes, seed, sink, raster, shadows, env_kwargs)
     finally:
         writer.close()
     wall = time.perf_counter() - started
