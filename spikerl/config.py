@@ -282,6 +282,17 @@ def _type_name(tp: Any) -> str:
 _EXPONENT_LITERAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
+def _yaml_numbers(value: Any) -> Any:
+    """`value` with the strings PyYAML (YAML 1.1) leaves unread, such as 1e-4, read as the numbers they are."""
+    if isinstance(value, str) and _EXPONENT_LITERAL.fullmatch(value.strip()):
+        return float(value)
+    if isinstance(value, list):
+        return [_yaml_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _yaml_numbers(v) for k, v in value.items()}
+    return value
+
+
 def _coerce(value: Any, tp: Any, path: str) -> Any:
     """Check `value` against the annotation `tp` and return it converted (int -> float, dict -> dataclass)."""
     origin = typing.get_origin(tp)
@@ -303,11 +314,13 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             raise ConfigError(f"{path} must be one of {', '.join(map(str, choices))}; got {value!r}")
         return value
     if tp is Any:
-        return value
+        return _yaml_numbers(value)
     if origin is dict:
+        if value is None:  # `env_kwargs:` left empty in YAML
+            return {}
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise ConfigError(f"{path} must be a mapping of names to values, got {value!r}")
-        return dict(value)
+        return {k: _coerce(v, typing.get_args(tp)[1], f"{path}.{k}") for k, v in value.items()}
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):

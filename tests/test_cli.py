@@ -36,8 +36,10 @@ PENDULUM = "configs/pendulum_td3_snn.yaml"
     (["--resume", "runs/no-such-run"], "cannot resume runs/no-such-run: run folder not found"),
     ([CARTPOLE, "device=banana"], "device must be auto, cpu, cuda or cuda:N; got 'banana'"),
     ([CARTPOLE, "network.backend=fast"], "network.backend must be one of auto, reference, fused, native, compiled"),
-    ([CARTPOLE, "env_kwargs.gravity=3"], "environment CartPole-v0 does not take env_kwargs {'gravity': 3}: "
+    ([CARTPOLE, "env_kwargs.gravity=3"], "environment CartPole-v0 refused env_kwargs {'gravity': 3}: TypeError: "
                                          "CartPoleEnv.__init__() got an unexpected keyword argument 'gravity'"),
+    # a value the environment builds with but cannot step with: refused before the run starts, not mid-run
+    ([PENDULUM, "env_kwargs.g=abc"], "environment Pendulum-v1 refused env_kwargs {'g': 'abc'}: TypeError: "),
     ([CARTPOLE, "env_kwargs=[1]"], "env_kwargs must be a mapping of names to values, got [1]"),
 ])
 def test_bad_input_is_one_clear_line(cli, tmp_path, args, message):
@@ -244,7 +246,8 @@ def test_env_kwargs_reach_every_environment_the_run_makes(cli, tmp_path):
     assert result.returncode == 0, result.stderr
     rows = (run_dir / "episodes.csv").read_text().strip().splitlines()[1:]
     assert rows and all(-1 <= float(row.split(",")[1]) <= 0 for row in rows)  # training
-    assert all(-1 <= float(row.split(",")[1]) <= 0 for row in (run_dir / "eval.csv").read_text().splitlines()[1:])
+    evals = (run_dir / "eval.csv").read_text().strip().splitlines()[1:]
+    assert evals and all(-1 <= float(row.split(",")[1]) <= 0 for row in evals)
     final = json.loads((run_dir / "final_eval.json").read_text())
     assert all(-1 <= r <= 0 for r in final["returns"])
     result = cli("eval", str(run_dir), "--episodes", "2", "-o", str(tmp_path / "e.json"))

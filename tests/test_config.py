@@ -41,6 +41,18 @@ def test_a_number_written_with_an_exponent_and_no_dot_is_a_number():
     assert (cfg.ppo.policy_learning_rate, cfg.ppo.learning_rate, cfg.network.neuron.theta) == (1e-4, 3e-4, 2.0)
     with pytest.raises(ConfigError, match="ppo.learning_rate must be a number"):
         load_config(None, ["algo=ppo", "ppo.learning_rate=fast"])
+    # env_kwargs are untyped, so the environment would get the string '1e-2' unless it is read as a number
+    cfg = load_config(None, ["env_kwargs.reset_noise_scale=1e-2", "env_kwargs.range=[1e0, 2]", "env_kwargs.name=e5"])
+    assert cfg.env_kwargs == {"reset_noise_scale": 0.01, "range": [1.0, 2], "name": "e5"}
+
+
+def test_env_kwargs_load_from_yaml_and_may_be_left_empty(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("base: " + str(Path("configs/ant_ppo_snn.yaml").resolve()) + "\n"
+                    "env_kwargs: {include_cfrc_ext_in_observation: false, ctrl_cost_weight: 5e-1}\n")
+    assert load_config(path).env_kwargs == {"include_cfrc_ext_in_observation": False, "ctrl_cost_weight": 0.5}
+    path.write_text("env_kwargs:\n")
+    assert load_config(path).env_kwargs == {}
 
 
 @pytest.mark.parametrize("override, message", [

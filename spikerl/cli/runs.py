@@ -36,7 +36,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cfg.video.every:
         from spikerl.video.record import prepare_rendering
 
-        prepare_rendering(cfg.env_id)  # no encoder or OpenGL: one line now, not a failure mid-run
+        prepare_rendering(cfg.env_id, cfg.env_kwargs)  # no encoder or OpenGL: one line now, not a failure mid-run
     check_environment(cfg)  # fail on a wrong environment before a run folder exists
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -196,21 +196,23 @@ def cmd_energy(args: argparse.Namespace) -> int:
     return 0
 
 
-def _env_and_kind(source: Path) -> tuple[str | None, str]:
-    """The environment a run folder or NIR file was trained on, and its network kind, read without building
-    anything (so that MuJoCo's OpenGL can still be chosen)."""
+def _env_and_kind(source: Path) -> tuple[str | None, dict, str]:
+    """The environment a run folder or NIR file was trained on, its env_kwargs and its network kind, read
+    without building anything (so that MuJoCo's OpenGL can still be chosen)."""
     import yaml
 
     if source.suffix == ".nir":
         from spikerl.deploy.nir_io import nir_metadata
 
-        return nir_metadata(source).get("env_id"), "snn"
+        meta = nir_metadata(source)
+        stored = json.loads(meta["spikerl_config"]) if "spikerl_config" in meta else {}
+        return meta.get("env_id"), stored.get("env_kwargs") or {}, "snn"
     config_path = source / "config.yaml"
     if not config_path.is_file():
         raise SpikerlError(f"run folder not found: {source}" if not source.is_dir()
                            else f"{source} has no config.yaml; is it a spikerl run folder?")
     config = yaml.safe_load(config_path.read_text())
-    return config["env_id"], config.get("network", {}).get("kind", "snn")
+    return config["env_id"], config.get("env_kwargs") or {}, config.get("network", {}).get("kind", "snn")
 
 
 def cmd_video(args: argparse.Namespace) -> int:
@@ -221,7 +223,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     source = Path(args.run_dir)
     if args.checkpoint and source.suffix == ".nir":
         raise SpikerlError("--checkpoint picks a checkpoint of a run folder; a NIR file holds one network")
-    trained_env, kind = _env_and_kind(source)
+    trained_env, trained_env_kwargs, kind = _env_and_kind(source)
     if args.raster and kind == "ann":
         raise SpikerlError("--raster shows the hidden spikes of a spiking network; this policy is an ANN")
     default_out = source.with_suffix(".mp4") if source.is_file() else source / "policy.mp4"
@@ -231,7 +233,8 @@ def cmd_video(args: argparse.Namespace) -> int:
     env_id = args.env or trained_env
     if not env_id:
         raise SpikerlError(f"{source} does not name its environment; give it with --env")
-    prepare_rendering(env_id)  # before anything imports MuJoCo, which reads the OpenGL choice once
+    # Before anything imports MuJoCo, which reads the OpenGL choice once.
+    prepare_rendering(env_id, trained_env_kwargs if env_id == trained_env else {})
     cfg, policy = _load_any_policy(source, args)
     _check_other_env(cfg, args.env)
     info = write_video(policy, env_id, out, args.episodes, args.seed, args.raster, args.fps, shadows=args.shadows,

@@ -66,17 +66,15 @@ def make_env(env_id: str, algo: str | None = None, render_mode: str | None = Non
             warnings.filterwarnings("ignore", message=".*is out of date", category=DeprecationWarning)
             options = {**(env_kwargs or {}), **({"render_mode": render_mode} if render_mode else {})}
             env = gym.make(env_id, **options)
-    except TypeError as exc:
-        if not env_kwargs:
-            raise
-        # The constructor refused a keyword of env_kwargs, or a value of the wrong type.
-        reason = str(exc).partition(" was raised from the environment creator")[0]  # Gymnasium repeats the kwargs
-        raise SpikerlError(f"environment {env_id} does not take env_kwargs {env_kwargs}: {reason}") from None
     except gym.error.DependencyNotInstalled as exc:
         raise SpikerlError(f"environment {env_id} needs an optional dependency: {exc} "
                            "(for MuJoCo: pip install 'spikerl[mujoco]'; to render: 'spikerl[video]')") from None
     except (gym.error.Error, ImportError) as exc:
         raise SpikerlError(f"cannot create environment {env_id}: {exc}") from None
+    except Exception as exc:
+        if not env_kwargs:
+            raise
+        raise refused_env_kwargs(env_id, env_kwargs, exc) from None
     if render_mode and is_mujoco(env_id):
         _film_with_tracking_camera(env)
     if not (isinstance(env.observation_space, spaces.Box) and len(env.observation_space.shape) == 1):
@@ -95,6 +93,15 @@ def make_env(env_id: str, algo: str | None = None, render_mode: str | None = Non
     return env
 
 
+def refused_env_kwargs(env_id: str, env_kwargs: dict, exc: Exception) -> SpikerlError:
+    """One line for an environment that fails with the run's env_kwargs (a keyword it does not take, a value
+    it cannot use)."""
+    reason = str(exc).partition(" was raised from the environment creator")[0]  # Gymnasium repeats the kwargs
+    lines = reason.strip().splitlines()
+    return SpikerlError(f"environment {env_id} refused env_kwargs {env_kwargs}: "
+                        f"{type(exc).__name__}: {lines[0] if lines else ''}")
+
+
 def check_settings_fit(cfg: TrainConfig, action_space: gym.Space) -> None:
     """Refuse, in one line, settings that the environment's action space rules out."""
     if cfg.algo == "ppo" and isinstance(action_space, spaces.Discrete):
@@ -107,9 +114,19 @@ def check_settings_fit(cfg: TrainConfig, action_space: gym.Space) -> None:
 
 @functools.cache
 def _action_space(env_id: str, algo: str, env_kwargs_json: str) -> gym.Space:
-    """The action space of `env_id` as `algo` would get it (made once per process: sweeps ask per cell)."""
-    env = make_env(env_id, algo, env_kwargs=json.loads(env_kwargs_json))
-    env.close()
+    """The action space of `env_id` as `algo` would get it (made once per process: sweeps ask per cell). With
+    env_kwargs the environment also resets and takes a step, so that a value it can build with but not run
+    with (a string for a number, say) is refused now, not mid-run."""
+    env_kwargs = json.loads(env_kwargs_json)
+    env = make_env(env_id, algo, env_kwargs=env_kwargs)
+    try:
+        if env_kwargs:
+            env.reset(seed=0)
+            env.step(env.action_space.sample())
+    except Exception as exc:
+        raise refused_env_kwargs(env_id, env_kwargs, exc) from None
+    finally:
+        env.close()
     return env.action_space
 
 

@@ -133,7 +133,7 @@ class TrainingLoop:
         if self.cfg.video.every:
             from spikerl.video.record import prepare_rendering
 
-            prepare_rendering(self.cfg.env_id)  # MuJoCo's OpenGL is chosen before the environment imports MuJoCo
+            prepare_rendering(self.cfg.env_id, self.cfg.env_kwargs)  # MuJoCo's OpenGL is chosen before the environment imports MuJoCo
         self.vector = envs_per_agent is not None
         self.agents = [Agent(k, cfg, run, envs_per_agent or 1) for k, (cfg, run) in enumerate(zip(cfgs, runs))]
         env = self.agents[0].env
@@ -251,7 +251,8 @@ class TrainingLoop:
 
     def state(self, step: int, obs: np.ndarray) -> dict:
         return {
-            "algo": self.cfg.algo, "env_id": self.cfg.env_id, "agents": [str(a.cfg.run_dir) for a in self.agents],
+            "algo": self.cfg.algo, "env_id": self.cfg.env_id, "env_kwargs": self.cfg.env_kwargs,
+            "agents": [str(a.cfg.run_dir) for a in self.agents],
             "components": {name: c.state_dict() for name, c in self.components.items()},
             "buffer": self.buffer.state_dict() if self.buffer is not None else None, "torch": torch.get_rng_state(),
             "torch_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None,
@@ -263,6 +264,9 @@ class TrainingLoop:
         if checkpoint.get("algo") != self.cfg.algo or checkpoint.get("env_id") != self.cfg.env_id:
             raise SpikerlError(f"the checkpoint is from {checkpoint.get('algo')} on {checkpoint.get('env_id')}, "
                                f"but the run's config says {self.cfg.algo} on {self.cfg.env_id}")
+        if checkpoint.get("env_kwargs", {}) != self.cfg.env_kwargs:  # checkpoints before env_kwargs: none
+            raise SpikerlError(f"the checkpoint is from {self.cfg.env_id} with env_kwargs {checkpoint.get('env_kwargs', {})}, "
+                               f"but the run's config gives {self.cfg.env_kwargs}")
         if len(checkpoint.get("agent_states", ())) != self.size:
             raise SpikerlError(f"the checkpoint holds {len(checkpoint.get('agent_states', ()))} agents, "
                                f"the population {self.size}")

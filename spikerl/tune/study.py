@@ -69,6 +69,8 @@ class TuneSpec:
 
         data = config_to_dict(load_config(self.config, self.overrides))
         data.update(seed=0, run_dir=None, threads=None, progress=True)
+        if not data["env_kwargs"]:  # studies made before the option existed stay joinable
+            del data["env_kwargs"]
         return data
 
     def agreement(self) -> dict:

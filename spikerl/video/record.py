@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import os
 import time
 from pathlib import Path
@@ -116,12 +117,17 @@ def render_episodes(policy, env_id: str, episodes: int, seed: int, sink, raster:
     return result, composer
 
 
-@functools.cache
-def prepare_rendering(env_id: str) -> float:
+def prepare_rendering(env_id: str, env_kwargs: dict | None = None) -> float:
     """Fail early, in one line, where videos cannot be made (no encoder, an environment that draws no
     frames, no pygame for classic control, no OpenGL backend for MuJoCo): choose MuJoCo's backend before
-    anything imports MuJoCo, then render one frame. Done once per environment and process (a failure is
-    not remembered); returns the environment's own frame rate (`render_fps`, else 30)."""
+    anything imports MuJoCo, then render one frame of the environment made with `env_kwargs`. Done once per
+    environment and process (a failure is not remembered); returns the environment's own frame rate
+    (`render_fps`, which env_kwargs such as a frame skip change; else 30)."""
+    return _prepare_rendering(env_id, json.dumps(env_kwargs or {}, sort_keys=True))
+
+
+@functools.cache
+def _prepare_rendering(env_id: str, env_kwargs_json: str) -> float:
     import gymnasium as gym
 
     from spikerl.rl.envs import make_env
@@ -135,7 +141,8 @@ def prepare_rendering(env_id: str) -> float:
         from spikerl.video.gl import choose_mujoco_gl
 
         choose_mujoco_gl()
-    env = make_env(env_id)
+    env_kwargs = json.loads(env_kwargs_json)
+    env = make_env(env_id, env_kwargs=env_kwargs)
     modes, fps = env.metadata.get("render_modes", []), env.metadata.get("render_fps")
     env.close()
     if "rgb_array" not in modes:
@@ -143,7 +150,7 @@ def prepare_rendering(env_id: str) -> float:
     # Classic-control tasks draw with pygame: no window and no sound device needed for rgb_array frames.
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
-    env = make_env(env_id, render_mode="rgb_array")
+    env = make_env(env_id, render_mode="rgb_array", env_kwargs=env_kwargs)
     try:
         env.reset(seed=0)
         env.render()
@@ -167,7 +174,7 @@ def write_video(policy, env_id: str, path: Path, episodes: int = 1, seed: int = 
                 fps: float | None = None, on_frame=None, shadows: bool = False, env_kwargs: dict | None = None) -> dict:
     """Render deterministic evaluation episodes to an MP4 at `path` (each frame also to `on_frame`, if given);
     return what was made."""
-    own_rate = prepare_rendering(env_id)
+    own_rate = prepare_rendering(env_id, env_kwargs)
     rate = float(fps) if fps else own_rate
     writer = open_mp4(path, rate)
     started = time.perf_counter()
