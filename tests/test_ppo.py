@@ -314,6 +314,47 @@ def test_skipping_a_stopped_policys_passes_trains_and_logs_what_computing_and_un
     assert [v for _, v in tensorboard_scalars(runs[True], "charts/policy_epochs")] == [1.0, 1.0]
 
 
+def test_an_agent_that_finished_does_not_hold_the_others_update_to_the_policys_passes(tmp_path, monkeypatch):
+    # Two agents; agent 1 finishes after two episodes (80 steps), inside the first rollout. Its policy then stays
+    # as it finished, like a stopped one, so that once agent 0's policy stops (after the first of four epochs) no
+    # policy pass with a backward pass is computed, in both updates; both paths train and log what computing and
+    # undoing the passes does.
+    from spikerl.rl.population import seed_configs, train_population
+
+    base = load_config("configs/pendulum_ppo_snn.yaml", [
+        "env_id=spikerl/PointReach-v0", "total_steps=512", "ppo.num_envs=1", "ppo.num_steps=256",
+        "ppo.num_minibatches=4", "ppo.update_epochs=4", "ppo.policy_target_kl=1e-12", "network.hidden=[16, 16]",
+        "eval.every=0", "eval.final_episodes=1", "checkpoint_every=256", "progress=false"])
+    original, passes = ppo.Policy.log_prob_and_entropy, {}
+    for skip in (True, False):
+        monkeypatch.setattr(ppo, "SKIP_STOPPED_POLICY", skip)
+        count = []
+        monkeypatch.setattr(ppo.Policy, "log_prob_and_entropy",
+                            lambda self, *args: (count.append(args[0].shape[-2] * args[0].requires_grad),
+                                                 original(self, *args))[1])
+        cfgs = seed_configs(base, [0, 1], tmp_path / str(skip))
+        cfgs[1].total_episodes = 2
+        train_population(tmp_path / str(skip), cfgs)
+        passes[skip] = sum(1 for rows in count if rows == 64)
+    assert (passes[True], passes[False]) == (2 * 4, 2 * 4 * 4)
+    finished = json.loads((tmp_path / "True" / "s1" / "final_eval.json").read_text())
+    assert finished["global_step"] == 80 and finished["train_episodes"] == 2
+    as_finished = load_checkpoint(tmp_path / "True" / "s1" / "final_model.pt")["policy"]
+    after_update = load_checkpoint(tmp_path / "True" / "checkpoints" / "step_256.pt")["components"]["actor"]
+    trained = [k for k in as_finished if not k.startswith("obs_norm.")]  # its normalizer's rows still see its last obs
+    assert all(torch.equal(after_update[k][1].reshape(as_finished[k].shape), as_finished[k]) for k in trained)
+    fast, reference = (load_checkpoint(tmp_path / str(skip) / "checkpoints" / "step_256.pt")["components"]
+                       for skip in (True, False))
+    for component in ("actor", "value"):
+        assert all(torch.equal(fast[component][k], reference[component][k]) for k in reference[component]), component
+    fast, reference = (load_checkpoint(tmp_path / str(skip) / "s0" / "final_model.pt")["policy"] for skip in (True, False))
+    assert all(torch.equal(fast[k], reference[k]) for k in reference)
+    for name in ("episodes.csv", "eval.csv"):
+        assert (tmp_path / "True" / "s0" / name).read_bytes() == (tmp_path / "False" / "s0" / name).read_bytes()
+    assert (tensorboard_scalars(tmp_path / "True" / "s0", "losses/approx_kl")
+            == tensorboard_scalars(tmp_path / "False" / "s0", "losses/approx_kl"))
+
+
 def test_a_checkpoint_with_one_adam_group_is_split_into_policy_and_value():
     policy = torch.nn.ParameterList([torch.nn.Parameter(torch.randn(2, 3)), torch.nn.Parameter(torch.randn(2)),
                                      torch.nn.Parameter(torch.randn(1, 2))])  # three: as weight, bias, log_std
