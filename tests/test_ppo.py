@@ -326,6 +326,14 @@ def test_an_agent_that_finished_does_not_hold_the_others_update_to_the_policys_p
         "ppo.num_minibatches=4", "ppo.update_epochs=4", "ppo.policy_target_kl=1e-12", "network.hidden=[16, 16]",
         "eval.every=0", "eval.final_episodes=1", "checkpoint_every=256", "progress=false"])
     original, passes = ppo.Policy.log_prob_and_entropy, {}
+    original_losses = ppo.clipped_losses
+
+    def finished_agent_never_passes_the_target(*args):  # so that only its finishing can count it as stopped
+        losses = original_losses(*args)
+        losses["approx_kl"] = losses["approx_kl"] * torch.tensor([1.0, 0.0])
+        return losses
+
+    monkeypatch.setattr(ppo, "clipped_losses", finished_agent_never_passes_the_target)
     for skip in (True, False):
         monkeypatch.setattr(ppo, "SKIP_STOPPED_POLICY", skip)
         count = []

@@ -26,8 +26,8 @@ Where it differs from CleanRL, and why:
 - policy_target_kl stops, per agent, only the policy's part of an update once its KL passes the target
   (CleanRL's target_kl stops the value network too, which then falls behind when the policy stops early);
   its logged losses are those of its last minibatch before the stop (the one whose KL stopped it, as
-  CleanRL logs them); once every agent's policy has stopped (an agent that finished training counts as
-  stopped: its policy stays as it finished), the policy's passes are skipped (unless an
+  CleanRL logs them); once every agent's policy has stopped (an agent that finished training or diverged
+  counts as stopped: its network stays as it was), the policy's passes are skipped (unless an
   encoder draws random spikes, whose draws the passes would move on), its loss no longer checked;
   log_std_after_stop keeps the Gaussian's log-std training after the stop (the network's readout is then
   computed without its backward pass, the logged entropy is the latest minibatch's), since a stopped
@@ -352,13 +352,14 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
             next_value = value(policy.obs_norm(loop.obs_tensor(obs)))
             advantages, returns = generalized_advantages(rewards, values, ended, next_value, gamma, lam)
         flat = [t.reshape(K, rollout, *t.shape[3:]) for t in (rollout_obs, actions, log_probs, advantages, returns, values)]
-        # Per agent, in this update. A finished agent's policy is frozen like a stopped one, so that it does not
-        # hold the others' update to the policy's full passes.
-        policy_moving = torch.tensor([agent.active for agent in agents], device=device)
+        policy_moving = torch.ones(K, dtype=torch.bool, device=device)  # per agent, in this update
         policy_epochs = torch.zeros(K, device=device)
         logged = {}  # each agent's policy diagnostics from its last minibatch while it moved (log_std_after_stop:
         # the entropy from its latest)
         for epoch in range(p.update_epochs):
+            # A finished agent's policy (or one that diverged in an earlier epoch) is frozen like a stopped one, so
+            # that it does not hold the others' update to the policy's full passes.
+            policy_moving &= torch.tensor([agent.active for agent in agents], device=device)
             if p.policy_target_kl is not None and epoch > 0:  # CleanRL's check: after an epoch, its last minibatch
                 policy_moving &= logged["approx_kl"] <= p.policy_target_kl
             policy_epochs += policy_moving
