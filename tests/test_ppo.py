@@ -269,6 +269,17 @@ def test_log_std_after_stop_is_refused_without_the_kl_stop_and_for_discrete_acti
         check_environment(cfg)
 
 
+def count_policy_passes(monkeypatch, skip: bool) -> list[int]:
+    """Set SKIP_STOPPED_POLICY to `skip`; the list returned gets, for each pass through the policy's log-prob,
+    its rows if it has a backward pass, else 0 (a minibatch of 64 with one: 64; acting, one row at a time)."""
+    monkeypatch.setattr(ppo, "SKIP_STOPPED_POLICY", skip)
+    count, original = [], ppo.Policy.log_prob_and_entropy
+    monkeypatch.setattr(ppo.Policy, "log_prob_and_entropy",
+                        lambda self, *args: (count.append(args[0].shape[-2] * args[0].requires_grad),
+                                             original(self, *args))[1])
+    return count
+
+
 @pytest.mark.parametrize("network, skipped_passes", [
     (["network.kind=snn"], 2 * 4), (["network.kind=ann"], 2 * 4), (["network.kind=snn", "env_id=CartPole-v1"], 2 * 4),
     (["network.kind=snn", "network.encoder=poisson"], 2 * 4 * 4),  # random input spikes: no skipping
@@ -280,15 +291,10 @@ def test_skipping_a_stopped_policys_passes_trains_and_logs_what_computing_and_un
     # actor, value and Adam state after the first update and the same final policy, to the bit, the same episodes,
     # evaluations and TensorBoard scalars; the skipping path computes the policy in its first epochs only (unless
     # its spikes are random: skipping passes would change the later draws).
-    passes, original = {}, ppo.Policy.log_prob_and_entropy
+    passes = {}
     for skip in (True, False):
-        monkeypatch.setattr(ppo, "SKIP_STOPPED_POLICY", skip)
-        count = []
-        monkeypatch.setattr(ppo.Policy, "log_prob_and_entropy",
-                            lambda self, *args: (count.append(args[0].shape[-2] * args[0].requires_grad),
-                                                 original(self, *args))[1])
+        count = count_policy_passes(monkeypatch, skip)
         first_update(tmp_path / str(skip), "ppo.update_epochs=4", "ppo.policy_target_kl=1e-12", *network)
-        # minibatches of 64 through the network with its backward pass; acting calls one row at a time
         passes[skip] = sum(1 for rows in count if rows == 64)
     assert (passes[True], passes[False]) == (skipped_passes, 2 * 4 * 4)
     runs = {skip: tmp_path / str(skip) for skip in (True, False)}
@@ -325,8 +331,7 @@ def test_an_agent_that_finished_does_not_hold_the_others_update_to_the_policys_p
         "env_id=spikerl/PointReach-v0", "total_steps=512", "ppo.num_envs=1", "ppo.num_steps=256",
         "ppo.num_minibatches=4", "ppo.update_epochs=4", "ppo.policy_target_kl=1e-12", "network.hidden=[16, 16]",
         "eval.every=0", "eval.final_episodes=1", "checkpoint_every=256", "progress=false"])
-    original, passes = ppo.Policy.log_prob_and_entropy, {}
-    original_losses = ppo.clipped_losses
+    passes, original_losses = {}, ppo.clipped_losses
 
     def finished_agent_never_passes_the_target(*args):  # so that only its finishing can count it as stopped
         losses = original_losses(*args)
@@ -335,11 +340,7 @@ def test_an_agent_that_finished_does_not_hold_the_others_update_to_the_policys_p
 
     monkeypatch.setattr(ppo, "clipped_losses", finished_agent_never_passes_the_target)
     for skip in (True, False):
-        monkeypatch.setattr(ppo, "SKIP_STOPPED_POLICY", skip)
-        count = []
-        monkeypatch.setattr(ppo.Policy, "log_prob_and_entropy",
-                            lambda self, *args: (count.append(args[0].shape[-2] * args[0].requires_grad),
-                                                 original(self, *args))[1])
+        count = count_policy_passes(monkeypatch, skip)
         cfgs = seed_configs(base, [0, 1], tmp_path / str(skip))
         cfgs[1].total_episodes = 2
         train_population(tmp_path / str(skip), cfgs)
