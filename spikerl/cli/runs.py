@@ -102,11 +102,6 @@ def _load_any_policy(source: Path, args: argparse.Namespace):
     return load_policy(source, args.checkpoint, args.backend, args.device)
 
 
-def _env_kwargs(cfg, env_id: str) -> dict:
-    """The run's env_kwargs when its policy runs in its own environment; none in another one (--env)."""
-    return cfg.env_kwargs if env_id == cfg.env_id else {}
-
-
 def _check_other_env(cfg, env_id: str | None) -> None:
     """A policy may run in another environment (--env) only if its observation and action spaces match."""
     from spikerl.rl.envs import make_env
@@ -124,6 +119,7 @@ def _check_other_env(cfg, env_id: str | None) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from spikerl.rl.envs import env_kwargs_for
     from spikerl.rl.evaluate import evaluate
 
     source = Path(args.run_dir)
@@ -135,7 +131,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg, policy = _load_any_policy(source, args)
     _check_other_env(cfg, args.env)
     env_id = args.env or cfg.env_id
-    env_kwargs = _env_kwargs(cfg, env_id)
+    env_kwargs = env_kwargs_for(env_id, cfg.env_id, cfg.env_kwargs)
     result = evaluate(policy.act, env_id, args.episodes, args.seed, env_kwargs=env_kwargs)
     if spec is not None:
         fixed = evaluate(quantized_policy(policy, spec).act, env_id, args.episodes, args.seed, env_kwargs=env_kwargs)
@@ -168,13 +164,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_energy(args: argparse.Namespace) -> int:
     from spikerl.deploy.energy import measure_activity, plot_raster
+    from spikerl.rl.envs import env_kwargs_for
 
     source = Path(args.run_dir)
     cfg, policy = _load_any_policy(source, args)
     try:
         env_id = args.env or cfg.env_id
         report, result, recorder = measure_activity(policy, env_id, args.episodes, args.seed, args.raster_decisions,
-                                                    args.e_ac, args.e_mac, _env_kwargs(cfg, env_id))
+                                                    args.e_ac, args.e_mac,
+                                                    env_kwargs_for(env_id, cfg.env_id, cfg.env_kwargs))
     except SpikerlError as exc:
         raise SpikerlError(f"{source}: {exc}") from None
     net = policy.net
@@ -202,11 +200,10 @@ def _env_and_kind(source: Path) -> tuple[str | None, dict, str]:
     import yaml
 
     if source.suffix == ".nir":
-        from spikerl.deploy.nir_io import nir_metadata
+        from spikerl.deploy.nir_io import nir_metadata, stored_config
 
         meta = nir_metadata(source)
-        stored = json.loads(meta["spikerl_config"]) if "spikerl_config" in meta else {}
-        return meta.get("env_id"), stored.get("env_kwargs") or {}, "snn"
+        return meta.get("env_id"), stored_config(meta).get("env_kwargs") or {}, "snn"
     config_path = source / "config.yaml"
     if not config_path.is_file():
         raise SpikerlError(f"run folder not found: {source}" if not source.is_dir()
@@ -216,6 +213,7 @@ def _env_and_kind(source: Path) -> tuple[str | None, dict, str]:
 
 
 def cmd_video(args: argparse.Namespace) -> int:
+    from spikerl.rl.envs import env_kwargs_for
     from spikerl.video.record import prepare_rendering, write_video
 
     if args.episodes < 1 or (args.fps is not None and args.fps <= 0):
@@ -234,11 +232,11 @@ def cmd_video(args: argparse.Namespace) -> int:
     if not env_id:
         raise SpikerlError(f"{source} does not name its environment; give it with --env")
     # Before anything imports MuJoCo, which reads the OpenGL choice once.
-    prepare_rendering(env_id, trained_env_kwargs if env_id == trained_env else {})
+    prepare_rendering(env_id, env_kwargs_for(env_id, trained_env, trained_env_kwargs))
     cfg, policy = _load_any_policy(source, args)
     _check_other_env(cfg, args.env)
     info = write_video(policy, env_id, out, args.episodes, args.seed, args.raster, args.fps, shadows=args.shadows,
-                       env_kwargs=_env_kwargs(cfg, env_id))
+                       env_kwargs=env_kwargs_for(env_id, cfg.env_id, cfg.env_kwargs))
     returns = ", ".join(f"{r:.1f}" for r in info["returns"])
     print(f"wrote {out}: {info['frames']} frames of {env_id} ({info['episodes']} episode(s), returns {returns}) at "
           f"{info['fps']:g} fps, {info['bytes'] / 1e6:.2f} MB; rendered{' with spikes' if args.raster else ''} at "

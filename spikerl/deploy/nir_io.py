@@ -233,13 +233,18 @@ def nir_metadata(path: Path) -> dict:
     return {k: _meta_value(v) for k, v in (read_nir(path).metadata or {}).items()}
 
 
+def stored_config(meta: dict) -> dict:
+    """The spikerl config a graph's metadata records (`nir_metadata`); empty for a graph made elsewhere."""
+    return json.loads(meta["spikerl_config"]) if "spikerl_config" in meta else {}
+
+
 def load_nir_policy(path: Path, env_id: str | None = None, backend: str = "auto", device: str = "cpu"):
     """(config, policy) from a NIR file: a spiking network spikerl can run, wrapped like a trained policy,
     its layers on `backend` and `device`."""
     from spikerl.config import NetworkConfig, TrainConfig, config_from_dict
     from spikerl.devices import resolve_device
     from spikerl.rl import algorithm_module
-    from spikerl.rl.envs import make_env
+    from spikerl.rl.envs import env_kwargs_for, make_env
 
     graph = read_nir(path)
     meta = {k: _meta_value(v) for k, v in (graph.metadata or {}).items()}
@@ -265,12 +270,11 @@ def load_nir_policy(path: Path, env_id: str | None = None, backend: str = "auto"
     if abs(float(meta.get("dt", DT)) - DT) > 1e-12:
         raise SpikerlError(f"{path} was made with dt = {meta['dt']}; spikerl steps NIR graphs with dt = {DT}")
 
-    stored = json.loads(meta["spikerl_config"]) if "spikerl_config" in meta else {}
+    stored = stored_config(meta)
     env_id = env_id or meta.get("env_id")
     if not env_id:
         raise SpikerlError(f"{path} does not name its environment; pass --env")
-    # The trained environment's constructor arguments hold for it, not for another one given with --env.
-    env_kwargs = stored.get("env_kwargs", {}) if env_id == meta.get("env_id") else {}
+    env_kwargs = env_kwargs_for(env_id, meta.get("env_id"), stored.get("env_kwargs"))
     env = make_env(env_id, meta.get("algo"), env_kwargs=env_kwargs)  # a graph that names its algorithm must suit the action space
     algo = meta.get("algo") or ("dqn" if hasattr(env.action_space, "n") else "td3")
     obs_dim = env.observation_space.shape[0]

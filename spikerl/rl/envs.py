@@ -93,6 +93,12 @@ def make_env(env_id: str, algo: str | None = None, render_mode: str | None = Non
     return env
 
 
+def env_kwargs_for(env_id: str, trained_env_id: str | None, trained_env_kwargs: dict | None) -> dict:
+    """What to make `env_id` with for a policy trained in `trained_env_id`: the run's env_kwargs in its own
+    environment, none in another one (--env), whose constructor need not take them."""
+    return dict(trained_env_kwargs or {}) if env_id == trained_env_id else {}
+
+
 def refused_env_kwargs(env_id: str, env_kwargs: dict, exc: Exception) -> SpikerlError:
     """One line for an environment that fails with the run's env_kwargs (a keyword it does not take, a value
     it cannot use)."""
