@@ -12,10 +12,38 @@ import yaml
 from spikerl.errors import SpikerlError
 
 
-def run_label(run_dir: Path) -> str:
-    """Runs that differ only in seed share a label: environment, algorithm, network kind."""
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    return f"{cfg['env_id']} {cfg['algo'].upper()} {cfg['network']['kind'].upper()}"
+# Settings that say where and how a run was kept, not what it trained: runs that differ only in these and
+# their seed are seeds of one variant.
+BOOKKEEPING_KEYS = ("seed", "run_dir", "progress", "threads", "checkpoint_every", "keep_checkpoints")
+MISSING = object()  # a mapping's key (env_kwargs.NAME) that a run does not set
+
+
+def _run_settings(run_dir: Path) -> dict[str, object]:
+    from spikerl.config import config_from_dict, config_to_dict, flatten_settings
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise SpikerlError(f"{run_dir} is not a spikerl run folder (no config.yaml)")
+    try:
+        cfg = config_from_dict(yaml.safe_load(path.read_text()))  # old folders gain the newer settings' defaults
+    except (SpikerlError, yaml.YAMLError) as exc:
+        raise SpikerlError(f"{path}: {str(exc).splitlines()[0]}") from None
+    return {k: v for k, v in flatten_settings(config_to_dict(cfg)).items() if k not in BOOKKEEPING_KEYS}
+
+
+def run_labels(run_dirs: list[Path]) -> list[str]:
+    """One label per run: environment, algorithm and network kind; where runs that share those differ in
+    other settings, each run's values of them as overrides (`network.timesteps=8`). So runs share a label,
+    and with it a curve and a mean, exactly when they differ in nothing but the seed and bookkeeping."""
+    settings = [_run_settings(run_dir) for run_dir in run_dirs]
+    bases = [f"{s['env_id']} {s['algo'].upper()} {s['network.kind'].upper()}" for s in settings]
+    labels = []
+    for base, own in zip(bases, settings):
+        peers = [other for other_base, other in zip(bases, settings) if other_base == base]
+        # Both sides' keys: a mapping such as env_kwargs may name a key in some runs only.
+        differ = sorted({k for other in peers for k in {**own, **other} if own.get(k, MISSING) != other.get(k, MISSING)})
+        labels.append(", ".join([base] + [f"{k}={own.get(k, '(unset)')}" for k in differ]))
+    return labels
 
 
 def read_eval_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -40,10 +68,8 @@ def plot_runs(run_dirs: list[Path], output: Path, title: str | None = None) -> P
     import matplotlib.pyplot as plt
 
     groups: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
-    for run_dir in run_dirs:
-        if not (run_dir / "config.yaml").is_file():
-            raise SpikerlError(f"{run_dir} is not a spikerl run folder (no config.yaml)")
-        groups[run_label(run_dir)].append(read_eval_curve(run_dir))
+    for run_dir, label in zip(run_dirs, run_labels(run_dirs)):
+        groups[label].append(read_eval_curve(run_dir))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, curves in sorted(groups.items()):
         # Seeds may stop at different steps (early stopping): use the steps all of them reached.
@@ -71,13 +97,12 @@ def summarize_runs(run_dirs: list[Path]) -> str:
     import json
 
     rows, groups = [], defaultdict(list)
-    for run_dir in run_dirs:
+    for run_dir, label in zip(run_dirs, run_labels(run_dirs)):
         path = run_dir / "final_eval.json"
         if not path.is_file():
             raise SpikerlError(f"{run_dir} has no final_eval.json; has its training finished?")
         final = json.loads(path.read_text())
         seed = yaml.safe_load((run_dir / "config.yaml").read_text())["seed"]
-        label = run_label(run_dir)
         train_average = final.get("best_train_average")  # absent in runs made before it was recorded
         row = (label, seed, final["global_step"], final["mean_return"], final["best_eval_mean_return"],
                np.nan if train_average is None else train_average, final.get("best_train_average_episode"),

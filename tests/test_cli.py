@@ -224,6 +224,53 @@ def test_summary_tables_runs_by_variant(cli, tiny_runs):
     assert "CartPole-v0 DQN SNN, mean of 2" in lines[-1]
 
 
+def test_summary_and_plot_keep_runs_that_differ_in_a_setting_apart(cli, tiny_runs, tmp_path):
+    import shutil
+
+    import yaml
+
+    from spikerl.plot import run_labels
+
+    def variant(name: str, **changes):
+        run_dir = tmp_path / name
+        shutil.copytree(tiny_runs[1], run_dir)
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        for dotted, value in changes.items():
+            node = cfg
+            *sections, key = dotted.split("__")
+            for section in sections:
+                node = node.setdefault(section, {})
+            node[key] = value
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+        return run_dir
+
+    timesteps = yaml.safe_load((tiny_runs[0] / "config.yaml").read_text())["network"]["timesteps"]
+    longer = variant("longer", network__timesteps=timesteps + 3)
+    kwargs = variant("kwargs", env_kwargs__sutton_barto_reward=True)
+    kept_elsewhere = variant("elsewhere", threads=1, checkpoint_every=7, progress=False, run_dir="elsewhere")
+    labels = run_labels([*tiny_runs, longer, kwargs, kept_elsewhere])
+    assert labels[0] == labels[1] == labels[4]  # seeds and bookkeeping alone share a variant
+    assert labels[0] == (f"CartPole-v0 DQN SNN, env_kwargs.sutton_barto_reward=(unset), "
+                         f"network.timesteps={timesteps}")
+    assert labels[2] == (f"CartPole-v0 DQN SNN, env_kwargs.sutton_barto_reward=(unset), "
+                         f"network.timesteps={timesteps + 3}")
+    assert labels[3] == f"CartPole-v0 DQN SNN, env_kwargs.sutton_barto_reward=True, network.timesteps={timesteps}"
+
+    result = cli("summary", *map(str, [*tiny_runs, longer, kept_elsewhere]))
+    assert result.returncode == 0, result.stderr
+    means = [line for line in result.stdout.splitlines() if "mean of" in line]
+    assert [m.split(", mean of ")[0].strip("| *") for m in means] == [
+        f"CartPole-v0 DQN SNN, network.timesteps={timesteps}", f"CartPole-v0 DQN SNN, network.timesteps={timesteps + 3}"]
+    assert [m.split(", mean of ")[1][0] for m in means] == ["3", "1"]
+    assert cli("plot", *map(str, [*tiny_runs, longer]), "-o", str(tmp_path / "curves.png")).returncode == 0
+
+    (kwargs / "config.yaml").write_text("network: {timesteps: 0}\n")
+    result = cli("summary", *map(str, [*tiny_runs, kwargs]))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"spikerl: error: {kwargs / 'config.yaml'}: network.timesteps (T) must be >= 1, got 0"]
+
+
 def test_total_episodes_stops_at_that_episode_end(cli, tmp_path):
     run_dir = tmp_path / "run"
     result = cli("train", CARTPOLE, "env_id=CartPole-v0", "total_episodes=4", "eval.every=0", "eval.final_episodes=1",

@@ -336,12 +336,12 @@ def add_commands(sub) -> None:
     _add_backend_options(video)
     video.set_defaults(func=cmd_video)
 
-    plot = sub.add_parser("plot", help="learning curves of runs, mean and band over seeds, to PNG")
+    plot = sub.add_parser("plot", help="learning curves of runs, per variant (runs that differ only in seed) the mean and band over seeds, to PNG")
     plot.add_argument("run_dirs", nargs="+")
     plot.add_argument("-o", "--output", default="curves.png")
     plot.add_argument("--title")
     plot.set_defaults(func=cmd_plot)
 
-    summary = sub.add_parser("summary", help="a Markdown table of final and best evaluation returns and wall times")
+    summary = sub.add_parser("summary", help="a Markdown table of final and best evaluation returns and wall times, per run and per variant")
     summary.add_argument("run_dirs", nargs="+")
     summary.set_defaults(func=cmd_summary)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from spikerl.config import TrainConfig, config_to_dict, critic_network, load_config
+from spikerl.config import TrainConfig, config_to_dict, critic_network, flatten_settings, load_config
 from spikerl.errors import SpikerlError
 from spikerl.fileio import atomic_write_text
 
@@ -40,19 +40,9 @@ PER_AGENT_KEYS = (
 POPULATION_FILE = "population.yaml"
 
 
-def _flatten(data: dict, prefix: str = "") -> dict[str, object]:
-    flat = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def shared_settings(cfg: TrainConfig) -> dict[str, object]:
     """Every setting agents of one population must share (dotted key -> value)."""
-    return {k: v for k, v in _flatten(config_to_dict(cfg)).items() if k not in PER_AGENT_KEYS}
+    return {k: v for k, v in flatten_settings(config_to_dict(cfg)).items() if k not in PER_AGENT_KEYS}
 
 
 def check_population(cfgs: list[TrainConfig]) -> None:
