@@ -10,38 +10,53 @@ import numpy as np
 import yaml
 
 from spikerl.errors import SpikerlError
+from spikerl.rl.population import RESUMABLE_OVERRIDES
 
 
-# Settings that say where and how a run was kept, not what it trained: runs that differ only in these and
-# their seed are seeds of one variant.
-BOOKKEEPING_KEYS = ("seed", "run_dir", "progress", "threads", "checkpoint_every", "keep_checkpoints")
-MISSING = object()  # a mapping's key (env_kwargs.NAME) that a run does not set
+def _is_bookkeeping(key: str) -> bool:
+    """Settings that say where and how a run was kept or computed, not what it trained: seeds of one variant
+    may differ in them (the device and `auto` backends are resolved on each machine, and the backends give
+    the same spikes). What a resume may change, except the budget (total_steps, total_episodes)."""
+    return (key in ("seed", "run_dir", "device") or key.endswith(".backend")
+            or (key in RESUMABLE_OVERRIDES and not key.startswith("total_")))
 
 
-def _run_settings(run_dir: Path) -> dict[str, object]:
-    from spikerl.config import config_from_dict, config_to_dict, flatten_settings
+def read_run_settings(run_dir: Path) -> dict[str, object]:
+    """A run folder's config.yaml as dotted keys, a key it lacks (written before the setting existed) at
+    today's default. Read as written, unvalidated: a folder from an older spikerl reads too."""
+    from spikerl.config import TrainConfig, config_to_dict, flatten_settings
 
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise SpikerlError(f"{run_dir} is not a spikerl run folder (no config.yaml)")
     try:
-        cfg = config_from_dict(yaml.safe_load(path.read_text()))  # old folders gain the newer settings' defaults
-    except (SpikerlError, yaml.YAMLError) as exc:
-        raise SpikerlError(f"{path}: {str(exc).splitlines()[0]}") from None
-    return {k: v for k, v in flatten_settings(config_to_dict(cfg)).items() if k not in BOOKKEEPING_KEYS}
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SpikerlError(f"{path} is not readable YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise SpikerlError(f"{path} does not hold a spikerl config (a mapping of settings)")
+    return {**flatten_settings(config_to_dict(TrainConfig())), **flatten_settings(data)}
 
 
-def run_labels(run_dirs: list[Path]) -> list[str]:
-    """One label per run: environment, algorithm and network kind; where runs that share those differ in
-    other settings, each run's values of them as overrides (`network.timesteps=8`). So runs share a label,
-    and with it a curve and a mean, exactly when they differ in nothing but the seed and bookkeeping."""
-    settings = [_run_settings(run_dir) for run_dir in run_dirs]
-    bases = [f"{s['env_id']} {s['algo'].upper()} {s['network.kind'].upper()}" for s in settings]
+def _as_override(value: object) -> str:
+    """A value as an override writes it (`null`, `true`, `[256, 256]`, `'True'` for the string)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=float("inf")).strip()
+    return text[:-len("\n...")] if text.endswith("\n...") else text
+
+
+def variant_labels(settings: list[dict[str, object]]) -> list[str]:
+    """One label per run (its `read_run_settings`): environment, algorithm and network kind; where runs that
+    share those differ in other settings, each run's values of them as overrides (`network.timesteps=8`).
+    So runs share a label, and with it a curve and a mean, exactly when they differ in nothing but the
+    seed and bookkeeping."""
+    from spikerl.config import differing_settings
+
+    written = [{k: _as_override(v) for k, v in own.items() if not _is_bookkeeping(k)} for own in settings]
+    bases = [f"{s.get('env_id')} {str(s.get('algo')).upper()} {str(s.get('network.kind')).upper()}" for s in settings]
     labels = []
-    for base, own in zip(bases, settings):
-        peers = [other for other_base, other in zip(bases, settings) if other_base == base]
-        # Both sides' keys: a mapping such as env_kwargs may name a key in some runs only.
-        differ = sorted({k for other in peers for k in {**own, **other} if own.get(k, MISSING) != other.get(k, MISSING)})
+    for base, own in zip(bases, written):
+        differ = sorted({k for other_base, other in zip(bases, written) if other_base == base
+                         for k in differing_settings(own, other)})
         labels.append(", ".join([base] + [f"{k}={own.get(k, '(unset)')}" for k in differ]))
     return labels
 
@@ -68,7 +83,7 @@ def plot_runs(run_dirs: list[Path], output: Path, title: str | None = None) -> P
     import matplotlib.pyplot as plt
 
     groups: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
-    for run_dir, label in zip(run_dirs, run_labels(run_dirs)):
+    for run_dir, label in zip(run_dirs, variant_labels([read_run_settings(run_dir) for run_dir in run_dirs])):
         groups[label].append(read_eval_curve(run_dir))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, curves in sorted(groups.items()):
@@ -97,12 +112,13 @@ def summarize_runs(run_dirs: list[Path]) -> str:
     import json
 
     rows, groups = [], defaultdict(list)
-    for run_dir, label in zip(run_dirs, run_labels(run_dirs)):
+    settings = [read_run_settings(run_dir) for run_dir in run_dirs]
+    for run_dir, own, label in zip(run_dirs, settings, variant_labels(settings)):
         path = run_dir / "final_eval.json"
         if not path.is_file():
             raise SpikerlError(f"{run_dir} has no final_eval.json; has its training finished?")
         final = json.loads(path.read_text())
-        seed = yaml.safe_load((run_dir / "config.yaml").read_text())["seed"]
+        seed = own["seed"]
         train_average = final.get("best_train_average")  # absent in runs made before it was recorded
         row = (label, seed, final["global_step"], final["mean_return"], final["best_eval_mean_return"],
                np.nan if train_average is None else train_average, final.get("best_train_average_episode"),

@@ -229,7 +229,7 @@ def test_summary_and_plot_keep_runs_that_differ_in_a_setting_apart(cli, tiny_run
 
     import yaml
 
-    from spikerl.plot import run_labels
+    from spikerl.plot import read_run_settings, variant_labels
 
     def variant(name: str, **changes):
         run_dir = tmp_path / name
@@ -247,16 +247,23 @@ def test_summary_and_plot_keep_runs_that_differ_in_a_setting_apart(cli, tiny_run
     timesteps = yaml.safe_load((tiny_runs[0] / "config.yaml").read_text())["network"]["timesteps"]
     longer = variant("longer", network__timesteps=timesteps + 3)
     kwargs = variant("kwargs", env_kwargs__sutton_barto_reward=True)
-    kept_elsewhere = variant("elsewhere", threads=1, checkpoint_every=7, progress=False, run_dir="elsewhere")
-    labels = run_labels([*tiny_runs, longer, kwargs, kept_elsewhere])
+    # Another machine: its device and backend resolved there; kept and logged differently.
+    elsewhere = variant("elsewhere", device="cuda:0", network__backend="fused", threads=1, checkpoint_every=7,
+                        progress=False, run_dir="elsewhere")
+    older = variant("older", network__inference="fast")  # a setting an older spikerl had
+    as_string = variant("as_string", env_kwargs__sutton_barto_reward="True")
+    labels = variant_labels([read_run_settings(d) for d in [*tiny_runs, longer, kwargs, elsewhere, older, as_string]])
     assert labels[0] == labels[1] == labels[4]  # seeds and bookkeeping alone share a variant
-    assert labels[0] == (f"CartPole-v0 DQN SNN, env_kwargs.sutton_barto_reward=(unset), "
+    assert len(set(labels)) == 5
+    assert labels[0] == (f"CartPole-v0 DQN SNN, env_kwargs.sutton_barto_reward=(unset), network.inference=(unset), "
                          f"network.timesteps={timesteps}")
-    assert labels[2] == (f"CartPole-v0 DQN SNN, env_kwargs.sutton_barto_reward=(unset), "
+    assert labels[2] == (f"CartPole-v0 DQN SNN, env_kwargs.sutton_barto_reward=(unset), network.inference=(unset), "
                          f"network.timesteps={timesteps + 3}")
-    assert labels[3] == f"CartPole-v0 DQN SNN, env_kwargs.sutton_barto_reward=True, network.timesteps={timesteps}"
+    assert labels[3] == (f"CartPole-v0 DQN SNN, env_kwargs.sutton_barto_reward=true, network.inference=(unset), "
+                         f"network.timesteps={timesteps}")
+    assert "network.inference=fast" in labels[5] and "env_kwargs.sutton_barto_reward='True'" in labels[6]
 
-    result = cli("summary", *map(str, [*tiny_runs, longer, kept_elsewhere]))
+    result = cli("summary", *map(str, [*tiny_runs, longer, elsewhere]))
     assert result.returncode == 0, result.stderr
     means = [line for line in result.stdout.splitlines() if "mean of" in line]
     assert [m.split(", mean of ")[0].strip("| *") for m in means] == [
@@ -264,11 +271,11 @@ def test_summary_and_plot_keep_runs_that_differ_in_a_setting_apart(cli, tiny_run
     assert [m.split(", mean of ")[1][0] for m in means] == ["3", "1"]
     assert cli("plot", *map(str, [*tiny_runs, longer]), "-o", str(tmp_path / "curves.png")).returncode == 0
 
-    (kwargs / "config.yaml").write_text("network: {timesteps: 0}\n")
+    (kwargs / "config.yaml").write_text("- 1\n")
     result = cli("summary", *map(str, [*tiny_runs, kwargs]))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
-        f"spikerl: error: {kwargs / 'config.yaml'}: network.timesteps (T) must be >= 1, got 0"]
+        f"spikerl: error: {kwargs / 'config.yaml'} does not hold a spikerl config (a mapping of settings)"]
 
 
 def test_total_episodes_stops_at_that_episode_end(cli, tmp_path):
