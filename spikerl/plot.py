@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +11,9 @@ import yaml
 
 from spikerl.errors import SpikerlError
 from spikerl.rl.population import RESUMABLE_OVERRIDES
+
+
+MISSING = object()  # a mapping's key (env_kwargs.NAME) that a run does not set
 
 
 def _is_bookkeeping(key: str) -> bool:
@@ -45,19 +48,22 @@ def _as_override(value: object) -> str:
 
 
 def variant_labels(settings: list[dict[str, object]]) -> list[str]:
-    """One label per run (its `read_run_settings`): environment, algorithm and network kind; where runs that
-    share those differ in other settings, each run's values of them as overrides (`network.timesteps=8`).
-    So runs share a label, and with it a curve and a mean, exactly when they differ in nothing but the
-    seed and bookkeeping."""
-    from spikerl.config import differing_settings
-
+    """One label per run (its `read_run_settings`): environment, algorithm and network kind, then, among the
+    runs that share those, each setting in which the run departs from the most common value (ties: the
+    value met first) as an override (`network.neuron.surrogate_slope=25.0`). Runs share a label, and with
+    it a curve and a mean, exactly when they differ in nothing but the seed and bookkeeping: of two runs
+    that differ in a setting, at most one holds its most common value."""
     written = [{k: _as_override(v) for k, v in own.items() if not _is_bookkeeping(k)} for own in settings]
     bases = [f"{s.get('env_id')} {str(s.get('algo')).upper()} {str(s.get('network.kind')).upper()}" for s in settings]
+    common: dict[str, dict[str, object]] = {}
+    for base in dict.fromkeys(bases):
+        peers = [own for other_base, own in zip(bases, written) if other_base == base]
+        keys = dict.fromkeys(k for own in peers for k in own)  # a mapping such as env_kwargs may name a key in some only
+        common[base] = {k: Counter(own.get(k, MISSING) for own in peers).most_common(1)[0][0] for k in keys}
     labels = []
     for base, own in zip(bases, written):
-        differ = sorted({k for other_base, other in zip(bases, written) if other_base == base
-                         for k in differing_settings(own, other)})
-        labels.append(", ".join([base] + [f"{k}={own.get(k, '(unset)')}" for k in differ]))
+        departures = [k for k in sorted(common[base]) if own.get(k, MISSING) != common[base][k]]
+        labels.append(", ".join([base] + [f"{k}={own.get(k, '(unset)')}" for k in departures]))
     return labels
 
 
@@ -97,10 +103,10 @@ def plot_runs(run_dirs: list[Path], output: Path, title: str | None = None) -> P
     ax.set_ylabel("evaluation return (deterministic)")
     ax.set_title(title or "mean over seeds, band: min to max")
     ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
+    # Below the axes: variant labels may be long, and the legend must not hide the curves.
+    ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.14), fontsize="small", frameon=False)
     output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=120)
+    fig.savefig(output, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return output
 
