@@ -42,8 +42,11 @@ def read_run_settings(run_dir: Path) -> dict[str, object]:
 
 
 def _as_override(value: object) -> str:
-    """A value as an override writes it (`null`, `true`, `[256, 256]`, `'True'` for the string)."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=float("inf")).strip()
+    """A value as an override writes it (`null`, `true`, `[256, 256]`, `'True'` for the string). A string that
+    could read as more of a label (`1, b=2`, `(unset)`) is quoted, so that one label names one variant."""
+    quoted = isinstance(value, str) and any(part in value for part in (", ", "=", "(unset)"))
+    text = yaml.safe_dump(value, default_flow_style=True, width=float("inf"), default_style="'" if quoted else None)
+    text = text.strip()
     return text[:-len("\n...")] if text.endswith("\n...") else text
 
 
@@ -97,11 +100,11 @@ def plot_runs(run_dirs: list[Path], output: Path, title: str | None = None) -> P
         end = min(steps[-1] for steps, _ in curves)
         grid = np.unique(np.concatenate([steps[steps <= end] for steps, _ in curves]))
         values = np.stack([np.interp(grid, steps, returns) for steps, returns in curves])
-        line, = ax.plot(grid, values.mean(axis=0), label=f"{label} ({len(curves)} seed{'s' * (len(curves) > 1)})")
+        line, = ax.plot(grid, values.mean(axis=0), label=f"{label} ({len(curves)} run{'s' * (len(curves) > 1)})")
         ax.fill_between(grid, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("evaluation return (deterministic)")
-    ax.set_title(title or "mean over seeds, band: min to max")
+    ax.set_title(title or "mean over each variant's runs, band: min to max")
     ax.grid(alpha=0.3)
     # Below the axes: variant labels may be long, and the legend must not hide the curves.
     ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.14), fontsize="small", frameon=False)

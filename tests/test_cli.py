@@ -261,6 +261,10 @@ def test_summary_and_plot_keep_runs_that_differ_in_a_setting_apart(cli, tiny_run
     assert labels[3] == "CartPole-v0 DQN SNN, env_kwargs.sutton_barto_reward=true"
     assert labels[5] == "CartPole-v0 DQN SNN, network.inference=fast"
     assert labels[6] == "CartPole-v0 DQN SNN, env_kwargs.sutton_barto_reward='True'"
+    # A string that reads like more of a label is quoted, so two variants never print alike.
+    base = {"env_id": "E-v0", "algo": "ppo", "network.kind": "snn"}
+    tricky = [{"a": 0, "b": "X"}] * 3 + [{"a": "1, b=2", "b": "X"}, {"a": 1, "b": 2}, {"b": "X"}, {"a": "(unset)", "b": "X"}]
+    assert len(set(variant_labels([{**base, **run} for run in tricky]))) == 5
     # With the longer run as the common case, the others are named by its setting.
     assert variant_labels([read_run_settings(d) for d in [longer, tiny_runs[0]]])[1] == (
         f"CartPole-v0 DQN SNN, network.timesteps={timesteps}")
