@@ -273,10 +273,15 @@ def count_policy_passes(monkeypatch, skip: bool) -> list[int]:
     """Set SKIP_STOPPED_POLICY to `skip`; the list returned gets, for each pass through the policy's log-prob,
     its rows if it has a backward pass, else 0 (a minibatch of 64 with one: 64; acting, one row at a time)."""
     monkeypatch.setattr(ppo, "SKIP_STOPPED_POLICY", skip)
-    count, original = [], ppo.Policy.log_prob_and_entropy
-    monkeypatch.setattr(ppo.Policy, "log_prob_and_entropy",
-                        lambda self, *args: (count.append(args[0].shape[-2] * args[0].requires_grad),
-                                             original(self, *args))[1])
+    # The unwrapped method, so that a second call replaces the first counter instead of wrapping it.
+    count, original = [], getattr(ppo.Policy.log_prob_and_entropy, "__wrapped__", ppo.Policy.log_prob_and_entropy)
+
+    def counting(self, *args):
+        count.append(args[0].shape[-2] * args[0].requires_grad)
+        return original(self, *args)
+
+    counting.__wrapped__ = original
+    monkeypatch.setattr(ppo.Policy, "log_prob_and_entropy", counting)
     return count
 
 
