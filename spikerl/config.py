@@ -405,12 +405,6 @@ def flatten_settings(data: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def differing_settings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """The dotted keys of two flattened configs whose values differ, a key that only one of them sets
-    included (a mapping such as env_kwargs may name a key on one side only)."""
-    return [k for k in {**a, **b} if (k in a, a.get(k)) != (k in b, b.get(k))]
-
-
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = data
