@@ -70,7 +70,7 @@ class NetworkConfig:
     activation: Literal["relu", "tanh"] = "relu"  # the ANN's hidden units (spiking networks spike)
     population_size: int = 10  # population encoder and population decoder: neurons per dimension
     population_range: list[float] = field(default_factory=lambda: [-3.0, 3.0])  # initial means span
-    population_std: float = 0.15  # initial receptive-field width
+    population_std: float = math.sqrt(0.15)  # initial receptive-field std: PopSAN's (its fields' variance 0.15)
     population_spikes: Literal["deterministic", "poisson"] = "deterministic"
     decoder: Literal["membrane", "integrator", "population"] = "membrane"
     readout_alpha: float | None = None  # membrane decoder; None: the last hidden layer's alpha

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
+from spikerl.config import NetworkConfig
 from spikerl.snn.decoders import MembraneDecoder, PopulationDecoder
 from spikerl.snn.encoders import (DirectEncoder, PoissonEncoder, PopulationEncoder, RunningMaxAbs,
-                                  TwoNeuronEncoder)
+                                  TwoNeuronEncoder, build_encoder)
 from spikerl.snn.layer import CubaLIF
 
 
@@ -53,6 +54,16 @@ def test_population_deterministic_spikes_are_regular_and_train_the_fields():
     assert torch.allclose(rate, enc.activation(obs), atol=1.0 / 20 + 1e-6)
     spikes.sum().backward()
     assert enc.mean.grad.abs().sum() > 0 and enc.std.grad.abs().sum() > 0
+
+
+def test_the_default_population_leaves_no_value_in_its_range_without_spikes():
+    # PopSAN's fields (10 over [-3, 3], std sqrt(0.15)) overlap: at T = 5 every value drives one of them to spike.
+    # With std 0.15 a fifth of the range, between two means, made no spike at all.
+    cfg = NetworkConfig(encoder="population")
+    enc = build_encoder(cfg.encoder, 1, cfg.population_size, cfg.population_range, cfg.population_std)
+    obs = torch.linspace(-3.0, 3.0, 6001).unsqueeze(-1)
+    spikes_per_value = enc(obs, 5).sum(dim=(0, 2))
+    assert spikes_per_value.min() >= 1
 
 
 def test_population_poisson_spikes_have_the_activation_as_rate():

@@ -5,7 +5,8 @@ Constant encoders (direct, two-neuron) return the same current at every step; th
 
     direct:      x[t] = o
     two_neuron:  x[t] = (max(o, 0), max(-o, 0))                           2 * obs_dim features
-    population:  a_jk = exp(-(o_j - mu_jk)^2 / (2 sigma_jk^2)), learnable mu, sigma (PopSAN),
+    population:  a_jk = exp(-(o_j - mu_jk)^2 / (2 sigma_jk^2)), learnable mu, sigma (PopSAN: 10 means over
+                 [-3, 3], sigma sqrt(0.15) at the start),
                  deterministic spikes from an integrate-and-fire neuron driven by a (threshold 0.999),
                  or Poisson spikes S ~ Bernoulli(a); straight-through gradient to mu, sigma
     poisson:     the two-neuron split, clamped to [0, 1], as a per-step spike probability
@@ -13,6 +14,8 @@ Constant encoders (direct, two-neuron) return the same current at every step; th
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -155,7 +158,7 @@ class PopulationEncoder(nn.Module):
     constant = False
     REGULAR_THRESHOLD = 0.999  # PopSAN's deterministic encoder threshold
 
-    def __init__(self, obs_dim: int, population_size: int, mean_range=(-3.0, 3.0), std: float = 0.15, spikes: str = "deterministic"):
+    def __init__(self, obs_dim: int, population_size: int, mean_range=(-3.0, 3.0), std: float = math.sqrt(0.15), spikes: str = "deterministic"):
         super().__init__()
         if spikes not in ("deterministic", "poisson"):
             raise ValueError(f"unknown population spikes {spikes!r}")
@@ -200,7 +203,7 @@ class PoissonEncoder(nn.Module):
 
 
 def build_encoder(name: str, obs_dim: int, population_size: int = 10, population_range=(-3.0, 3.0),
-                  population_std: float = 0.15, population_spikes: str = "deterministic") -> nn.Module:
+                  population_std: float = math.sqrt(0.15), population_spikes: str = "deterministic") -> nn.Module:
     if name == "direct":
         return DirectEncoder(obs_dim)
     if name == "two_neuron":

@@ -6,6 +6,8 @@ replaces the Dirac delta dS/dx with a smooth or boxed stand-in:
     fast_sigmoid (SuperSpike, the paper's):  dS/dx = 1 / (slope * |x| + 1)^2          slope = 100
     atan (SpikingJelly's ATan):               dS/dx = (slope / 2) / (1 + (pi/2 * slope * x)^2)   slope = 2
     rectangular (PopSAN):                     dS/dx = 1 / width  if |x| < width / 2, else 0       width = 1
+
+PopSAN's released code pairs the rectangular one with a reset that passes gradient (`detach_reset: false`).
 """
 
 from __future__ import annotations
