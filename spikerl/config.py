@@ -267,6 +267,9 @@ class TrainConfig:
     ppo: PPOConfig = field(default_factory=PPOConfig)
 
 
+ALGORITHMS = typing.get_args(typing.get_type_hints(TrainConfig)["algo"])  # dqn, td3, sac, ppo: each has a section
+
+
 def critic_network(cfg: TrainConfig) -> NetworkConfig | None:
     """The algorithm's second network (TD3's and SAC's critics, PPO's value network); DQN has none."""
     return {"td3": cfg.td3.critic, "sac": cfg.sac.critic, "ppo": cfg.ppo.critic}.get(cfg.algo)
@@ -403,6 +406,36 @@ def flatten_settings(data: dict, prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+_SPIKING_ONLY = ("timesteps", "decoder", "readout_alpha", "readout_beta", "bias", "backend")
+_POPULATION_ENCODER_ONLY = ("population_range", "population_std", "population_spikes")
+
+
+def settings_the_run_reads(flat: dict[str, Any]) -> dict[str, Any]:
+    """Of a run's settings (`flatten_settings` of its config), those its training reads. Left out: the other
+    algorithms' sections, an ANN's spiking settings (neurons, T, decoder, bias), a spiking network's
+    `activation`, and the population coding's settings of a network without it. So two runs that differ
+    only in settings they never read (such as a default changed between the versions that wrote them)
+    trained the same thing."""
+    algo = flat.get("algo")
+    unread_sections = tuple(f"{other}." for other in ALGORITHMS if other != algo)
+    kept = {k: v for k, v in flat.items() if not k.startswith(unread_sections)}
+    for prefix in ("network.", f"{algo}.critic."):
+        if f"{prefix}kind" not in kept:
+            continue
+        if kept[f"{prefix}kind"] == "ann":
+            unread = [*_SPIKING_ONLY, *_POPULATION_ENCODER_ONLY, "population_size"]
+            kept = {k: v for k, v in kept.items() if not k.startswith(f"{prefix}neuron.")}
+        else:
+            unread = ["activation"]
+            if kept.get(f"{prefix}encoder") != "population":
+                unread += _POPULATION_ENCODER_ONLY
+                if kept.get(f"{prefix}decoder") != "population":
+                    unread.append("population_size")
+        for key in unread:
+            kept.pop(f"{prefix}{key}", None)
+    return kept
 
 
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:

@@ -26,8 +26,9 @@ def _is_bookkeeping(key: str) -> bool:
 
 def read_run_settings(run_dir: Path) -> dict[str, object]:
     """A run folder's config.yaml as dotted keys, a key it lacks (written before the setting existed) at
-    today's default. Read as written, unvalidated: a folder from an older spikerl reads too."""
-    from spikerl.config import TrainConfig, config_to_dict, flatten_settings
+    today's default, without the settings its training never read (`config.settings_the_run_reads`). Read as
+    written, unvalidated: a folder from an older spikerl reads too."""
+    from spikerl.config import TrainConfig, config_to_dict, flatten_settings, settings_the_run_reads
 
     path = run_dir / "config.yaml"
     if not path.is_file():
@@ -38,7 +39,7 @@ def read_run_settings(run_dir: Path) -> dict[str, object]:
         raise SpikerlError(f"{path} is not readable YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
         raise SpikerlError(f"{path} does not hold a spikerl config (a mapping of settings)")
-    return {**flatten_settings(config_to_dict(TrainConfig())), **flatten_settings(data)}
+    return settings_the_run_reads({**flatten_settings(config_to_dict(TrainConfig())), **flatten_settings(data)})
 
 
 def _as_override(value: object) -> str:

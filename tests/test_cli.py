@@ -247,9 +247,11 @@ def test_summary_and_plot_keep_runs_that_differ_in_a_setting_apart(cli, tiny_run
     timesteps = yaml.safe_load((tiny_runs[0] / "config.yaml").read_text())["network"]["timesteps"]
     longer = variant("longer", network__timesteps=timesteps + 3)
     kwargs = variant("kwargs", env_kwargs__sutton_barto_reward=True)
-    # Another machine: its device and backend resolved there; kept and logged differently.
+    # Another machine: its device and backend resolved there; kept and logged differently...
+    # ...and settings its training never reads: another algorithm's, the unused population encoder's, the ANN's.
     elsewhere = variant("elsewhere", device="cuda:0", network__backend="fused", threads=1, checkpoint_every=7,
-                        progress=False, run_dir="elsewhere")
+                        progress=False, run_dir="elsewhere", td3__gamma=0.5, network__population_std=0.15,
+                        network__activation="tanh")
     older = variant("older", network__inference="fast")  # a setting an older spikerl had
     as_string = variant("as_string", env_kwargs__sutton_barto_reward="True")
     labels = variant_labels([read_run_settings(d) for d in [*tiny_runs, longer, kwargs, elsewhere, older, as_string]])

@@ -136,3 +136,22 @@ def test_the_pendulum_ppo_presets_keep_rl_zoo3s_one_rate_no_kl_stop_and_t_5():
         ppo = load_config(CONFIGS[0].parent / f"pendulum_ppo_{kind}.yaml").ppo
         assert (ppo.learning_rate, ppo.policy_learning_rate, ppo.log_std_learning_rate, ppo.policy_target_kl) == (1e-3, None, None, None)
     assert load_config(CONFIGS[0].parent / "pendulum_ppo_snn.yaml").network.timesteps == 5  # the MuJoCo T is 8
+
+
+def test_the_settings_a_run_reads_leave_out_those_its_training_never_reads():
+    from spikerl.config import flatten_settings, settings_the_run_reads
+
+    def read(*overrides):
+        return settings_the_run_reads(flatten_settings(config_to_dict(load_config(None, list(overrides)))))
+
+    ppo = read("algo=ppo")  # a spiking policy with the two-neuron encoder, an ANN value network
+    assert {"ppo.gamma", "network.neuron.theta", "network.timesteps", "ppo.critic.activation"} <= set(ppo)
+    assert not any(k.startswith(("dqn.", "td3.", "sac.", "ppo.critic.neuron.")) for k in ppo)
+    assert not {"network.activation", "network.population_std", "ppo.critic.timesteps"} & set(ppo)
+    encoded = read("algo=ppo", "network.encoder=population")
+    assert {"network.population_std", "network.population_size", "network.population_spikes"} <= set(encoded)
+    decoded = read("algo=td3", "network.decoder=population", "td3.critic.kind=snn")
+    assert "network.population_size" in decoded and "network.population_std" not in decoded
+    assert {"td3.critic.neuron.theta", "td3.critic.timesteps"} <= set(decoded) and "td3.critic.activation" not in decoded
+    twin = read("algo=dqn", "network.kind=ann", "network.activation=tanh")
+    assert "network.activation" in twin and not any(k.startswith("network.neuron.") for k in twin)
