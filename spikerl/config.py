@@ -408,33 +408,44 @@ def flatten_settings(data: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-_SPIKING_ONLY = ("timesteps", "decoder", "readout_alpha", "readout_beta", "bias", "backend")
-_POPULATION_ENCODER_ONLY = ("population_range", "population_std", "population_spikes")
+def _unread_network_settings(net: dict[str, Any], is_critic: bool) -> list[str]:
+    """The keys of one network's settings (`net`: its flattened section, without the prefix) that building and
+    training it never reads. Each is left out on account of a setting that is kept, so two networks that
+    differ in what they read still differ in what is kept."""
+    unread = ["normalize_obs", "obs_normalizer"] if is_critic else []  # a critic reads its actor's normalizer
+    if not is_critic and not net.get("normalize_obs", True):
+        unread.append("obs_normalizer")  # either normalizer, disabled, passes observations through
+    population_encoder = ["population_range", "population_std", "population_spikes"]
+    if net.get("kind") == "ann":  # the ANN twin: its units, the input features, biases always
+        return unread + [k for k in net if k.startswith("neuron.")] + population_encoder + [
+            "population_size", "timesteps", "decoder", "readout_alpha", "readout_beta", "bias", "backend"]
+    unread.append("activation")
+    if net.get("encoder") != "population":
+        unread += population_encoder
+        if net.get("decoder") != "population":
+            unread.append("population_size")
+    if net.get("decoder") != "membrane":
+        unread += ["readout_alpha", "readout_beta"]
+    unread.append("neuron.surrogate_slope" if net.get("neuron.surrogate") == "rectangular" else "neuron.surrogate_width")
+    if net.get("neuron.randomize") == "none":
+        unread.append("neuron.spread")
+    return unread
 
 
 def settings_the_run_reads(flat: dict[str, Any]) -> dict[str, Any]:
     """Of a run's settings (`flatten_settings` of its config), those its training reads. Left out: the other
-    algorithms' sections, an ANN's spiking settings (neurons, T, decoder, bias), a spiking network's
-    `activation`, and the population coding's settings of a network without it. So two runs that differ
-    only in settings they never read (such as a default changed between the versions that wrote them)
-    trained the same thing."""
+    algorithms' sections and, per network, what `_unread_network_settings` names (an ANN's spiking settings,
+    a spiking network's `activation`, the population coding's settings of a network without it, a critic's
+    normalizer...). So two runs that differ only in settings they never read (such as a default changed
+    between the versions that wrote them) trained the same thing."""
     algo = flat.get("algo")
     unread_sections = tuple(f"{other}." for other in ALGORITHMS if other != algo)
     kept = {k: v for k, v in flat.items() if not k.startswith(unread_sections)}
-    for prefix in ("network.", f"{algo}.critic."):
-        if f"{prefix}kind" not in kept:
-            continue
-        if kept[f"{prefix}kind"] == "ann":
-            unread = [*_SPIKING_ONLY, *_POPULATION_ENCODER_ONLY, "population_size"]
-            kept = {k: v for k, v in kept.items() if not k.startswith(f"{prefix}neuron.")}
-        else:
-            unread = ["activation"]
-            if kept.get(f"{prefix}encoder") != "population":
-                unread += _POPULATION_ENCODER_ONLY
-                if kept.get(f"{prefix}decoder") != "population":
-                    unread.append("population_size")
-        for key in unread:
-            kept.pop(f"{prefix}{key}", None)
+    for prefix, is_critic in (("network.", False), (f"{algo}.critic.", True)):
+        net = {k[len(prefix):]: v for k, v in kept.items() if k.startswith(prefix)}
+        if "kind" in net:
+            for key in _unread_network_settings(net, is_critic):
+                kept.pop(prefix + key, None)
     return kept
 
 

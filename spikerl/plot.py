@@ -14,6 +14,7 @@ from spikerl.rl.population import RESUMABLE_OVERRIDES
 
 
 MISSING = object()  # a mapping's key (env_kwargs.NAME) that a run does not set
+UNREAD = object()  # a setting the run's training never reads (`config.settings_the_run_reads`)
 
 
 def _is_bookkeeping(key: str) -> bool:
@@ -26,8 +27,8 @@ def _is_bookkeeping(key: str) -> bool:
 
 def read_run_settings(run_dir: Path) -> dict[str, object]:
     """A run folder's config.yaml as dotted keys, a key it lacks (written before the setting existed) at
-    today's default, without the settings its training never read (`config.settings_the_run_reads`). Read as
-    written, unvalidated: a folder from an older spikerl reads too."""
+    today's default, and UNREAD for a setting its training never read (`config.settings_the_run_reads`).
+    Read as written, unvalidated: a folder from an older spikerl reads too."""
     from spikerl.config import TrainConfig, config_to_dict, flatten_settings, settings_the_run_reads
 
     path = run_dir / "config.yaml"
@@ -39,7 +40,9 @@ def read_run_settings(run_dir: Path) -> dict[str, object]:
         raise SpikerlError(f"{path} is not readable YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
         raise SpikerlError(f"{path} does not hold a spikerl config (a mapping of settings)")
-    return settings_the_run_reads({**flatten_settings(config_to_dict(TrainConfig())), **flatten_settings(data)})
+    settings = {**flatten_settings(config_to_dict(TrainConfig())), **flatten_settings(data)}
+    read = settings_the_run_reads(settings)
+    return {k: v if k in read else UNREAD for k, v in settings.items()}
 
 
 def _as_override(value: object) -> str:
@@ -55,18 +58,22 @@ def variant_labels(settings: list[dict[str, object]]) -> list[str]:
     """One label per run (its `read_run_settings`): environment, algorithm and network kind, then, among the
     runs that share those, each setting in which the run departs from the most common value (ties: the
     value met first) as an override (`network.neuron.surrogate_slope=25.0`). Runs share a label, and with
-    it a curve and a mean, exactly when they differ in nothing but the seed and bookkeeping: of two runs
-    that differ in a setting, at most one holds its most common value."""
-    written = [{k: _as_override(v) for k, v in own.items() if not _is_bookkeeping(k)} for own in settings]
+    it a curve and a mean, exactly when they differ in nothing but the seed, bookkeeping and settings they
+    never read: of two runs that differ in a setting, at most one holds its most common value. A setting
+    counts only among the runs that read it (the population encoder's among those that have one); a run
+    that does not read it differs from those that do in the setting that switches it on (the encoder)."""
+    written = [{k: v if v is UNREAD else _as_override(v) for k, v in own.items() if not _is_bookkeeping(k)}
+               for own in settings]
     bases = [f"{s.get('env_id')} {str(s.get('algo')).upper()} {str(s.get('network.kind')).upper()}" for s in settings]
     common: dict[str, dict[str, object]] = {}
     for base in dict.fromkeys(bases):
         peers = [own for other_base, own in zip(bases, written) if other_base == base]
         keys = dict.fromkeys(k for own in peers for k in own)  # a mapping such as env_kwargs may name a key in some only
-        common[base] = {k: Counter(own.get(k, MISSING) for own in peers).most_common(1)[0][0] for k in keys}
+        values = {k: Counter(own.get(k, MISSING) for own in peers if own.get(k) is not UNREAD) for k in keys}
+        common[base] = {k: counts.most_common(1)[0][0] for k, counts in values.items() if counts}
     labels = []
     for base, own in zip(bases, written):
-        departures = [k for k in sorted(common[base]) if own.get(k, MISSING) != common[base][k]]
+        departures = [k for k in sorted(common[base]) if own.get(k) is not UNREAD and own.get(k, MISSING) != common[base][k]]
         labels.append(", ".join([base] + [f"{k}={own.get(k, '(unset)')}" for k in departures]))
     return labels
 

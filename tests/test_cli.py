@@ -254,15 +254,19 @@ def test_summary_and_plot_keep_runs_that_differ_in_a_setting_apart(cli, tiny_run
                         network__activation="tanh")
     older = variant("older", network__inference="fast")  # a setting an older spikerl had
     as_string = variant("as_string", env_kwargs__sutton_barto_reward="True")
-    labels = variant_labels([read_run_settings(d) for d in [*tiny_runs, longer, kwargs, elsewhere, older, as_string]])
+    encoded = variant("encoded", network__encoder="population")
+    labels = variant_labels([read_run_settings(d) for d in [*tiny_runs, longer, kwargs, elsewhere, older, as_string,
+                                                            encoded]])
     assert labels[0] == labels[1] == labels[4]  # seeds and bookkeeping alone share a variant
-    assert len(set(labels)) == 5
+    assert len(set(labels)) == 6
     # Each variant is named by where it departs from the most common value of each setting.
     assert labels[0] == "CartPole-v0 DQN SNN"
     assert labels[2] == f"CartPole-v0 DQN SNN, network.timesteps={timesteps + 3}"
     assert labels[3] == "CartPole-v0 DQN SNN, env_kwargs.sutton_barto_reward=true"
     assert labels[5] == "CartPole-v0 DQN SNN, network.inference=fast"
     assert labels[6] == "CartPole-v0 DQN SNN, env_kwargs.sutton_barto_reward='True'"
+    # The settings the population encoder switches on count only among runs that have one.
+    assert labels[7] == "CartPole-v0 DQN SNN, network.encoder=population"
     # A string that reads like more of a label is quoted, so two variants never print alike.
     base = {"env_id": "E-v0", "algo": "ppo", "network.kind": "snn"}
     tricky = [{"a": 0, "b": "X"}] * 3 + [{"a": "1, b=2", "b": "X"}, {"a": 1, "b": 2}, {"b": "X"}, {"a": "(unset)", "b": "X"}]

@@ -153,5 +153,14 @@ def test_the_settings_a_run_reads_leave_out_those_its_training_never_reads():
     decoded = read("algo=td3", "network.decoder=population", "td3.critic.kind=snn")
     assert "network.population_size" in decoded and "network.population_std" not in decoded
     assert {"td3.critic.neuron.theta", "td3.critic.timesteps"} <= set(decoded) and "td3.critic.activation" not in decoded
-    twin = read("algo=dqn", "network.kind=ann", "network.activation=tanh")
-    assert "network.activation" in twin and not any(k.startswith("network.neuron.") for k in twin)
+    twin = read("algo=sac", "network.kind=ann", "network.activation=tanh")
+    assert {"network.activation", "network.encoder", "sac.alpha", "sac.critic.hidden"} <= set(twin)
+    assert not any(k.startswith(("network.neuron.", "network.population_", "sac.critic.neuron.")) for k in twin)
+    assert not {"network.timesteps", "network.decoder", "network.bias", "sac.critic.normalize_obs"} & set(twin)
+    assert "network.readout_beta" in read("network.decoder=membrane")  # a DQN's membrane readout
+    assert "network.readout_beta" not in read("algo=td3", "network.decoder=integrator")
+    assert "network.neuron.surrogate_slope" in read() and "network.neuron.surrogate_width" not in read()
+    rectangular = read("network.neuron.surrogate=rectangular", "network.neuron.randomize=normal")
+    assert "network.neuron.surrogate_width" in rectangular and "network.neuron.surrogate_slope" not in rectangular
+    assert "network.neuron.spread" in rectangular and "network.neuron.spread" not in read()
+    assert "network.obs_normalizer" in read("network.normalize_obs=true") and "network.obs_normalizer" not in read()

@@ -155,6 +155,27 @@ def test_joining_a_study_with_another_search_space_is_refused(cli, tmp_path):
     assert other.returncode == 2 and "was created with another space" in other.stderr, other.stderr
 
 
+def test_a_study_stays_joinable_when_a_default_its_runs_never_read_changes(tmp_path):
+    from spikerl.tune.space import parse_param
+    from spikerl.tune.storage import open_storage
+    from spikerl.tune.study import SPEC_ATTR, TuneSpec, open_study
+
+    spec = TuneSpec(config=str(ROOT / TINY[0]), overrides=TINY[1:], space=[parse_param(BETA[1])])
+    storage = open_storage(str(tmp_path / "study.journal"), ROOT, 30)
+    study = open_study(spec, storage, "s", 0)
+
+    def stored_with(**network_settings) -> None:
+        agreement = json.loads(json.dumps(spec.agreement()))
+        agreement["base_config"]["network"].update(network_settings)
+        study.set_user_attr(SPEC_ATTR, agreement)
+
+    stored_with(population_std=0.15)  # an older spikerl's default; these runs have no population encoder
+    assert open_study(spec, storage, "s", 0).study_name == "s"
+    stored_with(timesteps=99)  # a setting the runs read
+    with pytest.raises(SpikerlError, match="was created with another base_config"):
+        open_study(spec, storage, "s", 0)
+
+
 def test_pruning_compares_the_same_seed_and_step_and_stops_the_trial(tmp_path):
     """Seed i's evaluation at step s is reported at i x total_steps + s; a trial below the median there stops."""
     from spikerl.tune.storage import open_storage

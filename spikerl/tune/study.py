@@ -105,11 +105,19 @@ def open_study(spec: TuneSpec, storage, name: str, sampler_seed: int | None):
     stored = study.user_attrs.get(SPEC_ATTR)
     if stored is None:
         study.set_user_attr(SPEC_ATTR, agreement)
-    elif stored != agreement:
-        differ = [k for k in agreement if stored.get(k) != agreement[k]]
+    elif _as_compared(stored) != _as_compared(agreement):
+        differ = [k for k in agreement if _as_compared(stored).get(k) != _as_compared(agreement)[k]]
         raise SpikerlError(f"study {name!r} was created with another {' and '.join(differ)}; use the same config, "
                            "overrides, search space, seeds and objectives, or another --study name")
     return study
+
+
+def _as_compared(agreement: dict) -> dict:
+    """What two workers' agreements must share: of the base config, the settings its runs read, so a study stays
+    joinable after a default changes in a setting they never read (such as the population encoder's std)."""
+    from spikerl.config import flatten_settings, settings_the_run_reads
+
+    return {**agreement, "base_config": settings_the_run_reads(flatten_settings(agreement.get("base_config", {})))}
 
 
 # ----------------------------------------------------------------------------- the objective
