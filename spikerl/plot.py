@@ -73,7 +73,8 @@ def variant_labels(settings: list[dict[str, object]]) -> list[str]:
         common[base] = {k: counts.most_common(1)[0][0] for k, counts in values.items() if counts}
     labels = []
     for base, own in zip(bases, written):
-        departures = [k for k in sorted(common[base]) if own.get(k) is not UNREAD and own.get(k, MISSING) != common[base][k]]
+        departures = [k for k, value in sorted(common[base].items())
+                      if own.get(k) is not UNREAD and own.get(k, MISSING) != value]
         labels.append(", ".join([base] + [f"{k}={own.get(k, '(unset)')}" for k in departures]))
     return labels
 

@@ -105,8 +105,8 @@ def open_study(spec: TuneSpec, storage, name: str, sampler_seed: int | None):
     stored = study.user_attrs.get(SPEC_ATTR)
     if stored is None:
         study.set_user_attr(SPEC_ATTR, agreement)
-    elif _as_compared(stored) != _as_compared(agreement):
-        differ = [k for k in agreement if _as_compared(stored).get(k) != _as_compared(agreement)[k]]
+    elif (was := _as_compared(stored)) != (now := _as_compared(agreement)):
+        differ = [k for k in now if was.get(k) != now[k]]
         raise SpikerlError(f"study {name!r} was created with another {' and '.join(differ)}; use the same config, "
                            "overrides, search space, seeds and objectives, or another --study name")
     return study
