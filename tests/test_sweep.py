@@ -72,6 +72,27 @@ def test_a_sweep_killed_with_sigkill_restarts_without_rerunning_finished_runs(tm
         assert (out / run_dir / "final_eval.json").stat().st_mtime_ns == mtime
 
 
+def test_cells_a_restart_starts_train_from_the_config_the_sweep_started_with(cli, tmp_path):
+    import yaml
+
+    from spikerl.tune.sweep import Sweep, SweepSpec, parse_axis
+
+    preset, out = tmp_path / "preset.yaml", tmp_path / "sweep"
+    preset.write_text((ROOT / TINY[0]).read_text())
+    beta = "network.neuron.beta=0.3:0.7:2"
+    # A sweep stopped before any of its runs started...
+    Sweep(SweepSpec(config=str(preset), overrides=TINY[1:], grid=dict([parse_axis(beta, "--grid")])), out).prepare()
+    # ...whose preset was edited since (or whose defaults changed with spikerl): its cells keep its settings.
+    started_with = yaml.safe_load(preset.read_text())["dqn"]["gamma"]
+    preset.write_text(preset.read_text().replace(f"gamma: {started_with}", "gamma: 0.5"))
+    result = cli("sweep", str(preset), *TINY[1:], "--grid", beta, "--seeds", "0", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    table = rows(out)
+    assert len(table) == 2 and {r["status"] for r in table} == {"done"}
+    for r in table:
+        assert yaml.safe_load((out / r["run_dir"] / "config.yaml").read_text())["dqn"]["gamma"] == started_with != 0.5
+
+
 def test_a_sweep_whose_runs_fail_says_so_and_exits_1(cli, tmp_path):
     import torch
 

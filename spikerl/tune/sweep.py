@@ -6,6 +6,9 @@
 
 OUT/
   sweep.yaml          the sweep's definition (a restart must match it)
+  base_config.yaml    its config file with its overrides, resolved when the sweep started: every cell, those
+                      a restart starts too, trains from it, so a preset edited or a default changed since
+                      then does not split the sweep
   runs/<cell>/s<seed> ordinary run folders (`spikerl eval`, `plot`, `export` work on them)
   results.csv         one row per run, rebuilt from the run folders after every finished run
   heatmaps.png        mean final return over the grid, one panel per variant, one colour scale
@@ -136,16 +139,16 @@ class RunJob:
         """The cell's axis values as key=value overrides."""
         return [f"{k}={json.dumps(v)}" for k, v in {**self.variant, **self.point}.items()]
 
-    def config(self, spec: SweepSpec):
+    def config(self, base: Path):
+        """This run's config: the sweep's resolved `base` config with the cell's values, seed and folder."""
         from spikerl.config import load_config
 
-        return load_config(spec.config, [*spec.overrides, *self.values(), f"seed={self.seed}", f"run_dir={self.run_dir}"])
+        return load_config(base, [*self.values(), f"seed={self.seed}", f"run_dir={self.run_dir}"])
 
-    def command(self, spec: SweepSpec) -> list[str]:
-        values = self.values()
+    def command(self, base: Path) -> list[str]:
         if (self.run_dir / "config.yaml").is_file():
             return [sys.executable, "-m", "spikerl.cli", "train", "--resume", str(self.run_dir), "progress=false"]
-        return [sys.executable, "-m", "spikerl.cli", "train", spec.config, *spec.overrides, *values, f"seed={self.seed}",
+        return [sys.executable, "-m", "spikerl.cli", "train", str(base), *self.values(), f"seed={self.seed}",
                 f"run_dir={self.run_dir}", "threads=1", "progress=false"]
 
 
@@ -176,15 +179,19 @@ def die_with_parent() -> None:
 class Sweep:
     def __init__(self, spec: SweepSpec, out: Path):
         self.spec, self.out = spec, out
+        self.base = out / "base_config.yaml"  # written by prepare()
         self.jobs = [RunJob(variant, point, seed, out / "runs" / cell_name(variant, point) / f"s{seed}")
                      for variant, point in cell_overrides(spec) for seed in spec.seeds]
         self._lock = threading.Lock()
 
     def prepare(self) -> None:
-        """Write sweep.yaml, or check that the folder holds this same sweep.
+        """Write sweep.yaml and base_config.yaml, or check that the folder holds this same sweep (its
+        base_config.yaml is kept; a sweep started before spikerl wrote one gets it now).
 
         `solved_at` only changes the summary, so a restart may change it (the report is redrawn, nothing retrains).
         """
+        from spikerl.config import load_config, save_config
+
         self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / "sweep.yaml"
         text = yaml.safe_dump(asdict(self.spec), sort_keys=False)
@@ -194,6 +201,8 @@ class Sweep:
             if stored != wanted:
                 raise SpikerlError(f"{self.out} holds another sweep (its sweep.yaml differs); choose another --out")
         atomic_write_text(path, text)
+        if not self.base.is_file():
+            save_config(load_config(self.spec.config, self.spec.overrides), self.base)
 
     def populations(self) -> list[list[RunJob]]:
         """The sweep's runs grouped into populations: those whose configs share everything but per-agent values."""
@@ -201,7 +210,7 @@ class Sweep:
 
         groups: dict[str, list[RunJob]] = {}
         for job in self.jobs:
-            key = json.dumps(shared_settings(job.config(self.spec)), sort_keys=True, default=str)
+            key = json.dumps(shared_settings(job.config(self.base)), sort_keys=True, default=str)
             groups.setdefault(key, []).append(job)
         return list(groups.values())
 
@@ -259,7 +268,7 @@ class Sweep:
             job.run_dir.parent.mkdir(parents=True, exist_ok=True)
             if job.run_dir.exists() and not (job.run_dir / "config.yaml").is_file():
                 shutil.rmtree(job.run_dir)  # killed before its config was written, or failed to start: nothing to keep
-            command = job.command(self.spec)
+            command = job.command(self.base)
         result = subprocess.run(command, capture_output=True, text=True, preexec_fn=die_with_parent,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         error = _child_error(result.returncode, result.stderr)
@@ -281,7 +290,7 @@ class Sweep:
             (job.run_dir / "sweep-error.txt").unlink(missing_ok=True)
             if not (job.run_dir / "config.yaml").is_file():
                 job.run_dir.mkdir(parents=True, exist_ok=True)
-                save_config(job.config(self.spec), job.run_dir / "config.yaml")
+                save_config(job.config(self.base), job.run_dir / "config.yaml")
         if not (home / "population.yaml").is_file():
             write_population(home, [job.run_dir for job in jobs])
 
