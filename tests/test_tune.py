@@ -174,6 +174,13 @@ def test_a_study_stays_joinable_when_a_default_its_runs_never_read_changes(tmp_p
     stored_with(timesteps=99)  # a setting the runs read
     with pytest.raises(SpikerlError, match="was created with another base_config"):
         open_study(spec, storage, "s", 0)
+    # Where the space searches the encoder, the trials that draw the population encoder read its std.
+    spec = TuneSpec(config=spec.config, overrides=spec.overrides,
+                    space=[parse_param(BETA[1]), parse_param("network.encoder=choice:two_neuron,population")])
+    study = open_study(spec, storage, "with-encoder", 0)
+    stored_with(population_std=0.15)
+    with pytest.raises(SpikerlError, match="was created with another base_config"):
+        open_study(spec, storage, "with-encoder", 0)
 
 
 def test_pruning_compares_the_same_seed_and_step_and_stops_the_trial(tmp_path):

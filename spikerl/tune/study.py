@@ -15,7 +15,7 @@ seeds (a seed that stopped at `eval.stop_at_return` counts with its last evaluat
 Storage: a local Optuna journal file (OUT/study.journal) by default: no server, any number of
 local processes. A database URL (postgresql://...) lets any number of machines join one study,
 each running the same command; the study remembers its base config, space, seeds and objectives
-and refuses a worker that brings others. A worker that dies leaves its trial failed and the study
+and refuses a worker that brings others (of the base config, the settings some trial reads). A worker that dies leaves its trial failed and the study
 goes on: local dead workers are found through their process ids, remote ones through Optuna's
 heartbeat (database storage only). Failed trials do not count towards --trials.
 """
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import os
@@ -112,12 +113,24 @@ def open_study(spec: TuneSpec, storage, name: str, sampler_seed: int | None):
     return study
 
 
+_MOST_CHOICE_COMBINATIONS = 4096  # beyond this, every base setting counts as read
+
+
 def _as_compared(agreement: dict) -> dict:
-    """What two workers' agreements must share: of the base config, the settings its runs read, so a study stays
-    joinable after a default changes in a setting they never read (such as the population encoder's std)."""
+    """What two workers' agreements must share: of the base config, the settings some trial reads, so a study
+    stays joinable after a default changes in a setting no trial reads (such as the population encoder's std
+    where no trial has one). A setting a choice in the space switches on counts: with the encoder searched,
+    the population encoder's std is read by the trials that draw it."""
     from spikerl.config import flatten_settings, settings_the_run_reads
 
-    return {**agreement, "base_config": settings_the_run_reads(flatten_settings(agreement.get("base_config", {})))}
+    base = flatten_settings(agreement.get("base_config", {}))
+    choices = {p.key: p.choices for p in space_from_data(agreement.get("space", [])) if p.type == "choice"}
+    if math.prod(len(c) for c in choices.values()) > _MOST_CHOICE_COMBINATIONS:
+        return agreement
+    read = set()
+    for combination in itertools.product(*choices.values()):
+        read |= set(settings_the_run_reads({**base, **dict(zip(choices, combination))}))
+    return {**agreement, "base_config": {k: v for k, v in base.items() if k in read}}
 
 
 # ----------------------------------------------------------------------------- the objective
