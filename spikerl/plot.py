@@ -10,19 +10,11 @@ import numpy as np
 import yaml
 
 from spikerl.errors import SpikerlError
-from spikerl.rl.population import RESUMABLE_OVERRIDES
+from spikerl.rl.population import is_bookkeeping
 
 
 MISSING = object()  # a mapping's key (env_kwargs.NAME) that a run does not set
 UNREAD = object()  # a setting the run's training never reads (`config.settings_the_run_reads`)
-
-
-def _is_bookkeeping(key: str) -> bool:
-    """Settings that say where and how a run was kept or computed, not what it trained: seeds of one variant
-    may differ in them (the device and `auto` backends are resolved on each machine, and the backends give
-    the same spikes). What a resume may change, except the budget (total_steps, total_episodes)."""
-    return (key in ("seed", "run_dir", "device") or key.endswith(".backend")
-            or (key in RESUMABLE_OVERRIDES and not key.startswith("total_")))
 
 
 def read_run_settings(run_dir: Path) -> dict[str, object]:
@@ -62,7 +54,7 @@ def variant_labels(settings: list[dict[str, object]]) -> list[str]:
     never read: of two runs that differ in a setting, at most one holds its most common value. A setting
     counts only among the runs that read it (the population encoder's among those that have one); a run
     that does not read it differs from those that do in the setting that switches it on (the encoder)."""
-    written = [{k: v if v is UNREAD else _as_override(v) for k, v in own.items() if not _is_bookkeeping(k)}
+    written = [{k: v if v is UNREAD else _as_override(v) for k, v in own.items() if not is_bookkeeping(k)}
                for own in settings]
     bases = [f"{s.get('env_id')} {str(s.get('algo')).upper()} {str(s.get('network.kind')).upper()}" for s in settings]
     common: dict[str, dict[str, object]] = {}

@@ -2,6 +2,7 @@
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -91,6 +92,34 @@ def test_cells_a_restart_starts_train_from_the_config_the_sweep_started_with(cli
     assert len(table) == 2 and {r["status"] for r in table} == {"done"}
     for r in table:
         assert yaml.safe_load((out / r["run_dir"] / "config.yaml").read_text())["dqn"]["gamma"] == started_with != 0.5
+
+    # A folder an older spikerl made (no base_config.yaml) takes its settings from a started run, and the cells
+    # are checked against those: the preset no longer even loads.
+    (out / "base_config.yaml").unlink()
+    shutil.rmtree(out / table[1]["run_dir"])
+    preset.write_text(preset.read_text() + "\nnot_a_setting: 1\n")
+    result = cli("sweep", str(preset), *TINY[1:], "--grid", beta, "--seeds", "0", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "1 already finished, 1 to run" in result.stdout
+    assert yaml.safe_load((out / table[1]["run_dir"] / "config.yaml").read_text())["dqn"]["gamma"] == started_with
+
+    # The machines of a shared sweep agree on the settings: one whose base config differs is refused.
+    import optuna
+
+    from spikerl.errors import SpikerlError
+    from spikerl.tune.shared_sweep import agree_on_base_config
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    agree_on_base_config(study, Sweep(SweepSpec(str(preset), TINY[1:], dict([parse_axis(beta, "--grid")])), out))
+    for name, gamma in (("same", started_with), ("edited", 0.5)):
+        (tmp_path / f"{name}.yaml").write_text((ROOT / TINY[0]).read_text().replace(f"gamma: {started_with}", f"gamma: {gamma}"))
+        elsewhere = Sweep(SweepSpec(str(tmp_path / f"{name}.yaml"), TINY[1:], dict([parse_axis(beta, "--grid")])),
+                          tmp_path / name)
+        elsewhere.prepare()
+        if name == "same":  # the cell's beta and the resolved backend in the run-made base are no difference
+            agree_on_base_config(study, elsewhere)
+            continue
+        with pytest.raises(SpikerlError, match=r"differs from the base config this shared sweep started with \(in dqn.gamma\)"):
+            agree_on_base_config(study, elsewhere)
 
 
 def test_a_sweep_whose_runs_fail_says_so_and_exits_1(cli, tmp_path):
@@ -289,7 +318,9 @@ class _FailingSweep:
         from types import SimpleNamespace
 
         self.out, self.raises, self.trained = out, raises, []
-        self.spec = SimpleNamespace(config="tiny.yaml", seeds=[0])
+        self.spec = SimpleNamespace(config="tiny.yaml", seeds=[0], grid={}, variants={})
+        self.base = out / "base_config.yaml"
+        self.base.write_text("algo: dqn\n")
         self.jobs = {f"u{i}": [SimpleNamespace(run_dir=out / f"u{i}")] for i in range(2)}
 
     def units(self, population):

@@ -11,7 +11,7 @@ from spikerl.errors import SpikerlError
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from spikerl.tune.report import plot_heatmaps, read_rows, summary_table
-    from spikerl.tune.sweep import Sweep, SweepSpec, parse_axis, validate_spec
+    from spikerl.tune.sweep import Sweep, SweepSpec, parse_axis
 
     grid = dict(parse_axis(text, "--grid") for text in args.grid)
     variants = dict(parse_axis(text, "--variant") for text in args.variant)
@@ -22,11 +22,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise SpikerlError(f"--workers must be >= 1, got {args.workers}")
     spec = SweepSpec(config=args.config, overrides=args.overrides, grid=grid, variants=variants, seeds=seeds,
                      solved_at=args.solved_at)
-    validate_spec(spec)
-    sweep = Sweep(spec, Path(args.out))
-    sweep.prepare()
     if args.heartbeat < 1:
         raise SpikerlError(f"--heartbeat must be >= 1, got {args.heartbeat}")
+    sweep = Sweep(spec, Path(args.out))
+    sweep.prepare()  # validates every cell before it writes anything
     given_up = sweep.run(args.workers, log=lambda line: print(line, flush=True), population=args.population,
                          storage=args.storage, heartbeat_s=args.heartbeat)
     rows = read_rows(sweep.out)

@@ -165,6 +165,14 @@ RESUMABLE_OVERRIDES = ("total_steps", "total_episodes", "progress", "threads", "
                        "video.every", "video.episodes", "video.raster", "video.fps")
 
 
+def is_bookkeeping(key: str) -> bool:
+    """Settings that say where and how a run was kept or computed, not what it trained: seeds of one variant
+    may differ in them (the device and `auto` backends are resolved on each machine, and the backends give
+    the same spikes). What a resume may change, except the budget (total_steps, total_episodes)."""
+    return (key in ("seed", "run_dir", "device") or key.endswith(".backend")
+            or (key in RESUMABLE_OVERRIDES and not key.startswith("total_")))
+
+
 def resume_config(run_dir: Path, overrides: list[str]) -> TrainConfig:
     """The run's own resolved config, with only the overrides that leave its past steps valid."""
     from spikerl.config import parse_override

@@ -15,6 +15,9 @@ A unit that fails by its own error (its child exits non-zero) is queued once mor
 failure the study gives up on it, so that no machine retries a broken run forever. Starting the sweep
 again gives every unit given up so far one more round (the study records from which trial on its
 failures count, `retry_after_<unit>`), as running a local sweep again retries its failed runs.
+
+The study also keeps the base_config.yaml of the first machine to open it; a machine whose own differs
+is refused with one line before it trains, so every cell trains from the same settings.
 """
 
 from __future__ import annotations
@@ -88,6 +91,28 @@ def study_name(sweep, population: bool) -> str:
     return f"sweep-{sweep.out.name}-{hashlib.sha256(definition.encode()).hexdigest()[:12]}"
 
 
+def agree_on_base_config(study, sweep) -> None:
+    """Every machine's cells train from the settings the sweep started with: the first to open the study stores
+    its base_config.yaml there, and a machine whose own differs (another preset file or spikerl version,
+    each OUT folder writing its own at its first start) is refused before it trains anything."""
+    from spikerl.config import flatten_settings
+    from spikerl.rl.population import is_bookkeeping
+
+    mine = sweep.base.read_text()
+    stored = study.user_attrs.get("base_config")
+    if stored is None:
+        study.set_user_attr("base_config", mine)
+        return
+    theirs, ours = flatten_settings(yaml.safe_load(stored)), flatten_settings(yaml.safe_load(mine))
+    each_cell_sets = {*sweep.spec.grid, *sweep.spec.variants}  # (a base made from a started run holds its cell's)
+    differ = sorted(k for k in theirs.keys() | ours.keys()
+                    if theirs.get(k) != ours.get(k) and k not in each_cell_sets and not is_bookkeeping(k))
+    if differ:
+        raise SpikerlError(f"{sweep.base} differs from the base config this shared sweep started with (in "
+                           f"{', '.join(differ[:3])}{', ...' if len(differ) > 3 else ''}); give every machine the "
+                           "same config file and spikerl version")
+
+
 def unit_of(trial) -> int | None:
     fixed = trial.params if "unit" in trial.params else trial.system_attrs.get("fixed_params", {})
     return fixed.get("unit")
@@ -126,6 +151,7 @@ def run_shared(sweep, storage_url: str, workers: int, heartbeat_s: int, populati
         study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, load_if_exists=True)
     except Exception as exc:  # a storage that refuses the study (permissions, a full disk)
         raise SpikerlError(f"cannot open sweep study {name} in {redact(storage_url)}: {exc}") from None
+    agree_on_base_config(study, sweep)
     log(f"sweep {sweep.out}: {len(units)} {'populations' if population else 'runs'} shared through study {name} "
         f"in {redact(storage_url)}, {workers} worker(s) here")
     trials = study.get_trials(deepcopy=False)

@@ -6,9 +6,11 @@
 
 OUT/
   sweep.yaml          the sweep's definition (a restart must match it)
-  base_config.yaml    its config file with its overrides, resolved when the sweep started: every cell, those
-                      a restart starts too, trains from it, so a preset edited or a default changed since
-                      then does not split the sweep
+  base_config.yaml    its config file with its overrides, resolved when the sweep started (in a folder an
+                      older spikerl made, from a started run's config): every cell, those a restart starts
+                      too, trains from it, so a preset edited or a default changed since then does not
+                      split the sweep (a shared sweep's machines must agree on it); delete the folder, or
+                      choose another --out, to sweep an edited preset
   runs/<cell>/s<seed> ordinary run folders (`spikerl eval`, `plot`, `export` work on them)
   results.csv         one row per run, rebuilt from the run folders after every finished run
   heatmaps.png        mean final return over the grid, one panel per variant, one colour scale
@@ -100,10 +102,14 @@ def cell_name(variant: dict, point: dict) -> str:
     return "-".join(_short(k, v) for k, v in {**variant, **point}.items()) or "base"
 
 
-def validate_spec(spec: SweepSpec) -> None:
+def validate_spec(spec: SweepSpec, config: str | Path | None = None, overrides: list[str] | None = None) -> None:
     """Every value of every axis must make a valid config, for an environment it can use: unknown keys, bad
-    values and unsuitable environments fail here, not in every run."""
+    values and unsuitable environments fail here, not in every run. The cells' settings come from `config`
+    with `overrides` (a restarted sweep's base_config.yaml), by default the spec's config and overrides."""
     from spikerl.config import load_config
+
+    if config is None:
+        config, overrides = spec.config, spec.overrides
     from spikerl.rl.envs import check_environment
 
     if not 1 <= len(spec.grid) <= 2:
@@ -117,13 +123,13 @@ def validate_spec(spec: SweepSpec) -> None:
         for key, values in axes.items():
             for value in values:
                 try:
-                    load_config(spec.config, [*spec.overrides, f"{key}={json.dumps(value)}"])
+                    load_config(config, [*overrides, f"{key}={json.dumps(value)}"])
                 except SpikerlError as exc:
                     raise SpikerlError(f"sweep axis {key}={value!r}: {exc}") from None
     for variant, point in cell_overrides(spec):  # the environment of each cell as it will run
         values = [f"{k}={json.dumps(v)}" for k, v in {**variant, **point}.items()]
         try:
-            check_environment(load_config(spec.config, [*spec.overrides, *values]))
+            check_environment(load_config(config, [*overrides, *values]))
         except SpikerlError as exc:
             raise SpikerlError(f"sweep cell {cell_name(variant, point)}: {exc}") from None
 
@@ -185,14 +191,13 @@ class Sweep:
         self._lock = threading.Lock()
 
     def prepare(self) -> None:
-        """Write sweep.yaml and base_config.yaml, or check that the folder holds this same sweep (its
-        base_config.yaml is kept; a sweep started before spikerl wrote one gets it now).
+        """Check that the folder holds no other sweep, validate every cell (`validate_spec`) against the settings
+        the cells train from, then write sweep.yaml and, once, base_config.yaml.
 
         `solved_at` only changes the summary, so a restart may change it (the report is redrawn, nothing retrains).
         """
         from spikerl.config import load_config, save_config
 
-        self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / "sweep.yaml"
         text = yaml.safe_dump(asdict(self.spec), sort_keys=False)
         if path.is_file():
@@ -200,9 +205,21 @@ class Sweep:
             stored.pop("solved_at", None), wanted.pop("solved_at", None)
             if stored != wanted:
                 raise SpikerlError(f"{self.out} holds another sweep (its sweep.yaml differs); choose another --out")
+        source, overrides = self._settings_source()
+        validate_spec(self.spec, source, overrides)
+        self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, text)
         if not self.base.is_file():
-            save_config(load_config(self.spec.config, self.spec.overrides), self.base)
+            save_config(load_config(source, overrides), self.base)
+
+    def _settings_source(self) -> tuple[str | Path, list[str]]:
+        """Where the cells take their settings: base_config.yaml; in a folder an older spikerl made (runs but no
+        base_config.yaml), a started run's own config (each cell overrides its values, seed and folder); in a
+        new sweep, the config file with the sweep's overrides."""
+        if self.base.is_file():
+            return self.base, []
+        started = sorted(self.out.glob("runs/*/s*/config.yaml"))
+        return (started[0], []) if started else (self.spec.config, self.spec.overrides)
 
     def populations(self) -> list[list[RunJob]]:
         """The sweep's runs grouped into populations: those whose configs share everything but per-agent values."""
