@@ -110,6 +110,7 @@ def validate_spec(spec: SweepSpec, config: str | Path | None = None, overrides: 
 
     if config is None:
         config, overrides = spec.config, spec.overrides
+    source = "" if str(config) == spec.config else f" (with the settings of {config})"
     from spikerl.rl.envs import check_environment
 
     if not 1 <= len(spec.grid) <= 2:
@@ -125,13 +126,13 @@ def validate_spec(spec: SweepSpec, config: str | Path | None = None, overrides: 
                 try:
                     load_config(config, [*overrides, f"{key}={json.dumps(value)}"])
                 except SpikerlError as exc:
-                    raise SpikerlError(f"sweep axis {key}={value!r}: {exc}") from None
+                    raise SpikerlError(f"sweep axis {key}={value!r}{source}: {exc}") from None
     for variant, point in cell_overrides(spec):  # the environment of each cell as it will run
         values = [f"{k}={json.dumps(v)}" for k, v in {**variant, **point}.items()]
         try:
             check_environment(load_config(config, [*overrides, *values]))
         except SpikerlError as exc:
-            raise SpikerlError(f"sweep cell {cell_name(variant, point)}: {exc}") from None
+            raise SpikerlError(f"sweep cell {cell_name(variant, point)}{source}: {exc}") from None
 
 
 @dataclass
