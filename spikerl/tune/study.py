@@ -15,9 +15,10 @@ seeds (a seed that stopped at `eval.stop_at_return` counts with its last evaluat
 Storage: a local Optuna journal file (OUT/study.journal) by default: no server, any number of
 local processes. A database URL (postgresql://...) lets any number of machines join one study,
 each running the same command; the study remembers its base config, space, seeds and objectives
-and refuses a worker that brings others (of the base config, the settings some trial reads). A worker that dies leaves its trial failed and the study
-goes on: local dead workers are found through their process ids, remote ones through Optuna's
-heartbeat (database storage only). Failed trials do not count towards --trials.
+and refuses a worker that brings others (of the base config, the settings some trial reads). A
+worker that dies leaves its trial failed and the study goes on: local dead workers are found through
+their process ids, remote ones through Optuna's heartbeat (database storage only). Failed trials do
+not count towards --trials.
 """
 
 from __future__ import annotations

@@ -107,11 +107,11 @@ def validate_spec(spec: SweepSpec, config: str | Path | None = None, overrides: 
     values and unsuitable environments fail here, not in every run. The cells' settings come from `config`
     with `overrides` (a restarted sweep's base_config.yaml), by default the spec's config and overrides."""
     from spikerl.config import load_config
+    from spikerl.rl.envs import check_environment
 
     if config is None:
         config, overrides = spec.config, spec.overrides
     source = "" if str(config) == spec.config else f" (with the settings of {config})"
-    from spikerl.rl.envs import check_environment
 
     if not 1 <= len(spec.grid) <= 2:
         raise SpikerlError(f"a sweep needs one or two --grid axes (the heatmap's), got {len(spec.grid)}")
