@@ -408,6 +408,12 @@ def flatten_settings(data: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def differing_settings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The dotted keys of two flattened configs whose values differ, a key that only one of them sets
+    included (a mapping such as env_kwargs, or a setting of another spikerl version, may be on one side only)."""
+    return [k for k in {**a, **b} if (k in a, a.get(k)) != (k in b, b.get(k))]
+
+
 def _unread_network_settings(net: dict[str, Any], is_critic: bool) -> list[str]:
     """The keys of one network's settings (`net`: its flattened section, without the prefix) that building and
     training it never reads. Each is left out on account of a setting that is kept, so two networks that

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from spikerl.config import TrainConfig, config_to_dict, critic_network, flatten_settings, load_config
+from spikerl.config import TrainConfig, config_to_dict, critic_network, differing_settings, flatten_settings, load_config
 from spikerl.errors import SpikerlError
 from spikerl.fileio import atomic_write_text
 
@@ -54,8 +54,7 @@ def check_population(cfgs: list[TrainConfig]) -> None:
     shared = shared_settings(cfgs[0])
     for cfg in cfgs[1:]:
         other = shared_settings(cfg)
-        # Both sides' keys: a mapping such as env_kwargs may name a key on one side only.
-        differ = [k for k in {**shared, **other} if (k in shared, shared.get(k)) != (k in other, other.get(k))]
+        differ = differing_settings(shared, other)
         if differ:
             raise SpikerlError(f"agents of one population may differ only in {', '.join(PER_AGENT_KEYS[2:])} and "
                                f"the seed; {cfg.run_dir} has {differ[0]} = {other.get(differ[0])!r}, "

@@ -95,7 +95,7 @@ def agree_on_base_config(study, sweep) -> None:
     """Every machine's cells train from the settings the sweep started with: the first to open the study stores
     its base_config.yaml there, and a machine whose own differs (another preset file or spikerl version,
     each OUT folder writing its own at its first start) is refused before it trains anything."""
-    from spikerl.config import flatten_settings
+    from spikerl.config import differing_settings, flatten_settings
     from spikerl.rl.population import is_bookkeeping
 
     mine = sweep.base.read_text()
@@ -105,8 +105,7 @@ def agree_on_base_config(study, sweep) -> None:
         return
     theirs, ours = flatten_settings(yaml.safe_load(stored)), flatten_settings(yaml.safe_load(mine))
     each_cell_sets = {*sweep.spec.grid, *sweep.spec.variants}  # (a base made from a started run holds its cell's)
-    differ = sorted(k for k in theirs.keys() | ours.keys()
-                    if theirs.get(k) != ours.get(k) and k not in each_cell_sets and not is_bookkeeping(k))
+    differ = sorted(k for k in differing_settings(theirs, ours) if k not in each_cell_sets and not is_bookkeeping(k))
     if differ:
         raise SpikerlError(f"{sweep.base} differs from the base config this shared sweep started with (in "
                            f"{', '.join(differ[:3])}{', ...' if len(differ) > 3 else ''}); give every machine the "
