@@ -495,14 +495,15 @@ def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     if base is None:
         return data
     merged = read_config_file(path.parent / str(base), (*_seen, path.resolve()))
-    _merge_raw(merged, data)
+    _merge_raw(merged, data, empty_clears=True)
     return merged
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
     """Read a YAML config (or start from defaults when `path` is None) and apply `key=value` overrides.
 
-    A config may name another as `base: other.yaml` and change only what differs (the ANN twins do).
+    A config may name another as `base: other.yaml` and change only what differs (the ANN twins do); an empty
+    mapping there (`env_kwargs: {}`) clears what the base set.
     """
     # Start from the defaults so a file or an override may set any single field.
     merged = config_to_dict(TrainConfig())
@@ -520,10 +521,13 @@ def config_with_overrides(data: dict, overrides: list[str] = ()) -> TrainConfig:
     return config_from_dict(merged)
 
 
-def _merge_raw(target: dict, source: dict) -> None:
+def _merge_raw(target: dict, source: dict, empty_clears: bool = False) -> None:
+    """Merge `source` into `target`, mapping by mapping. With `empty_clears` (a config file over its `base:`), an
+    empty mapping clears what the base set there: `env_kwargs: {}` drops the base's keyword arguments, and an
+    empty section such as `ppo: {}` leaves that section at its defaults."""
     for key, value in source.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            _merge_raw(target[key], value)
+        if isinstance(value, dict) and isinstance(target.get(key), dict) and (value or not empty_clears):
+            _merge_raw(target[key], value, empty_clears)
         else:
             target[key] = value
 

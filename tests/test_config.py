@@ -53,6 +53,11 @@ def test_env_kwargs_load_from_yaml_and_may_be_left_empty(tmp_path):
     assert load_config(path).env_kwargs == {"include_cfrc_ext_in_observation": False, "ctrl_cost_weight": 0.5}
     path.write_text("env_kwargs:\n")
     assert load_config(path).env_kwargs == {}
+    # A config whose base sets env_kwargs clears them with an empty mapping, as with an empty value.
+    (tmp_path / "child.yaml").write_text("base: c.yaml\nenv_kwargs: {}\n")
+    for base_text in ("env_kwargs: {ctrl_cost_weight: 0.5}\n", "env_kwargs: {ctrl_cost_weight: 0.5}\nalgo: ppo\n"):
+        path.write_text(base_text)
+        assert load_config(path).env_kwargs and load_config(tmp_path / "child.yaml").env_kwargs == {}
 
 
 @pytest.mark.parametrize("override, message", [
@@ -101,6 +106,10 @@ def test_base_file_is_merged_underneath(tmp_path):
     (tmp_path / "b.yaml").write_text("base: a.yaml\nnetwork: {neuron: {beta: 0.1}}\n")
     cfg = load_config(tmp_path / "b.yaml")
     assert (cfg.seed, cfg.network.hidden, cfg.network.neuron.theta, cfg.network.neuron.beta) == (4, [8, 8], 0.9, 0.1)
+    # An empty section over the base's leaves that section at its defaults; the rest of the base stays.
+    (tmp_path / "c.yaml").write_text("base: a.yaml\nnetwork: {neuron: {}}\n")
+    cfg, defaults = load_config(tmp_path / "c.yaml"), load_config(None)
+    assert (cfg.seed, cfg.network.hidden, cfg.network.neuron) == (4, [8, 8], defaults.network.neuron)
 
 
 def test_every_search_space_preset_fits_its_config():
