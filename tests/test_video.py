@@ -218,3 +218,16 @@ def test_a_mujoco_video_through_egl(halfcheetah_run, tmp_path):
     reader = imageio.get_reader(tmp_path / "v.mp4")
     assert sum(1 for _ in reader) == 1000  # HalfCheetah's episode: 1000 steps, one frame each
     reader.close()
+
+
+def test_mujoco_videos_follow_the_body_unless_the_config_chooses_a_camera():
+    pytest.importorskip("mujoco")
+    from spikerl.rl.envs import make_env
+
+    tracking = make_env("HalfCheetah-v5", "td3", render_mode="rgb_array")
+    chosen = make_env("HalfCheetah-v5", "td3", render_mode="rgb_array", env_kwargs={"camera_id": -1})
+    try:
+        assert tracking.unwrapped.mujoco_renderer.camera_id >= 0  # the model's "track" camera
+        assert chosen.unwrapped.mujoco_renderer.camera_id == -1  # the free camera it asked for, kept
+    finally:
+        tracking.close(), chosen.close()

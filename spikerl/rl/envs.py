@@ -75,8 +75,8 @@ def make_env(env_id: str, algo: str | None = None, render_mode: str | None = Non
         if not env_kwargs:
             raise
         raise refused_env_kwargs(env_id, env_kwargs, exc) from None
-    if render_mode and is_mujoco(env_id):
-        _film_with_tracking_camera(env)
+    if render_mode and is_mujoco(env_id) and not CAMERA_KWARGS & set(env_kwargs or {}):
+        _film_with_tracking_camera(env)  # unless the config chose its own view
     if not (isinstance(env.observation_space, spaces.Box) and len(env.observation_space.shape) == 1):
         env.close()
         raise SpikerlError(f"environment {env_id} has observation space {env.observation_space}; spikerl needs a flat Box")
@@ -175,6 +175,9 @@ def _route_mujoco_warnings() -> None:
             pass
 
     mujoco.set_mju_user_warning(warn)
+
+
+CAMERA_KWARGS = {"camera_id", "camera_name", "default_camera_config"}  # Gymnasium's MuJoCo view arguments
 
 
 def _film_with_tracking_camera(env: gym.Env) -> None:
