@@ -103,23 +103,65 @@ def test_cells_a_restart_starts_train_from_the_config_the_sweep_started_with(cli
     assert "1 already finished, 1 to run" in result.stdout
     assert yaml.safe_load((out / table[1]["run_dir"] / "config.yaml").read_text())["dqn"]["gamma"] == started_with
 
-    # The machines of a shared sweep agree on the settings: one whose base config differs is refused.
+    # The machines of a shared sweep agree on the settings: one whose base config differs in a setting some cell
+    # reads is refused; one that differs only in settings no cell reads (a default an older spikerl had) is not.
     import optuna
 
     from spikerl.errors import SpikerlError
     from spikerl.tune.shared_sweep import agree_on_base_config
-    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
-    agree_on_base_config(study, Sweep(SweepSpec(str(preset), TINY[1:], dict([parse_axis(beta, "--grid")])), out))
-    for name, gamma in (("same", started_with), ("edited", 0.5)):
-        (tmp_path / f"{name}.yaml").write_text((ROOT / TINY[0]).read_text().replace(f"gamma: {started_with}", f"gamma: {gamma}"))
-        elsewhere = Sweep(SweepSpec(str(tmp_path / f"{name}.yaml"), TINY[1:], dict([parse_axis(beta, "--grid")])),
-                          tmp_path / name)
+    from spikerl.tune.storage import create_or_join
+
+    def join(name: str, config_text: str, variants: dict | None = None) -> None:
+        (tmp_path / f"{name}.yaml").write_text(config_text)
+        elsewhere = Sweep(SweepSpec(str(tmp_path / f"{name}.yaml"), TINY[1:], dict([parse_axis(beta, "--grid")]),
+                                    variants or {}), tmp_path / name)
         elsewhere.prepare()
-        if name == "same":  # the cell's beta and the resolved backend in the run-made base are no difference
-            agree_on_base_config(study, elsewhere)
-            continue
-        with pytest.raises(SpikerlError, match=r"differs from the base config this shared sweep started with \(in dqn.gamma\)"):
-            agree_on_base_config(study, elsewhere)
+        _, stored = create_or_join("base_config", elsewhere.base.read_text(), study_name="s", storage=storage)
+        agree_on_base_config(stored, elsewhere)
+
+    storage = optuna.storages.InMemoryStorage()
+    first = Sweep(SweepSpec(str(preset), TINY[1:], dict([parse_axis(beta, "--grid")])), out)
+    assert create_or_join("base_config", first.base.read_text(), study_name="s", storage=storage)[1] is None
+    preset_text = (ROOT / TINY[0]).read_text()
+    join("same", preset_text)  # the cell's beta and the resolved backend in the run-made base are no difference
+    with pytest.raises(SpikerlError, match=r"differs from the base config this shared sweep started with \(in dqn.gamma\)"):
+        join("edited", preset_text.replace(f"gamma: {started_with}", "gamma: 0.5"))
+    unread = preset_text.replace("network:\n", "network:\n  population_std: 0.15\n", 1)
+    assert "population_std: 0.15" in unread
+    join("older", unread)  # no cell has a population encoder
+    with pytest.raises(SpikerlError, match=r"\(in network.population_std\)"):
+        join("older-encoders", unread, {"network.encoder": ["two_neuron", "population"]})
+
+
+def test_machines_opening_a_shared_study_together_agree_on_the_creators_value(monkeypatch, tmp_path):
+    """Two machines that open a new study at the same instant: the one that creates it stores its value, and the
+    other, finding the study but not yet the value, waits for it rather than storing its own."""
+    import threading
+
+    import optuna
+
+    from spikerl.tune import storage as storage_module
+    from spikerl.tune.storage import create_or_join, open_storage
+
+    storage = open_storage(str(tmp_path / "study.journal"), tmp_path, 30)
+    optuna.create_study(study_name="s", storage=storage)  # the creator, before it stores its value...
+    later = threading.Timer(0.5, lambda: optuna.load_study(study_name="s", storage=storage).set_user_attr("v", "creator's"))
+    later.start()
+    study, stored = create_or_join("v", "joiner's", study_name="s", storage=storage)
+    later.join()
+    assert stored == "creator's" and study.user_attrs["v"] == "creator's"
+    # A creator that died before storing its value leaves it to the first joiner once the wait is over; a study
+    # with trials but no value (made by an older spikerl) is joined at once.
+    monkeypatch.setattr(storage_module, "JOIN_WAIT_S", 0.3)
+    optuna.create_study(study_name="orphan", storage=storage)
+    assert create_or_join("v", "joiner's", study_name="orphan", storage=storage)[1] is None
+    assert optuna.load_study(study_name="orphan", storage=storage).user_attrs["v"] == "joiner's"
+    monkeypatch.setattr(storage_module, "JOIN_WAIT_S", 60)
+    old = optuna.create_study(study_name="old", storage=storage)
+    old.enqueue_trial({"unit": 0})
+    started = time.monotonic()
+    assert create_or_join("v", "joiner's", study_name="old", storage=storage)[1] is None
+    assert time.monotonic() - started < 5
 
 
 def test_a_sweep_whose_runs_fail_says_so_and_exits_1(cli, tmp_path):

@@ -16,8 +16,8 @@ failure the study gives up on it, so that no machine retries a broken run foreve
 again gives every unit given up so far one more round (the study records from which trial on its
 failures count, `retry_after_<unit>`), as running a local sweep again retries its failed runs.
 
-The study also keeps the base_config.yaml of the first machine to open it; a machine whose own differs
-is refused with one line before it trains, so every cell trains from the same settings.
+The study also keeps the base_config.yaml of the machine that created it; a machine whose own differs in a
+setting some cell reads is refused with one line before it trains, so every cell trains from the same settings.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import time
 import yaml
 
 from spikerl.errors import SpikerlError
-from spikerl.tune.storage import fail_stale, open_storage, redact, worker_identity
+from spikerl.tune.storage import create_or_join, fail_stale, open_storage, redact, worker_identity
 from spikerl.tune.sweep import status_of
 
 
@@ -91,21 +91,25 @@ def study_name(sweep, population: bool) -> str:
     return f"sweep-{sweep.out.name}-{hashlib.sha256(definition.encode()).hexdigest()[:12]}"
 
 
-def agree_on_base_config(study, sweep) -> None:
+def agree_on_base_config(stored: str | None, sweep) -> None:
     """Every machine's cells train from the settings the sweep started with: the first to open the study stores
-    its base_config.yaml there, and a machine whose own differs (another preset file or spikerl version,
-    each OUT folder writing its own at its first start) is refused before it trains anything."""
-    from spikerl.config import differing_settings, flatten_settings
+    its base_config.yaml there (`stored`, None where this machine did), and a machine whose own differs (another
+    preset file or spikerl version, each OUT folder writing its own at its first start) in a setting some cell
+    reads is refused before it trains anything. A setting no cell reads (such as a default changed between
+    versions, of a part no cell uses) is no difference; one that a cell's value switches on is."""
+    from spikerl.config import differing_settings, flatten_settings, settings_the_run_reads
     from spikerl.rl.population import is_bookkeeping
+    from spikerl.tune.sweep import cell_overrides
 
-    mine = sweep.base.read_text()
-    stored = study.user_attrs.get("base_config")
     if stored is None:
-        study.set_user_attr("base_config", mine)
         return
-    theirs, ours = flatten_settings(yaml.safe_load(stored)), flatten_settings(yaml.safe_load(mine))
+    theirs, ours = flatten_settings(yaml.safe_load(stored)), flatten_settings(yaml.safe_load(sweep.base.read_text()))
     each_cell_sets = {*sweep.spec.grid, *sweep.spec.variants}  # (a base made from a started run holds its cell's)
-    differ = sorted(k for k in differing_settings(theirs, ours) if k not in each_cell_sets and not is_bookkeeping(k))
+    read = set()
+    for variant, point in cell_overrides(sweep.spec):
+        read |= set(settings_the_run_reads({**ours, **variant, **point}))
+    differ = sorted(k for k in differing_settings(theirs, ours)
+                    if k in read and k not in each_cell_sets and not is_bookkeeping(k))
     if differ:
         raise SpikerlError(f"{sweep.base} differs from the base config this shared sweep started with (in "
                            f"{', '.join(differ[:3])}{', ...' if len(differ) > 3 else ''}); give every machine the "
@@ -147,10 +151,11 @@ def run_shared(sweep, storage_url: str, workers: int, heartbeat_s: int, populati
     name = study_name(sweep, population)
     sampler = optuna.samplers.RandomSampler(seed=0)  # only for trials nobody queued (see `worker`)
     try:
-        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, load_if_exists=True)
+        study, stored = create_or_join("base_config", sweep.base.read_text(), study_name=name, storage=storage,
+                                       sampler=sampler)
     except Exception as exc:  # a storage that refuses the study (permissions, a full disk)
         raise SpikerlError(f"cannot open sweep study {name} in {redact(storage_url)}: {exc}") from None
-    agree_on_base_config(study, sweep)
+    agree_on_base_config(stored, sweep)
     log(f"sweep {sweep.out}: {len(units)} {'populations' if population else 'runs'} shared through study {name} "
         f"in {redact(storage_url)}, {workers} worker(s) here")
     trials = study.get_trials(deepcopy=False)

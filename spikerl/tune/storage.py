@@ -63,6 +63,35 @@ def open_storage(url: str | None, out: Path, heartbeat_s: int):
             raise SpikerlError(f"cannot reach the study storage {redact(url)}: {first}") from None
 
 
+JOIN_WAIT_S = 30.0  # how long a joining machine waits for the study's creator to store its value
+
+
+def create_or_join(attr: str, mine, **create_kwargs):
+    """Open the study `create_kwargs` describe (`optuna.create_study`'s arguments), and read what every machine
+    must agree with: (study, the value of its user attribute `attr` to compare `mine` with, or None where this
+    machine stored `mine`). Creating a study is atomic in every Optuna storage, so exactly one machine creates
+    it, and it stores its value next; a machine that joins waits up to JOIN_WAIT_S for that value (two machines
+    starting together would otherwise both find none and store their own, the last one winning). A study
+    without the value but with trials was made without one (by an older spikerl); its joiner stores `mine`."""
+    import optuna
+    from optuna.exceptions import DuplicatedStudyError
+
+    try:
+        study = optuna.create_study(**create_kwargs, load_if_exists=False)
+    except DuplicatedStudyError:
+        study = optuna.create_study(**create_kwargs, load_if_exists=True)
+    else:
+        study.set_user_attr(attr, mine)
+        return study, None
+    deadline = time.monotonic() + JOIN_WAIT_S
+    while (stored := study.user_attrs.get(attr)) is None and not study.get_trials(deepcopy=False) \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if stored is None:  # made without one, or its creator died between creating it and storing its value
+        study.set_user_attr(attr, mine)
+    return study, stored
+
+
 def _process_start(pid: int) -> str | None:
     """The start time of a local process (jiffies since boot), or None if it does not exist."""
     try:

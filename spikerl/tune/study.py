@@ -47,7 +47,7 @@ from spikerl.tune.space import (
     space_to_data,
     suggest,
 )
-from spikerl.tune.storage import fail_stale, open_storage, redact, worker_identity
+from spikerl.tune.storage import create_or_join, fail_stale, open_storage, redact, worker_identity
 
 OBJECTIVES = {"return": "maximize", "spikes": "minimize"}
 SPEC_ATTR = "spikerl_spec"  # study user attribute holding what every worker must agree on
@@ -98,16 +98,13 @@ def open_study(spec: TuneSpec, storage, name: str, sampler_seed: int | None):
         sampler = optuna.samplers.TPESampler(seed=sampler_seed, constant_liar=True, multivariate=True)
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=spec.prune_after, n_warmup_steps=0) if spec.pruner == "median"
               else optuna.pruners.NopPruner())
+    agreement = json.loads(json.dumps(spec.agreement()))  # as it reads back from storage
     try:
-        study = optuna.create_study(study_name=name, storage=storage, directions=directions, sampler=sampler,
-                                    pruner=pruner, load_if_exists=True)
+        study, stored = create_or_join(SPEC_ATTR, agreement, study_name=name, storage=storage, directions=directions,
+                                       sampler=sampler, pruner=pruner)
     except ValueError as exc:  # an existing study with other directions
         raise SpikerlError(f"study {name!r}: {exc}") from None
-    agreement = json.loads(json.dumps(spec.agreement()))  # as it reads back from storage
-    stored = study.user_attrs.get(SPEC_ATTR)
-    if stored is None:
-        study.set_user_attr(SPEC_ATTR, agreement)
-    elif (was := _as_compared(stored)) != (now := _as_compared(agreement)):
+    if stored is not None and (was := _as_compared(stored)) != (now := _as_compared(agreement)):
         differ = [k for k in now if was.get(k) != now[k]]
         raise SpikerlError(f"study {name!r} was created with another {' and '.join(differ)}; use the same config, "
                            "overrides, search space, seeds and objectives, or another --study name")
