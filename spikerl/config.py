@@ -223,6 +223,12 @@ class PPOConfig:
     entropy_coef: float = 0.0
     value_coef: float = 0.5
     max_grad_norm: float = 0.5
+    # Set: the policy (with its log-std) and the value network each have their gradient clipped to max_grad_norm
+    # on its own; unset, their joint norm is (CleanRL: one loss, one optimizer). A spiking policy's surrogate
+    # gradient is about ten times an ANN policy's in norm, so a joint clip shrinks the value network's steps to
+    # a few percent while the policy trains (Adam cannot undo a scale that changes from step to step), and
+    # only the epochs after a policy_target_kl stop train the value network in full.
+    clip_grad_per_network: bool = False
     normalize_advantages: bool = True
     normalize_rewards: bool = True  # divide rewards by the running std of the discounted return, then clip
     reward_clip: float = 10.0

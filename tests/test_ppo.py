@@ -193,6 +193,21 @@ def test_the_policy_learning_rate_moves_the_policy_only(tmp_path):
     assert all((value_a[k] - value_b[k]).abs().max() > 1e-3 for k in value_a)
 
 
+def test_clipping_each_network_on_its_own_keeps_the_policys_gradient_out_of_the_value_networks_steps(tmp_path):
+    # A tight clip binds every step. The first rollout and its minibatches are the same whatever the policy's
+    # rate, so with its own clip the value network takes the same steps however the policy moves.
+    for rate in ("1e-3", "1e-5"):
+        first_update(tmp_path / f"own-{rate}", "ppo.max_grad_norm=0.01", "ppo.clip_grad_per_network=true",
+                     f"ppo.policy_learning_rate={rate}")
+        first_update(tmp_path / f"joint-{rate}", "ppo.max_grad_norm=0.01", f"ppo.policy_learning_rate={rate}")
+    value = {name: load_checkpoint(tmp_path / name / "checkpoints" / "step_256.pt")["components"]["value"]
+             for name in ("own-1e-3", "own-1e-5", "joint-1e-3", "joint-1e-5")}
+    assert all(torch.equal(value["own-1e-3"][k], value["own-1e-5"][k]) for k in value["own-1e-3"])
+    assert any(not torch.equal(value["joint-1e-3"][k], value["joint-1e-5"][k]) for k in value["joint-1e-3"])
+    # ...and where the joint clip binds, the value network's steps are not those of its own clip
+    assert any(not torch.equal(value["own-1e-3"][k], value["joint-1e-3"][k]) for k in value["own-1e-3"])
+
+
 def test_the_log_std_learning_rate_moves_the_log_std_only(tmp_path):
     slow = ["ppo.learning_rate=1e-12", "ppo.policy_learning_rate=1e-12"]
     with_policy, _ = first_update(tmp_path / "a", *slow)  # unset: the log-std trains at the policy's rate

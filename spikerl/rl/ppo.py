@@ -32,6 +32,10 @@ Where it differs from CleanRL, and why:
   log_std_after_stop keeps the Gaussian's log-std training after the stop (the network's readout is then
   computed without its backward pass, the logged entropy is the latest minibatch's), since a stopped
   spiking policy otherwise keeps its starting width;
+- clip_grad_per_network clips the policy's and the value network's gradients each on its own: a spiking
+  policy's surrogate gradient, about ten times an ANN policy's in norm, otherwise shrinks the value
+  network's steps with the joint clip while the policy trains (Spinning Up's and PopSAN's PPO give the two
+  separate optimizers);
 - an episode cut by its time limit bootstraps, r + gamma V(last observation), as Stable-Baselines3
   does (the time limit is not in the observation); truncation_bootstraps false ends the return there,
   as CleanRL does.
@@ -287,6 +291,7 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
     log_std = [] if p.log_std_learning_rate is None else [policy.log_std]  # its own Adam group, or the policy's
     policy_parameters = [q for q in policy.parameters() if not any(q is s for s in log_std)]
     parameters = [*policy_parameters, *value.parameters(), *log_std]
+    clip_groups = [[*policy_parameters, *log_std], list(value.parameters())] if p.clip_grad_per_network else [parameters]
     # Adam's groups by index: 0 the policy, 1 the value, 2 the log-std when it has its own rate
     learning_rates = (p.starting_policy_learning_rate(), p.learning_rate, p.log_std_learning_rate)
     policy_rate = None if p.desired_kl is None else AdaptiveRate(K, learning_rates[0], p.desired_kl).to(device)
@@ -397,7 +402,8 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                 stopped = AgentSnapshot(~policy_moving, frozen_when_stopped, optimizer) if some_stopped else None
                 if stopped is not None:
                     stopped.zero_gradients()  # before clipping: a stopped policy's gradient is no part of the norm
-                clip_grad_norm_per_agent(parameters, p.max_grad_norm)
+                for clipped_together in clip_groups:
+                    clip_grad_norm_per_agent(clipped_together, p.max_grad_norm)
                 if policy_rate is None:
                     optimizer.step()
                 else:
