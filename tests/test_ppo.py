@@ -206,6 +206,16 @@ def test_clipping_each_network_on_its_own_keeps_the_policys_gradient_out_of_the_
     assert any(not torch.equal(value["joint-1e-3"][k], value["joint-1e-5"][k]) for k in value["joint-1e-3"])
     # ...and where the joint clip binds, the value network's steps are not those of its own clip
     assert any(not torch.equal(value["own-1e-3"][k], value["joint-1e-3"][k]) for k in value["own-1e-3"])
+    # The clip binds on each network: unclipped, both take other steps; and the value's settings leave the
+    # policy's steps as they are.
+    unclipped_policy, unclipped_value = first_update(tmp_path / "unclipped", "ppo.max_grad_norm=1e9",
+                                                     "ppo.clip_grad_per_network=true", "ppo.policy_learning_rate=1e-3")
+    own_policy = load_checkpoint(tmp_path / "own-1e-3" / "checkpoints" / "step_256.pt")["components"]["actor"]
+    assert any(not torch.equal(unclipped_value[k], value["own-1e-3"][k]) for k in unclipped_value)
+    assert any(not torch.equal(unclipped_policy[k], own_policy[k]) for k in unclipped_policy)
+    other_value_rate, _ = first_update(tmp_path / "value-rate", "ppo.max_grad_norm=0.01", "ppo.clip_grad_per_network=true",
+                                       "ppo.policy_learning_rate=1e-3", "ppo.learning_rate=1e-2", "ppo.value_coef=2.0")
+    assert all(torch.equal(other_value_rate[k], own_policy[k]) for k in own_policy)
 
 
 def test_the_log_std_learning_rate_moves_the_log_std_only(tmp_path):

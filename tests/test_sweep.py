@@ -111,12 +111,12 @@ def test_cells_a_restart_starts_train_from_the_config_the_sweep_started_with(cli
     from spikerl.tune.shared_sweep import agree_on_base_config
     from spikerl.tune.storage import create_or_join
 
-    def join(name: str, config_text: str, variants: dict | None = None) -> None:
+    def join(name: str, config_text: str, variants: dict | None = None, study: str = "s") -> None:
         (tmp_path / f"{name}.yaml").write_text(config_text)
         elsewhere = Sweep(SweepSpec(str(tmp_path / f"{name}.yaml"), TINY[1:], dict([parse_axis(beta, "--grid")]),
                                     variants or {}), tmp_path / name)
         elsewhere.prepare()
-        _, stored = create_or_join("base_config", elsewhere.base.read_text(), study_name="s", storage=storage)
+        _, stored = create_or_join("base_config", elsewhere.base.read_text(), study_name=study, storage=storage)
         agree_on_base_config(stored, elsewhere)
 
     storage = optuna.storages.InMemoryStorage()
@@ -131,6 +131,12 @@ def test_cells_a_restart_starts_train_from_the_config_the_sweep_started_with(cli
     join("older", unread)  # no cell has a population encoder
     with pytest.raises(SpikerlError, match=r"\(in network.population_std\)"):
         join("older-encoders", unread, {"network.encoder": ["two_neuron", "population"]})
+    # A setting only the creator's base has (a newer spikerl's) counts as well.
+    newer = yaml.safe_load(first.base.read_text())
+    newer["dqn"]["a_newer_setting"] = 1
+    create_or_join("base_config", yaml.safe_dump(newer), study_name="newer", storage=storage)
+    with pytest.raises(SpikerlError, match=r"\(in dqn.a_newer_setting\)"):
+        join("older-version", preset_text, study="newer")
 
 
 def test_machines_opening_a_shared_study_together_agree_on_the_creators_value(monkeypatch, tmp_path):

@@ -92,8 +92,8 @@ def study_name(sweep, population: bool) -> str:
 
 
 def agree_on_base_config(stored: str | None, sweep) -> None:
-    """Every machine's cells train from the settings the sweep started with: the first to open the study stores
-    its base_config.yaml there (`stored`, None where this machine did), and a machine whose own differs (another
+    """Every machine's cells train from the settings the sweep started with: the machine that created the study
+    stored its base_config.yaml there (`stored`, None where this machine did), and a machine whose own differs (another
     preset file or spikerl version, each OUT folder writing its own at its first start) in a setting some cell
     reads is refused before it trains anything. A setting no cell reads (such as a default changed between
     versions, of a part no cell uses) is no difference; one that a cell's value switches on is."""
@@ -105,9 +105,10 @@ def agree_on_base_config(stored: str | None, sweep) -> None:
         return
     theirs, ours = flatten_settings(yaml.safe_load(stored)), flatten_settings(yaml.safe_load(sweep.base.read_text()))
     each_cell_sets = {*sweep.spec.grid, *sweep.spec.variants}  # (a base made from a started run holds its cell's)
-    read = set()
+    read = set()  # by either side's cells: a setting only one side has (a newer version's, an env_kwargs key) counts
     for variant, point in cell_overrides(sweep.spec):
-        read |= set(settings_the_run_reads({**ours, **variant, **point}))
+        for side in (theirs, ours):
+            read |= set(settings_the_run_reads({**side, **variant, **point}))
     differ = sorted(k for k in differing_settings(theirs, ours)
                     if k in read and k not in each_cell_sets and not is_bookkeeping(k))
     if differ:
