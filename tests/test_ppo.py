@@ -216,6 +216,9 @@ def test_clipping_each_network_on_its_own_keeps_the_policys_gradient_out_of_the_
     other_value_rate, _ = first_update(tmp_path / "value-rate", "ppo.max_grad_norm=0.01", "ppo.clip_grad_per_network=true",
                                        "ppo.policy_learning_rate=1e-3", "ppo.learning_rate=1e-2", "ppo.value_coef=2.0")
     assert all(torch.equal(other_value_rate[k], own_policy[k]) for k in own_policy)
+    # The logged norms are the gradients' before the clip
+    for tag in ("losses/policy_grad_norm", "losses/value_grad_norm"):
+        assert all(norm > 0.01 for _, norm in tensorboard_scalars(tmp_path / "own-1e-3", tag)), tag
 
 
 def test_the_log_std_learning_rate_moves_the_log_std_only(tmp_path):
@@ -258,6 +261,9 @@ def test_the_policy_target_kl_stops_the_policy_and_not_the_value(tmp_path):
     assert any(not torch.equal(stopped[k], three_epochs[k]) for k in three_epochs)
     assert any(not torch.equal(stopped_value[k], one_epoch_value[k]) for k in one_epoch_value)
     assert [value for _, value in tensorboard_scalars(tmp_path / "a", "charts/policy_epochs")] == [1.0, 1.0]
+    # The policy's logged gradient norm is the mean over the minibatch steps it trained in: the first epoch's here
+    first_norm = [tensorboard_scalars(tmp_path / run, "losses/policy_grad_norm")[0][1] for run in ("a", "b")]
+    assert first_norm[0] == pytest.approx(first_norm[1], rel=1e-6) and first_norm[0] > 0
     # A target no update reaches: every epoch trains the policy, as without it
     loose, _ = first_update(tmp_path / "d", "ppo.update_epochs=3", "ppo.policy_target_kl=1e9",
                             "ppo.log_std_learning_rate=1e-3")
@@ -345,7 +351,7 @@ def test_skipping_a_stopped_policys_passes_trains_and_logs_what_computing_and_un
     finals = [json.loads((runs[skip] / "final_eval.json").read_text()) for skip in (True, False)]
     assert finals[0]["returns"] == finals[1]["returns"]  # the rest holds wall times
     for tag in ("losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl", "losses/clipfrac",
-                "charts/policy_epochs"):
+                "charts/policy_epochs", "losses/policy_grad_norm", "losses/value_grad_norm"):
         assert tensorboard_scalars(runs[True], tag) == tensorboard_scalars(runs[False], tag), tag
     assert [v for _, v in tensorboard_scalars(runs[True], "charts/policy_epochs")] == [1.0, 1.0]
 

@@ -88,12 +88,19 @@ def _tensor_bytes(state) -> int:
 
 
 @torch.no_grad()
+def grad_norm_per_agent(parameters) -> torch.Tensor:
+    """Each agent's joint 2-norm of the gradients of stacked `parameters` (leading dimension: agents), [K]."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1)
+                                                 for g in grads]), dim=0)
+
+
+@torch.no_grad()
 def clip_grad_norm_per_agent(parameters, max_norm: float) -> torch.Tensor:
     """`torch.nn.utils.clip_grad_norm_` for stacked agents: each agent's gradients (leading dimension of
     every parameter) scaled so that their joint 2-norm is at most `max_norm`; returns the norms [K]."""
     grads = [p.grad for p in parameters if p.grad is not None]
-    norms = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1)
-                                                  for g in grads]), dim=0)
+    norms = grad_norm_per_agent(parameters)
     scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
     for g in grads:
         g.mul_(scale.reshape(-1, *([1] * (g.dim() - 1))))

@@ -52,7 +52,7 @@ from torch import nn
 
 from spikerl.config import ADAPTIVE_RATE_BOUNDS, NetworkConfig, TrainConfig
 from spikerl.rl.envs import check_settings_fit
-from spikerl.rl.loop import TrainingLoop, as_obs_tensor, clip_grad_norm_per_agent
+from spikerl.rl.loop import TrainingLoop, as_obs_tensor, clip_grad_norm_per_agent, grad_norm_per_agent
 from spikerl.rl.run import CheckpointStore, Run
 from spikerl.snn.encoders import ObservationNormalizer, RunningMeanStd, observation_normalizer
 from spikerl.snn.network import build_network, output_layer
@@ -291,7 +291,8 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
     log_std = [] if p.log_std_learning_rate is None else [policy.log_std]  # its own Adam group, or the policy's
     policy_parameters = [q for q in policy.parameters() if not any(q is s for s in log_std)]
     parameters = [*policy_parameters, *value.parameters(), *log_std]
-    clip_groups = [[*policy_parameters, *log_std], list(value.parameters())] if p.clip_grad_per_network else [parameters]
+    policy_side, value_side = [*policy_parameters, *log_std], list(value.parameters())
+    clip_groups = [policy_side, value_side] if p.clip_grad_per_network else [parameters]
     # Adam's groups by index: 0 the policy, 1 the value, 2 the log-std when it has its own rate
     learning_rates = (p.starting_policy_learning_rate(), p.learning_rate, p.log_std_learning_rate)
     policy_rate = None if p.desired_kl is None else AdaptiveRate(K, learning_rates[0], p.desired_kl).to(device)
@@ -359,6 +360,7 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
         flat = [t.reshape(K, rollout, *t.shape[3:]) for t in (rollout_obs, actions, log_probs, advantages, returns, values)]
         policy_moving = torch.ones(K, dtype=torch.bool, device=device)  # per agent, in this update
         policy_epochs = torch.zeros(K, device=device)
+        grad_norms = torch.zeros(2, K, device=device)  # before the clip, summed: the policy's while it moves, the value's
         logged = {}  # each agent's policy diagnostics from its last minibatch while it moved (log_std_after_stop:
         # the entropy from its latest)
         for epoch in range(p.update_epochs):
@@ -402,6 +404,9 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                 stopped = AgentSnapshot(~policy_moving, frozen_when_stopped, optimizer) if some_stopped else None
                 if stopped is not None:
                     stopped.zero_gradients()  # before clipping: a stopped policy's gradient is no part of the norm
+                if not skip_policy:
+                    grad_norms[0] += grad_norm_per_agent(policy_side) * policy_moving
+                grad_norms[1] += grad_norm_per_agent(value_side)
                 for clipped_together in clip_groups:
                     clip_grad_norm_per_agent(clipped_together, p.max_grad_norm)
                 if policy_rate is None:
@@ -425,6 +430,8 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                 "losses/policy_loss": logged["policy_loss"][k].item(),
                 "losses/value_loss": losses["value_loss"][k].item(), "losses/entropy": logged["entropy"][k].item(),
                 "losses/approx_kl": logged["approx_kl"][k].item(), "losses/clipfrac": logged["clip_fraction"][k].item(),
+                "losses/policy_grad_norm": grad_norms[0, k].item() / (policy_epochs[k].item() * p.num_minibatches),
+                "losses/value_grad_norm": grad_norms[1, k].item() / (p.update_epochs * p.num_minibatches),
                 "losses/explained_variance": explained[k].item()})
         loop.after_update(step, obs, stride=rollout, final=iteration == iterations)
     return loop.finish(step)
