@@ -221,6 +221,27 @@ def test_clipping_each_network_on_its_own_keeps_the_policys_gradient_out_of_the_
         assert all(norm > 0.01 for _, norm in tensorboard_scalars(tmp_path / "own-1e-3", tag)), tag
 
 
+def test_the_logged_gradient_norms_are_each_updates_means_before_the_clip(tmp_path, monkeypatch):
+    # Three epochs of 4 minibatches; the policy trains in the first epoch of each update only. The policy's
+    # logged norm is the mean over its 4 steps, the value network's over all 12, both before the (binding) clip.
+    recorded, original = [], ppo.grad_norm_per_agent
+
+    def recording(parameters):
+        norms = original(parameters)
+        recorded.append((id(parameters[0]), norms[0].item()))
+        return norms
+
+    monkeypatch.setattr(ppo, "grad_norm_per_agent", recording)
+    first_update(tmp_path, "ppo.update_epochs=3", "ppo.policy_target_kl=1e-12", "ppo.max_grad_norm=0.01")
+    policy_side = recorded[0][0]
+    policy = [norm for side, norm in recorded if side == policy_side]
+    value = [norm for side, norm in recorded if side != policy_side]
+    assert (len(policy), len(value)) == (2 * 4, 2 * 12)
+    logged = {tag: [v for _, v in tensorboard_scalars(tmp_path, f"losses/{tag}_grad_norm")] for tag in ("policy", "value")}
+    assert logged["policy"] == pytest.approx([np.mean(policy[:4]), np.mean(policy[4:])], rel=1e-5)
+    assert logged["value"] == pytest.approx([np.mean(value[:12]), np.mean(value[12:])], rel=1e-5)
+
+
 def test_the_log_std_learning_rate_moves_the_log_std_only(tmp_path):
     slow = ["ppo.learning_rate=1e-12", "ppo.policy_learning_rate=1e-12"]
     with_policy, _ = first_update(tmp_path / "a", *slow)  # unset: the log-std trains at the policy's rate

@@ -35,7 +35,8 @@ Where it differs from CleanRL, and why:
 - clip_grad_per_network clips the policy's and the value network's gradients each on its own: a spiking
   policy's surrogate gradient, about ten times an ANN policy's in norm, otherwise shrinks the value
   network's steps with the joint clip while the policy trains (neither Spinning Up's PPO nor PopSAN's
-  clips gradients; both step the two networks with separate optimizers);
+  clips gradients; both step the two networks with separate optimizers); losses/policy_grad_norm (over
+  the steps in which the policy trains) and losses/value_grad_norm log both norms before the clip;
 - an episode cut by its time limit bootstraps, r + gamma V(last observation), as Stable-Baselines3
   does (the time limit is not in the observation); truncation_bootstraps false ends the return there,
   as CleanRL does.
