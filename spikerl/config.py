@@ -225,7 +225,7 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     # Set: the policy (with its log-std) and the value network each have their gradient clipped to max_grad_norm
     # on its own; unset, their joint norm is (CleanRL: one loss, one optimizer). A spiking policy's surrogate
-    # gradient is about ten times an ANN policy's in norm, so a joint clip shrinks the value network's steps to
+    # gradient is 10 to 17 times an ANN policy's in norm, so a joint clip shrinks the value network's steps to
     # a few percent while the policy trains (Adam cannot undo a scale that changes within every update), and
     # only the epochs after a policy_target_kl stop train the value network in full. (On the MuJoCo presets
     # the value network then fits better, and the returns fall: docs/ppo_mujoco.md.)

@@ -33,7 +33,7 @@ Where it differs from CleanRL, and why:
   computed without its backward pass, the logged entropy is the latest minibatch's), since a stopped
   spiking policy otherwise keeps its starting width;
 - clip_grad_per_network clips the policy's and the value network's gradients each on its own: a spiking
-  policy's surrogate gradient, about ten times an ANN policy's in norm, otherwise shrinks the value
+  policy's surrogate gradient, 10 to 17 times an ANN policy's in norm, otherwise shrinks the value
   network's steps with the joint clip while the policy trains (neither Spinning Up's PPO nor PopSAN's
   clips gradients; both step the two networks with separate optimizers); losses/policy_grad_norm (over
   the steps in which the policy trains) and losses/value_grad_norm log both norms before the clip;
