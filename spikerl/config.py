@@ -65,8 +65,12 @@ class NetworkConfig:
     timesteps: int = 5  # T: integration steps per forward pass
     encoder: Literal["two_neuron", "direct", "population", "poisson"] = "two_neuron"
     normalize_obs: bool = False  # normalize observations with running statistics (obs_normalizer)
-    # max_abs: o / max|o| per component (dsrl's TD3); mean_std: clip((o - mean) / std, -10, 10) (standard PPO)
+    # max_abs: o / max|o| per component (dsrl's TD3); mean_std: clip((o - mean) / std, -obs_clip, obs_clip)
+    # (standard PPO)
     obs_normalizer: Literal["max_abs", "mean_std"] = "max_abs"
+    # mean_std's clip: Gymnasium's NormalizeObservation and Stable-Baselines3's VecNormalize clip at 10; PopSAN's
+    # TD3 at 3, where its population encoder's receptive fields end
+    obs_clip: float = 10.0
     activation: Literal["relu", "tanh"] = "relu"  # the ANN's hidden units (spiking networks spike)
     population_size: int = 10  # population encoder and population decoder: neurons per dimension
     population_range: list[float] = field(default_factory=lambda: [-3.0, 3.0])  # initial means span
@@ -425,9 +429,11 @@ def _unread_network_settings(net: dict[str, Any], is_critic: bool) -> list[str]:
     """The keys of one network's settings (`net`: its flattened section, without the prefix) that building and
     training it never reads. Each is left out on account of a setting that is kept, so two networks that
     differ in what they read still differ in what is kept."""
-    unread = ["normalize_obs", "obs_normalizer"] if is_critic else []  # a critic reads its actor's normalizer
+    unread = ["normalize_obs", "obs_normalizer", "obs_clip"] if is_critic else []  # it reads its actor's normalizer
     if not is_critic and not net.get("normalize_obs", True):
-        unread.append("obs_normalizer")  # either normalizer, disabled, passes observations through
+        unread += ["obs_normalizer", "obs_clip"]  # either normalizer, disabled, passes observations through
+    elif not is_critic and net.get("obs_normalizer") != "mean_std":
+        unread.append("obs_clip")
     population_encoder = ["population_range", "population_std", "population_spikes"]
     if net.get("kind") == "ann":  # the ANN twin: its units, the input features, biases always
         return unread + [k for k in net if k.startswith("neuron.")] + population_encoder + [
@@ -579,6 +585,7 @@ def validate_network(net: NetworkConfig, path: str) -> None:
     _check(n.surrogate_width > 0, f"{path}.neuron.surrogate_width must be > 0, got {n.surrogate_width}")
     _check(net.population_size >= 1, f"{path}.population_size must be >= 1, got {net.population_size}")
     _check(net.population_std > 0, f"{path}.population_std must be > 0, got {net.population_std}")
+    _check(net.obs_clip > 0, f"{path}.obs_clip must be > 0, got {net.obs_clip}")
     _check(
         len(net.population_range) == 2 and net.population_range[0] < net.population_range[1],
         f"{path}.population_range must be [low, high] with low < high, got {net.population_range}",

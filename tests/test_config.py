@@ -63,6 +63,7 @@ def test_env_kwargs_load_from_yaml_and_may_be_left_empty(tmp_path):
     ("network.neuron.alpha=1.5", "network.neuron.alpha must be in [0, 1]"),
     ("network.neuron.beta=-0.1", "network.neuron.beta must be in [0, 1]"),
     ("network.neuron.theta=0", "network.neuron.theta must be > 0"),
+    ("network.obs_clip=0", "network.obs_clip must be > 0, got 0"),
     ("network.timesteps=0", "network.timesteps (T) must be >= 1"),
     ("network.neuron.alpha=[0.5]", "network.neuron.alpha lists 1 values but the network has 2 hidden layers"),
     ("network.neuron.surrogate=sigmoid", "network.neuron.surrogate must be one of fast_sigmoid, atan, rectangular"),
@@ -172,3 +173,5 @@ def test_the_settings_a_run_reads_leave_out_those_its_training_never_reads():
     assert "network.neuron.surrogate_width" in rectangular and "network.neuron.surrogate_slope" not in rectangular
     assert "network.neuron.spread" in rectangular and "network.neuron.spread" not in read()
     assert "network.obs_normalizer" in read("network.normalize_obs=true") and "network.obs_normalizer" not in read()
+    mean_std = read("network.normalize_obs=true", "network.obs_normalizer=mean_std")
+    assert "network.obs_clip" in mean_std and "network.obs_clip" not in read("network.normalize_obs=true")

@@ -35,6 +35,17 @@ def test_running_max_abs_normalizes_into_unit_range():
     assert off(torch.tensor([[2.0, -0.5]])).tolist() == [[2.0, -0.5]]
 
 
+def test_the_mean_std_normalizer_clips_where_the_config_says():
+    from spikerl.config import load_config
+    from spikerl.snn.encoders import observation_normalizer
+
+    far = torch.tensor([[50.0, -50.0, 0.5]])
+    for clip in (10.0, 3.0):
+        cfg = load_config(None, ["network.normalize_obs=true", "network.obs_normalizer=mean_std", f"network.obs_clip={clip}"])
+        norm = observation_normalizer(cfg.network, 3)  # mean 0, variance 1 before any update
+        assert norm(far)[0].tolist() == pytest.approx([clip, -clip, 0.5])
+
+
 def test_population_activation_is_gaussian_receptive_fields():
     enc = PopulationEncoder(1, population_size=3, mean_range=(-1.0, 1.0), std=0.5)
     act = enc.activation(torch.tensor([[0.0]]))

@@ -111,7 +111,7 @@ class RunningMeanStd(ObservationNormalizer):
 def observation_normalizer(net_cfg, dim: int) -> ObservationNormalizer:
     """The normalizer a network config asks for (`normalize_obs`, `obs_normalizer`), for `dim` observations."""
     if net_cfg.obs_normalizer == "mean_std":
-        return RunningMeanStd(dim, enabled=net_cfg.normalize_obs)
+        return RunningMeanStd(dim, enabled=net_cfg.normalize_obs, clip=net_cfg.obs_clip)
     return RunningMaxAbs(dim, enabled=net_cfg.normalize_obs)
 
 
