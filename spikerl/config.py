@@ -69,7 +69,7 @@ class NetworkConfig:
     # (standard PPO)
     obs_normalizer: Literal["max_abs", "mean_std"] = "max_abs"
     # mean_std's clip: Gymnasium's NormalizeObservation and Stable-Baselines3's VecNormalize clip at 10; PopSAN's
-    # TD3 at 3, where its population encoder's receptive fields end
+    # TD3 at 3, where its population encoder's initial means end
     obs_clip: float = 10.0
     activation: Literal["relu", "tanh"] = "relu"  # the ANN's hidden units (spiking networks spike)
     population_size: int = 10  # population encoder and population decoder: neurons per dimension

@@ -175,3 +175,5 @@ def test_the_settings_a_run_reads_leave_out_those_its_training_never_reads():
     assert "network.obs_normalizer" in read("network.normalize_obs=true") and "network.obs_normalizer" not in read()
     mean_std = read("network.normalize_obs=true", "network.obs_normalizer=mean_std")
     assert "network.obs_clip" in mean_std and "network.obs_clip" not in read("network.normalize_obs=true")
+    assert "network.obs_clip" not in read("network.normalize_obs=false", "network.obs_normalizer=mean_std")
+    assert "sac.critic.obs_clip" not in read("algo=sac", "sac.critic.obs_normalizer=mean_std")

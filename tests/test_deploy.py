@@ -60,6 +60,16 @@ def run(policy, observations):
     return outputs, spikes
 
 
+def test_nir_carries_the_observation_normalizers_clip(tmp_path):
+    cfg, policy, observations = make_policy("td3", [*TD3_OVERRIDES, "network.normalize_obs=true",
+                                                    "network.obs_normalizer=mean_std", "network.obs_clip=0.5"])
+    write_nir(policy_to_nir(cfg, policy), tmp_path / "policy.nir")
+    cfg2, imported = load_nir_policy(tmp_path / "policy.nir")
+    assert cfg2.network.obs_clip == imported.obs_norm.clip == 0.5
+    normalized = policy.obs_norm(observations)
+    assert (normalized.abs() == 0.5).any() and torch.equal(normalized, imported.obs_norm(observations))
+
+
 @pytest.mark.parametrize("algo, overrides", [("dqn", DQN_OVERRIDES), ("td3", TD3_OVERRIDES)])
 def test_export_then_import_reproduces_spikes_exactly_and_actions(algo, overrides, tmp_path):
     cfg, policy, observations = make_policy(algo, overrides)

@@ -290,7 +290,7 @@ def load_nir_policy(path: Path, env_id: str | None = None, backend: str = "auto"
     net_cfg = NetworkConfig(
         kind="snn", backend=backend, hidden=[int(np.asarray(p[0][1].weight).shape[0]) for p in hidden], timesteps=int(meta["timesteps"]),
         encoder=encoder, normalize_obs="obs_max_abs" in meta or "obs_mean" in meta,
-        obs_normalizer="mean_std" if "obs_mean" in meta else "max_abs",
+        obs_normalizer="mean_std" if "obs_mean" in meta else "max_abs", obs_clip=float(meta.get("obs_clip", 10.0)),
         decoder="integrator" if type(readout[1][1]).__name__ == "I" else "membrane",
         bias=any(type(node).__name__ == "Affine" for pair in layers for _, node in pair))
     base = config_from_dict(stored) if stored else TrainConfig()
@@ -320,7 +320,6 @@ def load_nir_policy(path: Path, env_id: str | None = None, backend: str = "auto"
         if "obs_mean" in meta:
             policy.obs_norm.mean.copy_(torch.as_tensor(np.asarray(meta["obs_mean"], np.float64)))
             policy.obs_norm.var.copy_(torch.as_tensor(np.asarray(meta["obs_var"], np.float64)))
-            policy.obs_norm.clip = float(meta.get("obs_clip", policy.obs_norm.clip))
         if algo in ("td3", "sac") and "action_scale" in meta:
             policy.action_scale.copy_(torch.as_tensor(np.asarray(meta["action_scale"], np.float32)))
             policy.action_offset.copy_(torch.as_tensor(np.asarray(meta["action_offset"], np.float32)))
