@@ -158,6 +158,32 @@ def test_ppo_evaluates_the_policy_of_the_update_it_logs(cli, tmp_path):
     assert json.loads((tmp_path / "e.json").read_text())["returns"] == final["returns"]
 
 
+@pytest.mark.parametrize("kind", ["snn", "ann"])
+def test_each_update_starts_from_the_policy_that_acted(tmp_path, monkeypatch, kind):
+    # Acting computes the policy without gradients, batched over agents and environments; the update recomputes
+    # it with gradients over a shuffled minibatch. A spiking policy whose spikes differed between the two (another
+    # backend path, a carried state) would start each update off-policy. One minibatch per epoch: the update's
+    # first losses come before any step, so every log ratio is 0 up to the rounding of products over other batch
+    # shapes (about 1e-6 here; the second epoch's, after a step, are 0.03 to 1.5).
+    from spikerl.rl.population import seed_configs, train_population
+
+    ratios, original_losses = [], ppo.clipped_losses
+
+    def recording(new_log_prob, old_log_prob, *args):
+        ratios.append((new_log_prob - old_log_prob).detach().abs().max().item())
+        return original_losses(new_log_prob, old_log_prob, *args)
+
+    monkeypatch.setattr(ppo, "clipped_losses", recording)
+    base = load_config("configs/pendulum_ppo_snn.yaml", [
+        "env_id=spikerl/PointReach-v0", "total_steps=768", "ppo.num_envs=2", "ppo.num_steps=128",
+        "ppo.num_minibatches=1", "ppo.update_epochs=2", f"network.kind={kind}", "network.hidden=[16, 16]",
+        "ppo.learning_rate=1e-2", "eval.every=0", "eval.final_episodes=1", "progress=false"])
+    train_population(tmp_path, seed_configs(base, [0, 1], tmp_path))
+    assert len(ratios) == 3 * 2
+    assert max(ratios[0::2]) < 1e-3  # each update's first epoch
+    assert min(ratios[1::2]) > 1e-2  # its second epoch, after a step: the check sees a change
+
+
 @pytest.mark.parametrize("override, message", [
     (["ppo.num_minibatches=3"], "ppo.num_minibatches (3) must divide the rollout of ppo.num_envs x ppo.num_steps = 512"),
     (["total_steps=100"], "total_steps (100) is less than one PPO rollout"),
