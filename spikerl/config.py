@@ -468,6 +468,16 @@ def settings_the_run_reads(flat: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
+def settings_some_run_reads(flat: dict[str, Any], variations) -> set[str]:
+    """The keys of `flat` (a base config's `flatten_settings`) that some run reads, each run being the base with
+    one of `variations` (dicts of dotted key -> value: a sweep's cells, a search space's choices) over it. A setting
+    a variation switches on counts (the population encoder's std where one variation has that encoder)."""
+    read = set()
+    for variation in variations:
+        read |= set(settings_the_run_reads({**flat, **variation}))
+    return read
+
+
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = data

@@ -97,7 +97,7 @@ def agree_on_base_config(stored: str | None, sweep) -> None:
     preset file or spikerl version, each OUT folder writing its own at its first start) in a setting some cell
     reads is refused before it trains anything. A setting no cell reads (such as a default changed between
     versions, of a part no cell uses) is no difference; one that a cell's value switches on is."""
-    from spikerl.config import differing_settings, flatten_settings, settings_the_run_reads
+    from spikerl.config import differing_settings, flatten_settings, settings_some_run_reads
     from spikerl.rl.population import is_bookkeeping
     from spikerl.tune.sweep import cell_overrides
 
@@ -105,10 +105,9 @@ def agree_on_base_config(stored: str | None, sweep) -> None:
         return
     theirs, ours = flatten_settings(yaml.safe_load(stored)), flatten_settings(yaml.safe_load(sweep.base.read_text()))
     each_cell_sets = {*sweep.spec.grid, *sweep.spec.variants}  # (a base made from a started run holds its cell's)
-    read = set()  # by either side's cells: a setting only one side has (a newer version's, an env_kwargs key) counts
-    for variant, point in cell_overrides(sweep.spec):
-        for side in (theirs, ours):
-            read |= set(settings_the_run_reads({**side, **variant, **point}))
+    cells = [{**variant, **point} for variant, point in cell_overrides(sweep.spec)]
+    # by either side's cells: a setting only one side has (a newer version's, an env_kwargs key) counts
+    read = settings_some_run_reads(theirs, cells) | settings_some_run_reads(ours, cells)
     differ = sorted(k for k in differing_settings(theirs, ours)
                     if k in read and k not in each_cell_sets and not is_bookkeeping(k))
     if differ:

@@ -119,15 +119,13 @@ def _as_compared(agreement: dict) -> dict:
     stays joinable after a default changes in a setting no trial reads (such as the population encoder's std
     where no trial has one). A setting a choice in the space switches on counts: with the encoder searched,
     the population encoder's std is read by the trials that draw it."""
-    from spikerl.config import flatten_settings, settings_the_run_reads
+    from spikerl.config import flatten_settings, settings_some_run_reads
 
     base = flatten_settings(agreement.get("base_config", {}))
     choices = {p.key: p.choices for p in space_from_data(agreement.get("space", [])) if p.type == "choice"}
     if math.prod(len(c) for c in choices.values()) > _MOST_CHOICE_COMBINATIONS:
         return agreement
-    read = set()
-    for combination in itertools.product(*choices.values()):
-        read |= set(settings_the_run_reads({**base, **dict(zip(choices, combination))}))
+    read = settings_some_run_reads(base, (dict(zip(choices, c)) for c in itertools.product(*choices.values())))
     return {**agreement, "base_config": {k: v for k, v in base.items() if k in read}}
 
 
