@@ -99,6 +99,19 @@ def test_dqn_soft_target_updates_and_double_q_run(tmp_path):
     assert (online - target).abs().max() < 0.05
 
 
+def test_dqn_gradient_clip_trains_and_binds(tmp_path):
+    def trained_weights(name: str, *overrides: str) -> torch.Tensor:
+        cfg = load_config("configs/cartpole_dqn_snn.yaml", [
+            "total_steps=400", "dqn.learning_starts=100", "dqn.batch_size=16", "eval.every=0",
+            "eval.final_episodes=1", "checkpoint_every=300", f"run_dir={tmp_path / name}", "progress=false", *overrides])
+        train_run(cfg, Run(cfg))
+        return newest_checkpoint(tmp_path / name)["components"]["q_net"]["net.layers.1.weight"]
+
+    unclipped = trained_weights("unclipped")
+    assert torch.equal(trained_weights("loose", "dqn.max_grad_norm=1e6"), unclipped)  # never binds: no change
+    assert not torch.equal(trained_weights("tight", "dqn.max_grad_norm=1e-3"), unclipped)
+
+
 def test_dqn_target_by_hand_plain_and_double():
     rewards, terminated = torch.tensor([1.0, 0.5]), torch.tensor([0.0, 1.0])
     next_q_target = torch.tensor([[2.0, 5.0, 1.0], [4.0, 0.0, 3.0]])
