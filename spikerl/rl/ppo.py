@@ -293,7 +293,6 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
     policy_parameters = [q for q in policy.parameters() if not any(q is s for s in log_std)]
     parameters = [*policy_parameters, *value.parameters(), *log_std]
     policy_side, value_side = [*policy_parameters, *log_std], list(value.parameters())
-    clip_groups = [policy_side, value_side] if p.clip_grad_per_network else [parameters]
     # Adam's groups by index: 0 the policy, 1 the value, 2 the log-std when it has its own rate
     learning_rates = (p.starting_policy_learning_rate(), p.learning_rate, p.log_std_learning_rate)
     policy_rate = None if p.desired_kl is None else AdaptiveRate(K, learning_rates[0], p.desired_kl).to(device)
@@ -405,11 +404,16 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                 stopped = AgentSnapshot(~policy_moving, frozen_when_stopped, optimizer) if some_stopped else None
                 if stopped is not None:
                     stopped.zero_gradients()  # before clipping: a stopped policy's gradient is no part of the norm
-                if not skip_policy:
-                    grad_norms[0] += grad_norm_per_agent(policy_side) * policy_moving
-                grad_norms[1] += grad_norm_per_agent(value_side)
-                for clipped_together in clip_groups:
-                    clip_grad_norm_per_agent(clipped_together, p.max_grad_norm)
+                policy_norm = None if skip_policy else grad_norm_per_agent(policy_side)
+                value_norm = grad_norm_per_agent(value_side)
+                if policy_norm is not None:
+                    grad_norms[0] += policy_norm * policy_moving
+                grad_norms[1] += value_norm
+                if p.clip_grad_per_network:  # each by the norm just logged, its own
+                    clip_grad_norm_per_agent(policy_side, p.max_grad_norm, policy_norm)
+                    clip_grad_norm_per_agent(value_side, p.max_grad_norm, value_norm)
+                else:
+                    clip_grad_norm_per_agent(parameters, p.max_grad_norm)
                 if policy_rate is None:
                     optimizer.step()
                 else:
