@@ -12,7 +12,8 @@ teacher's episodes, each later round from the student's own, all labelled by the
 student also learns to recover from its own mistakes. After each round the student plays `--eval-episodes`
 deterministic episodes (seeds 10,000 on; the teacher plays the same ones). A student that reaches the
 teacher's return can represent the policy, so PPO's training is what falls short; one that cannot, at any
-budget, is limited by its network. Run the ANN twin's config as a student for the procedure's own ceiling.
+budget, is limited by its network. Run the ANN twin's config as a student for the procedure's own ceiling:
+a teacher whose return even a near-exact ANN copy does not keep is too fragile to tell either way.
 """
 
 from __future__ import annotations
@@ -69,11 +70,11 @@ def main() -> None:
     parser.add_argument("teacher", type=Path, help="a PPO run folder with a Gaussian policy (its final model)")
     parser.add_argument("student", type=Path, help="the student's PPO config (YAML)")
     parser.add_argument("overrides", nargs="*", help="key=value changes to the student's config")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--states", type=int, default=20000, help="states gathered per round")
     parser.add_argument("--epochs", type=int, default=5, help="passes over the pooled states per round")
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--exploration-std", type=float, default=0.1,
                         help="action noise while gathering states, so they cover the teacher's neighbourhood")
     parser.add_argument("--eval-episodes", type=int, default=10)
