@@ -19,6 +19,7 @@ a teacher whose return even a near-exact ANN copy does not keep is too fragile t
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from pathlib import Path
 
@@ -52,8 +53,8 @@ def visited_states(policy, env, count: int, seed: int, exploration_std: float) -
 
 def fit(student, states: torch.Tensor, targets: torch.Tensor, optimizer, epochs: int, batch: int,
         generator: torch.Generator) -> float:
-    """`epochs` passes of minibatch MSE between the student's readout and the targets; the last epoch's mean."""
-    losses = []
+    """`epochs` passes of minibatch MSE between the student's readout and the targets; the last epoch's mean
+    loss (its minibatches weighted alike), taken while the weights still move."""
     for _ in range(epochs):
         losses = []
         for idx in torch.randperm(len(states), generator=generator).split(batch):
@@ -63,6 +64,11 @@ def fit(student, states: torch.Tensor, targets: torch.Tensor, optimizer, epochs:
             optimizer.step()
             losses.append(loss.item())
     return float(np.mean(losses))
+
+
+@torch.no_grad()
+def error(student, states: torch.Tensor, targets: torch.Tensor) -> float:
+    return (student.net(states) - targets).square().mean().item()
 
 
 def main() -> None:
@@ -76,38 +82,46 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--exploration-std", type=float, default=0.1,
-                        help="action noise while gathering states, so they cover the teacher's neighbourhood")
+                        help="std of the Gaussian noise added to the actions (in the action's own units) while "
+                             "gathering states, so that they cover the actor's neighbourhood")
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    for name, least in (("rounds", 1), ("states", 10), ("epochs", 1), ("batch", 1), ("eval_episodes", 1)):
+    for name, least in (("rounds", 1), ("states", 1), ("epochs", 1), ("batch", 1), ("eval_episodes", 1)):
         if getattr(args, name) < least:
             parser.error(f"--{name.replace('_', '-')} must be at least {least}")
+    if not args.learning_rate > 0 or not args.exploration_std >= 0:
+        parser.error("--learning-rate must be > 0 and --exploration-std >= 0")
     torch.set_num_threads(1)
     try:
         teacher_cfg, teacher = load_policy(args.teacher, backend="reference")
         cfg = load_config(args.student, args.overrides)
+        for role, side in (("teacher", teacher_cfg), ("student", cfg)):
+            if side.algo != "ppo":
+                raise SpikerlError(f"the {role} is a {side.algo} {'run' if role == 'teacher' else 'config'}; "
+                                   "distillation takes PPO Gaussian policies")
+            if side.network.draws_random_spikes:  # a random readout has no one action to learn or teach
+                raise SpikerlError(f"the {role}'s network draws random input spikes; its actions are not deterministic")
+        if cfg.env_id != teacher_cfg.env_id:
+            raise SpikerlError(f"the teacher plays {teacher_cfg.env_id}, the student's config {cfg.env_id}")
+        if cfg.env_kwargs != teacher_cfg.env_kwargs:
+            raise SpikerlError(f"the teacher's env_kwargs {teacher_cfg.env_kwargs} differ from the student config's "
+                               f"{cfg.env_kwargs}")
+        if teacher.discrete:
+            raise SpikerlError(f"the teacher acts in a discrete action space ({cfg.env_id}); distillation takes "
+                               "Gaussian policies")
+        torch.manual_seed(args.seed)
+        env = make_env(cfg.env_id, "ppo", env_kwargs=cfg.env_kwargs)
+        student = make_policy(cfg, env)
     except SpikerlError as exc:
         raise SystemExit(str(exc)) from None
-    if cfg.algo != "ppo" or teacher.discrete:
-        raise SystemExit("teacher and student must be PPO Gaussian policies")
-    if cfg.env_id != teacher_cfg.env_id:
-        raise SystemExit(f"the teacher plays {teacher_cfg.env_id}, the student's config {cfg.env_id}")
-    torch.manual_seed(args.seed)
-    env = make_env(cfg.env_id, "ppo", env_kwargs=cfg.env_kwargs)
-    student = make_policy(cfg, env)
-    if type(student.obs_norm) is not type(teacher.obs_norm):
-        raise SystemExit("the student's observation normalizer differs from the teacher's")
-    student.obs_norm.load_state_dict(teacher.obs_norm.state_dict())
-    for setting in ("enabled", "clip"):  # the teacher's normalization, whatever the student's config says
-        if hasattr(teacher.obs_norm, setting):
-            setattr(student.obs_norm, setting, getattr(teacher.obs_norm, setting))
+    student.obs_norm = copy.deepcopy(teacher.obs_norm)  # the teacher's normalization, frozen
+    student.eval()
     optimizer = torch.optim.Adam(student.net.parameters(), lr=args.learning_rate)
     generator = torch.Generator().manual_seed(args.seed)
 
     def evaluated(policy) -> dict:
-        with torch.no_grad():
-            return evaluate(policy.act, cfg.env_id, args.eval_episodes, EVAL_SEED, env_kwargs=cfg.env_kwargs)
+        return evaluate(policy.act, cfg.env_id, args.eval_episodes, EVAL_SEED, env_kwargs=cfg.env_kwargs)
 
     teacher_eval = evaluated(teacher)
     print(f"teacher {args.teacher}: mean return {teacher_eval['mean_return']:.1f} "
@@ -118,24 +132,26 @@ def main() -> None:
     for round_ in range(args.rounds):
         start = time.perf_counter()
         actor = teacher if round_ == 0 else student
-        states = visited_states(actor, env, args.states, args.seed + round_, args.exploration_std)
+        # seeds apart for each --seed's rounds, so that two --seed values never share a round's episodes
+        states = visited_states(actor, env, args.states, args.seed * 1000 + round_, args.exploration_std)
         with torch.no_grad():
             normalized = teacher.obs_norm(torch.as_tensor(states))
             targets = teacher.deterministic(teacher.net(normalized))
-        held_out = slice(0, len(states) // 10)  # this round's first tenth: new states, scored before training on them
-        with torch.no_grad():
-            new_error = (student.net(normalized[held_out]) - targets[held_out]).square().mean().item()
+        # On the states the student's own actions led to (DAgger's point): the error before and after it trains
+        # on them
+        before = error(student, normalized, targets)
         pooled_states.append(normalized)
         pooled_targets.append(targets)
-        train_error = fit(student, torch.cat(pooled_states), torch.cat(pooled_targets), optimizer, args.epochs,
-                          args.batch, generator)
+        last_epoch = fit(student, torch.cat(pooled_states), torch.cat(pooled_targets), optimizer, args.epochs,
+                         args.batch, generator)
+        after = error(student, normalized, targets)
         result = evaluated(student)
         share = (f", {result['mean_return'] / teacher_eval['mean_return']:.2f} of the teacher"
                  if teacher_eval["mean_return"] > 0 else "")  # a ratio of negative returns reads backwards
-        print(f"round {round_ + 1}: {sum(len(s) for s in pooled_states)} states, error on the round's new states "
-              f"before training {new_error:.4f}, after training (pooled) {train_error:.4f}; mean return "
-              f"{result['mean_return']:.1f} (length {result['mean_length']:.0f}){share} "
-              f"[{time.perf_counter() - start:.0f} s]", flush=True)
+        print(f"round {round_ + 1}: {sum(len(s) for s in pooled_states)} states; error on the round's new states "
+              f"before training {before:.4f}, after {after:.4f}; the last epoch's mean loss (pooled) "
+              f"{last_epoch:.4f}; mean return {result['mean_return']:.1f} (length {result['mean_length']:.0f})"
+              f"{share} [{time.perf_counter() - start:.0f} s]", flush=True)
     env.close()
 
 

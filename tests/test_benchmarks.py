@@ -24,13 +24,15 @@ def test_distillation_teaches_the_student_its_teachers_actions(tmp_path):
          "--rounds", "2", "--states", "400", "--epochs", "10", "--batch", "32", "--eval-episodes", "2"],
         capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent)
     assert result.returncode == 0, result.stderr
-    rounds = re.findall(r"round (\d): (\d+) states, error on the round's new states before training ([\d.]+), "
-                        r"after training \(pooled\) ([\d.]+); mean return (-?[\d.]+)", result.stdout)
+    rounds = re.findall(r"round (\d+): (\d+) states; error on the round's new states before training ([\d.]+), "
+                        r"after ([\d.]+); the last epoch's mean loss \(pooled\) ([\d.]+); mean return (-?[\d.]+)",
+                        result.stdout)
     assert [(r[0], r[1]) for r in rounds] == [("1", "400"), ("2", "800")], result.stdout
-    (_, _, before_1, after_1, _), (_, _, before_2, after_2, _) = rounds
-    # the spiking student learns the teacher's actions, on the states it trained on and on its own new ones
-    assert float(after_1) < 0.2 * float(before_1)
-    assert float(before_2) < 0.2 * float(before_1)
+    # the spiking student learns its teacher's actions on each round's states: from scratch, then on the states
+    # its own actions led to (unchanged at a learning rate of 1e-12: equal before and after)
+    (_, _, before_1, after_1, _, _), (_, _, before_2, after_2, _, _) = rounds
+    assert float(after_1) < 0.2 * float(before_1), result.stdout
+    assert float(after_2) < 0.5 * float(before_2), result.stdout
     # a student in another environment than its teacher's is refused in one line
     other = subprocess.run([sys.executable, "benchmarks/distill_policy.py", str(teacher), "configs/pendulum_ppo_snn.yaml"],
                            capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent)

@@ -99,7 +99,7 @@ def grad_norm_per_agent(parameters) -> torch.Tensor:
 def clip_grad_norm_per_agent(parameters, max_norm: float, norms: torch.Tensor | None = None) -> torch.Tensor:
     """`torch.nn.utils.clip_grad_norm_` for stacked agents: each agent's gradients (leading dimension of
     every parameter) scaled so that their joint 2-norm is at most `max_norm`; returns the norms [K]. `norms`:
-    `grad_norm_per_agent(parameters)` where the caller has it already."""
+    `grad_norm_per_agent` of these same parameters where the caller has it already."""
     parameters = list(parameters)
     grads = [p.grad for p in parameters if p.grad is not None]
     norms = grad_norm_per_agent(parameters) if norms is None else norms

@@ -409,7 +409,7 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                 if policy_norm is not None:
                     grad_norms[0] += policy_norm * policy_moving
                 grad_norms[1] += value_norm
-                if p.clip_grad_per_network:  # each by the norm just logged, its own
+                if p.clip_grad_per_network:  # the norms before the clip, computed once (skip_policy: the clip's own)
                     clip_grad_norm_per_agent(policy_side, p.max_grad_norm, policy_norm)
                     clip_grad_norm_per_agent(value_side, p.max_grad_norm, value_norm)
                 else:
