@@ -607,12 +607,18 @@ def validate_network(net: NetworkConfig, path: str) -> None:
         )
 
 
+MAX_SEED = 2**32 - 1  # np.random.seed's largest
+
+
 def validate(cfg: TrainConfig) -> None:
     _check(cfg.total_steps >= 1, f"total_steps must be >= 1, got {cfg.total_steps}")
     _check(cfg.total_episodes is None or cfg.total_episodes >= 1, f"total_episodes must be >= 1, got {cfg.total_episodes}")
     _check(cfg.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {cfg.checkpoint_every}")
     _check(cfg.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {cfg.keep_checkpoints}")
     _check(cfg.threads is None or cfg.threads >= 1, f"threads must be >= 1, got {cfg.threads}")
+    _check(0 <= cfg.seed <= MAX_SEED, f"seed must be in [0, {MAX_SEED}] (NumPy's seed range), got {cfg.seed}")
+    # episode i of an evaluation resets with eval.seed + i; Gymnasium takes seeds >= 0
+    _check(cfg.eval.seed >= 0, f"eval.seed must be >= 0, got {cfg.eval.seed}")
     _check(bool(cfg.env_id.strip()), "env_id must name a Gymnasium environment")
     _check(bool(DEVICE_PATTERN.match(cfg.device)), f"device must be auto, cpu, cuda or cuda:N; got {cfg.device!r}")
     validate_network(cfg.network, "network")
@@ -639,6 +645,7 @@ def validate(cfg: TrainConfig) -> None:
             _check(0.0 <= value <= 1.0, f"dqn.{name} must be in [0, 1], got {value}")
         _check(d.epsilon_decay_steps >= 1, f"dqn.epsilon_decay_steps must be >= 1, got {d.epsilon_decay_steps}")
         _check(d.learning_starts >= 0, f"dqn.learning_starts must be >= 0, got {d.learning_starts}")
+        _check(d.max_grad_norm is None or d.max_grad_norm > 0, f"dqn.max_grad_norm must be > 0, got {d.max_grad_norm}")
     elif cfg.algo == "sac":
         a = cfg.sac
         _validate_actor_critic(a, "sac")
@@ -678,6 +685,9 @@ def _validate_ppo(cfg: TrainConfig) -> None:
     _check(rollout % p.num_minibatches == 0,
            f"ppo.num_minibatches ({p.num_minibatches}) must divide the rollout of ppo.num_envs x ppo.num_steps = "
            f"{rollout} transitions into equal minibatches")
+    _check(not p.normalize_advantages or rollout // p.num_minibatches >= 2,
+           f"ppo.num_minibatches ({p.num_minibatches}) leaves minibatches of one transition, whose advantages "
+           "cannot be normalized; use fewer minibatches or ppo.normalize_advantages=false")
     _check(cfg.total_steps >= rollout, f"total_steps ({cfg.total_steps}) is less than one PPO rollout "
                                        f"(ppo.num_envs x ppo.num_steps = {rollout})")
     _check(p.learning_rate > 0, f"ppo.learning_rate must be > 0, got {p.learning_rate}")

@@ -23,7 +23,10 @@ def read_run_settings(run_dir: Path) -> dict[str, object]:
     Read as written, unvalidated: a folder from an older spikerl reads too."""
     from spikerl.config import TrainConfig, config_to_dict, flatten_settings, settings_the_run_reads
 
+    from spikerl.rl.population import refuse_population_folder
+
     path = run_dir / "config.yaml"
+    refuse_population_folder(run_dir, "its agents' run folders")
     if not path.is_file():
         raise SpikerlError(f"{run_dir} is not a spikerl run folder (no config.yaml)")
     try:

@@ -112,6 +112,33 @@ def test_dqn_gradient_clip_trains_and_binds(tmp_path):
     assert not torch.equal(trained_weights("tight", "dqn.max_grad_norm=1e-3"), unclipped)
 
 
+def test_random_input_spikes_leave_evaluation_deterministic_and_training_unchanged_by_it(tmp_path):
+    from spikerl.deploy.energy import measure_activity
+    from spikerl.errors import SpikerlError
+    from spikerl.rl.evaluate import evaluate, load_policy
+
+    def trained(name: str, *overrides: str):
+        cfg = load_config("configs/cartpole_dqn_snn.yaml", [
+            "network.encoder=poisson", "total_steps=400", "dqn.learning_starts=100", "dqn.batch_size=16",
+            "eval.episodes=2", "eval.final_episodes=2", "checkpoint_every=300", f"run_dir={tmp_path / name}",
+            "progress=false", *overrides])
+        train_run(cfg, Run(cfg))
+        return newest_checkpoint(tmp_path / name)["components"]["q_net"]
+
+    # Evaluations draw spikes from generators of their own: training's draws, and so its weights, do not
+    # depend on how often it evaluated
+    never, often = trained("never", "eval.every=0"), trained("often", "eval.every=100")
+    assert all(torch.equal(never[k], often[k]) for k in never)
+    # ...and the same evaluation episodes see the same spikes
+    _, policy = load_policy(tmp_path / "never")
+    first, second = (evaluate(policy.act, "CartPole-v0", 3, 10_000)["returns"] for _ in range(2))
+    torch.rand(5)  # a draw between evaluations moves nothing either
+    assert first == second == evaluate(policy.act, "CartPole-v0", 3, 10_000)["returns"]
+    # spikerl energy's counts assume a constant input current: a Poisson encoder's run is refused in one line
+    with pytest.raises(SpikerlError, match="spikerl energy counts networks with a constant input current"):
+        measure_activity(policy, "CartPole-v0", 1, 10_000)
+
+
 def test_dqn_target_by_hand_plain_and_double():
     rewards, terminated = torch.tensor([1.0, 0.5]), torch.tensor([0.0, 1.0])
     next_q_target = torch.tensor([[2.0, 5.0, 1.0], [4.0, 0.0, 3.0]])

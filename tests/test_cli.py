@@ -119,6 +119,13 @@ def test_eval_bad_input(cli, tiny_runs, tmp_path):
     (broken / "final_model.pt").write_bytes((tiny_runs[0] / "final_model.pt").read_bytes()[:300])
     result = cli("eval", str(broken))
     assert result.returncode == 2 and "is corrupt" in result.stderr and "Traceback" not in result.stderr
+    for command, args, message in (("eval", ["--episodes", "0"], "--episodes must be >= 1"),
+                                   ("eval", ["--seed", "-1"], "--seed >= 0"),
+                                   ("energy", ["--episodes", "0"], "--episodes and --raster-decisions must be >= 1"),
+                                   ("energy", ["--e-ac", "0"], "--e-ac and --e-mac are energies per operation"),
+                                   ("video", ["--seed", "-1"], "--seed >= 0")):
+        result = cli(command, str(tiny_runs[0]), *args)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
 def test_loaded_policy_acts_like_the_trained_one(monkeypatch, tmp_path):

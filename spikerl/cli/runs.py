@@ -122,6 +122,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from spikerl.rl.envs import env_kwargs_for
     from spikerl.rl.evaluate import evaluate
 
+    if args.episodes < 1 or args.seed < 0:
+        raise SpikerlError("--episodes must be >= 1 and --seed >= 0")
     source = Path(args.run_dir)
     spec = None
     if args.quantize:
@@ -166,6 +168,11 @@ def cmd_energy(args: argparse.Namespace) -> int:
     from spikerl.deploy.energy import measure_activity, plot_raster
     from spikerl.rl.envs import env_kwargs_for
 
+    if args.episodes < 1 or args.seed < 0 or args.raster_decisions < 1:
+        raise SpikerlError("--episodes and --raster-decisions must be >= 1 and --seed >= 0")
+    if not (args.e_ac > 0 and args.e_mac > 0):
+        raise SpikerlError(f"--e-ac and --e-mac are energies per operation in pJ and must be > 0, got {args.e_ac} "
+                           f"and {args.e_mac}")
     source = Path(args.run_dir)
     cfg, policy = _load_any_policy(source, args)
     try:
@@ -216,8 +223,8 @@ def cmd_video(args: argparse.Namespace) -> int:
     from spikerl.rl.envs import env_kwargs_for
     from spikerl.video.record import prepare_rendering, write_video
 
-    if args.episodes < 1 or (args.fps is not None and args.fps <= 0):
-        raise SpikerlError("--episodes must be >= 1 and --fps > 0")
+    if args.episodes < 1 or args.seed < 0 or (args.fps is not None and args.fps <= 0):
+        raise SpikerlError("--episodes must be >= 1, --seed >= 0 and --fps > 0")
     source = Path(args.run_dir)
     if args.checkpoint and source.suffix == ".nir":
         raise SpikerlError("--checkpoint picks a checkpoint of a run folder; a NIR file holds one network")

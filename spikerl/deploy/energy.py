@@ -103,11 +103,17 @@ def measure_activity(policy, env_id: str, episodes: int, seed: int, keep: int = 
     """
     from spikerl.errors import SpikerlError
     from spikerl.rl.evaluate import evaluate
+    from spikerl.snn.decoders import PopulationDecoder
     from spikerl.snn.network import SpikingMLP
 
     net = policy.net
     if not isinstance(net, SpikingMLP):
         raise SpikerlError("this policy is an ANN; spike counts and energy estimates are for spiking networks")
+    # The counts above assume a constant real-valued input current and a linear readout of the last layer
+    if not getattr(net.encoder, "constant", False) or isinstance(net.decoder, PopulationDecoder):
+        raise SpikerlError("spikerl energy counts networks with a constant input current (encoder direct or "
+                           "two_neuron) and a linear readout (decoder membrane or integrator); this one has "
+                           f"encoder {type(net.encoder).__name__} and decoder {type(net.decoder).__name__}")
     recorder = SpikeRecorder(net, keep=keep)
     policy.net = recorder
     try:

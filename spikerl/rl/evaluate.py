@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -20,32 +21,45 @@ class EpisodeObserver:
     def step(self, env, episode: int, action, episode_return: float) -> None: ...
 
 
+@contextmanager
+def own_random_spikes(seed: int):
+    """Random input spikes (poisson encoders) drawn during an evaluation come from torch's generators seeded
+    with the evaluation's seed and put back afterwards: the same episodes see the same spikes, and training's
+    draws do not depend on when, or whether, it evaluated."""
+    import torch
+
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
+        torch.manual_seed(seed)
+        yield
+
+
 def evaluate(act: Callable[[np.ndarray], np.ndarray | int], env_id: str, episodes: int, seed: int,
              observer: EpisodeObserver | None = None, render_mode: str | None = None,
              env_kwargs: dict | None = None) -> dict:
     """Run `act` (observation -> action, no exploration) in `env_id` made with `env_kwargs` and summarize the
     episode returns."""
-    env = make_env(env_id, render_mode=render_mode, env_kwargs=env_kwargs)
-    returns, lengths = [], []
-    try:
-        for i in range(episodes):
-            obs, _ = env.reset(seed=seed + i)
-            total, length, done = 0.0, 0, False
-            if observer is not None:
-                observer.start(env, i)
-            while not done:
-                action = act(obs)
-                obs, reward, terminated, truncated, _ = env.step(action)
-                total += float(reward)
-                length += 1
-                done = terminated or truncated
+    with own_random_spikes(seed):
+        env = make_env(env_id, render_mode=render_mode, env_kwargs=env_kwargs)
+        returns, lengths = [], []
+        try:
+            for i in range(episodes):
+                obs, _ = env.reset(seed=seed + i)
+                total, length, done = 0.0, 0, False
                 if observer is not None:
-                    observer.step(env, i, action, total)
-            returns.append(total)
-            lengths.append(length)
-    finally:
-        env.close()
-    return summarize(env_id, episodes, seed, returns, lengths)
+                    observer.start(env, i)
+                while not done:
+                    action = act(obs)
+                    obs, reward, terminated, truncated, _ = env.step(action)
+                    total += float(reward)
+                    length += 1
+                    done = terminated or truncated
+                    if observer is not None:
+                        observer.step(env, i, action, total)
+                returns.append(total)
+                lengths.append(length)
+        finally:
+            env.close()
+        return summarize(env_id, episodes, seed, returns, lengths)
 
 
 def evaluate_agents(policy, agents: list[int], population: int, env_id: str, episodes: int, seed: int,
@@ -56,37 +70,38 @@ def evaluate_agents(policy, agents: list[int], population: int, env_id: str, epi
     what `evaluate` gives for that agent's own policy (tested)."""
     import torch
 
-    envs = {k: make_env(env_id, env_kwargs=env_kwargs) for k in agents}
-    obs_dim = next(iter(envs.values())).observation_space.shape[0] if envs else 0
-    obs = np.zeros((population, obs_dim), dtype=np.float32)
-    returns = {k: [] for k in agents}
-    lengths = {k: [] for k in agents}
-    totals = dict.fromkeys(agents, 0.0)
-    steps = dict.fromkeys(agents, 0)
-    try:
-        for k, env in envs.items():
-            obs[k] = env.reset(seed=seed)[0]
-        playing = set(agents) if episodes > 0 else set()
-        while playing:
-            actions = policy.act_agents(torch.as_tensor(obs, device=device).unsqueeze(1))
-            for k in sorted(playing):
-                next_obs, reward, terminated, truncated, _ = envs[k].step(actions[k])
-                totals[k] += float(reward)
-                steps[k] += 1
-                if not (terminated or truncated):
-                    obs[k] = next_obs
-                    continue
-                returns[k].append(totals[k])
-                lengths[k].append(steps[k])
-                totals[k], steps[k] = 0.0, 0
-                if len(returns[k]) == episodes:
-                    playing.discard(k)
-                else:
-                    obs[k] = envs[k].reset(seed=seed + len(returns[k]))[0]
-    finally:
-        for env in envs.values():
-            env.close()
-    return [summarize(env_id, episodes, seed, returns[k], lengths[k]) for k in agents]
+    with own_random_spikes(seed):
+        envs = {k: make_env(env_id, env_kwargs=env_kwargs) for k in agents}
+        obs_dim = next(iter(envs.values())).observation_space.shape[0] if envs else 0
+        obs = np.zeros((population, obs_dim), dtype=np.float32)
+        returns = {k: [] for k in agents}
+        lengths = {k: [] for k in agents}
+        totals = dict.fromkeys(agents, 0.0)
+        steps = dict.fromkeys(agents, 0)
+        try:
+            for k, env in envs.items():
+                obs[k] = env.reset(seed=seed)[0]
+            playing = set(agents) if episodes > 0 else set()
+            while playing:
+                actions = policy.act_agents(torch.as_tensor(obs, device=device).unsqueeze(1))
+                for k in sorted(playing):
+                    next_obs, reward, terminated, truncated, _ = envs[k].step(actions[k])
+                    totals[k] += float(reward)
+                    steps[k] += 1
+                    if not (terminated or truncated):
+                        obs[k] = next_obs
+                        continue
+                    returns[k].append(totals[k])
+                    lengths[k].append(steps[k])
+                    totals[k], steps[k] = 0.0, 0
+                    if len(returns[k]) == episodes:
+                        playing.discard(k)
+                    else:
+                        obs[k] = envs[k].reset(seed=seed + len(returns[k]))[0]
+        finally:
+            for env in envs.values():
+                env.close()
+        return [summarize(env_id, episodes, seed, returns[k], lengths[k]) for k in agents]
 
 
 def summarize(env_id: str, episodes: int, seed: int, returns: list[float], lengths: list[int]) -> dict:
@@ -135,8 +150,11 @@ def load_policy(run_dir: Path, checkpoint: str | None = None, backend: str = "au
     from spikerl.rl import algorithm_module
     from spikerl.rl.checkpoint import load_checkpoint
 
+    from spikerl.rl.population import refuse_population_folder
+
     if not run_dir.is_dir():
         raise SpikerlError(f"run folder not found: {run_dir}")
+    refuse_population_folder(run_dir)
     final = load_checkpoint(run_dir / "final_model.pt") if checkpoint is None else None
     if final is not None:
         cfg_data = final["config"]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from spikerl.config import TrainConfig, config_to_dict, critic_network, differing_settings, flatten_settings, load_config
+from spikerl.config import MAX_SEED, TrainConfig, config_to_dict, critic_network, differing_settings, flatten_settings, load_config
 from spikerl.errors import SpikerlError
 from spikerl.fileio import atomic_write_text
 
@@ -75,11 +75,22 @@ def parse_seeds(text: str) -> list[int]:
         raise SpikerlError(f"--seeds {text!r} names no seed")
     if len(set(seeds)) != len(seeds):
         raise SpikerlError(f"--seeds {text!r} names a seed twice")
+    outside = [seed for seed in seeds if not 0 <= seed <= MAX_SEED]
+    if outside:
+        raise SpikerlError(f"--seeds {text!r}: seed must be in [0, {MAX_SEED}] (NumPy's seed range), got {outside[0]}")
     return seeds
 
 
 def is_population(path: Path) -> bool:
     return (Path(path) / POPULATION_FILE).is_file()
+
+
+def refuse_population_folder(path: Path, wanted: str = "one agent's run folder") -> None:
+    """One line naming the agents' folders where a command that takes a run folder was given a population's."""
+    path = Path(path)
+    if is_population(path) and not (path / "config.yaml").is_file():
+        agents = ", ".join(str(agent) for agent in read_population(path))
+        raise SpikerlError(f"{path} holds a population; give {wanted}: {agents}")
 
 
 def write_population(home: Path, agent_dirs: list[Path]) -> None:
