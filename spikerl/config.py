@@ -618,7 +618,7 @@ def validate(cfg: TrainConfig) -> None:
     _check(cfg.threads is None or cfg.threads >= 1, f"threads must be >= 1, got {cfg.threads}")
     _check(0 <= cfg.seed <= MAX_SEED, f"seed must be in [0, {MAX_SEED}] (NumPy's seed range), got {cfg.seed}")
     # episode i of an evaluation resets with eval.seed + i; Gymnasium takes seeds >= 0
-    _check(cfg.eval.seed >= 0, f"eval.seed must be >= 0, got {cfg.eval.seed}")
+    _check(0 <= cfg.eval.seed <= MAX_SEED, f"eval.seed must be in [0, {MAX_SEED}], got {cfg.eval.seed}")
     _check(bool(cfg.env_id.strip()), "env_id must name a Gymnasium environment")
     _check(bool(DEVICE_PATTERN.match(cfg.device)), f"device must be auto, cpu, cuda or cuda:N; got {cfg.device!r}")
     validate_network(cfg.network, "network")

@@ -22,7 +22,6 @@ def read_run_settings(run_dir: Path) -> dict[str, object]:
     today's default, and UNREAD for a setting its training never read (`config.settings_the_run_reads`).
     Read as written, unvalidated: a folder from an older spikerl reads too."""
     from spikerl.config import TrainConfig, config_to_dict, flatten_settings, settings_the_run_reads
-
     from spikerl.rl.population import refuse_population_folder
 
     path = run_dir / "config.yaml"

@@ -113,7 +113,7 @@ def test_dqn_gradient_clip_trains_and_binds(tmp_path):
 
 
 def test_random_input_spikes_leave_evaluation_deterministic_and_training_unchanged_by_it(tmp_path):
-    from spikerl.deploy.energy import measure_activity
+    from spikerl.deploy.energy import check_energy_applies
     from spikerl.errors import SpikerlError
     from spikerl.rl.evaluate import evaluate, load_policy
 
@@ -129,14 +129,23 @@ def test_random_input_spikes_leave_evaluation_deterministic_and_training_unchang
     # depend on how often it evaluated
     never, often = trained("never", "eval.every=0"), trained("often", "eval.every=100")
     assert all(torch.equal(never[k], often[k]) for k in never)
-    # ...and the same evaluation episodes see the same spikes
+    # ...and the same evaluation sees the same spikes: the same Q-values at every step, whatever was drawn before
     _, policy = load_policy(tmp_path / "never")
-    first, second = (evaluate(policy.act, "CartPole-v0", 3, 10_000)["returns"] for _ in range(2))
-    torch.rand(5)  # a draw between evaluations moves nothing either
-    assert first == second == evaluate(policy.act, "CartPole-v0", 3, 10_000)["returns"]
-    # spikerl energy's counts assume a constant input current: a Poisson encoder's run is refused in one line
+    q_values = []
+    policy.net.register_forward_hook(lambda module, inputs, output: q_values.append(output.detach().clone()))
+
+    def evaluation_q_values() -> list[torch.Tensor]:
+        q_values.clear()
+        evaluate(policy.act, "CartPole-v0", 2, 10_000)
+        return list(q_values)
+
+    first = evaluation_q_values()
+    torch.rand(5)  # a draw between evaluations moves nothing
+    second = evaluation_q_values()
+    assert len(first) == len(second) > 10 and all(torch.equal(a, b) for a, b in zip(first, second))
+    # spikerl energy's counts assume a constant input current: a Poisson encoder's network is refused in one line
     with pytest.raises(SpikerlError, match="spikerl energy counts networks with a constant input current"):
-        measure_activity(policy, "CartPole-v0", 1, 10_000)
+        check_energy_applies(policy.net)
 
 
 def test_dqn_target_by_hand_plain_and_double():

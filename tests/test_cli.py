@@ -119,11 +119,12 @@ def test_eval_bad_input(cli, tiny_runs, tmp_path):
     (broken / "final_model.pt").write_bytes((tiny_runs[0] / "final_model.pt").read_bytes()[:300])
     result = cli("eval", str(broken))
     assert result.returncode == 2 and "is corrupt" in result.stderr and "Traceback" not in result.stderr
-    for command, args, message in (("eval", ["--episodes", "0"], "--episodes must be >= 1"),
-                                   ("eval", ["--seed", "-1"], "--seed >= 0"),
-                                   ("energy", ["--episodes", "0"], "--episodes and --raster-decisions must be >= 1"),
-                                   ("energy", ["--e-ac", "0"], "--e-ac and --e-mac are energies per operation"),
-                                   ("video", ["--seed", "-1"], "--seed >= 0")):
+    for command, args, message in (("eval", ["--episodes", "0"], "--episodes must be >= 1, got 0"),
+                                   ("eval", ["--seed", "-1"], "--seed must be in [0, 4294967295], got -1"),
+                                   ("energy", ["--episodes", "0"], "--episodes must be >= 1, got 0"),
+                                   ("energy", ["--raster-decisions", "0"], "--raster-decisions must be >= 1, got 0"),
+                                   ("energy", ["--e-ac", "0"], "--e-ac is an energy per operation in pJ and must be > 0"),
+                                   ("video", ["--seed", str(2**64)], "--seed must be in [0, 4294967295]")):
         result = cli(command, str(tiny_runs[0]), *args)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
 

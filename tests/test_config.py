@@ -72,7 +72,7 @@ def test_env_kwargs_load_from_yaml_and_may_be_left_empty(tmp_path):
     ("seed=abc", "seed must be an integer"),
     ("seed=-1", "seed must be in [0, 4294967295] (NumPy's seed range), got -1"),
     ("seed=4294967296", "seed must be in [0, 4294967295]"),
-    ("eval.seed=-5", "eval.seed must be >= 0, got -5"),
+    ("eval.seed=-5", "eval.seed must be in [0, 4294967295], got -5"),
     ("dqn.max_grad_norm=-1.0", "dqn.max_grad_norm must be > 0, got -1.0"),
     ("algo=ppo ppo.num_envs=1 ppo.num_steps=8 ppo.num_minibatches=8",
      "ppo.num_minibatches (8) leaves minibatches of one transition"),

@@ -228,9 +228,11 @@ def test_seeds_on_the_command_line_make_agent_folders_that_every_command_reads(c
         bad = cli("train", *([CARTPOLE] if args[0] == "--seeds" else []), *args)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
     # The population's own folder, given where an agent's is wanted, is one line naming the agents' folders
-    for command in ("eval", "energy", "summary"):
+    for command in ("eval", "energy", "summary", "plot", "export", "video"):
         bad = cli(command, str(home))
         assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
         assert f"{home} holds a population; give" in bad.stderr and str(home / "s1") in bad.stderr, bad.stderr
-    bad = cli("train", CARTPOLE, "--seeds=-2:0")
-    assert bad.returncode == 2 and "seed must be in [0, 4294967295]" in bad.stderr and "Traceback" not in bad.stderr
+    for seeds in ("-2:0", "0:10000000000", "1,-3"):
+        bad = cli("train", CARTPOLE, f"--seeds={seeds}")
+        assert bad.returncode == 2 and "seeds must be in [0, 4294967295]" in bad.stderr, bad.stderr
+        assert "Traceback" not in bad.stderr

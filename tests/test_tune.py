@@ -336,3 +336,14 @@ def test_workers_started_together_on_a_fresh_database_all_join(tmp_path):
     finally:
         with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_seeds_out_of_numpys_range_are_one_line_before_anything_trains(cli, tmp_path):
+    for command, args, message in (
+            ("sweep", ["--grid", "network.neuron.beta=0.5", "--seeds", "-1"], "--seeds '-1': seeds must be in [0, "),
+            ("sweep", ["--grid", "network.neuron.beta=0.5", "--seeds", "0,0"], "--seeds '0,0' names a seed twice"),
+            ("tune", [*BETA, "--trials", "1", "--sampler-seed", "-1"], "--sampler-seed must be in [0, ")):
+        out = tmp_path / command
+        result = cli(command, *TINY, *args, "--out", str(out))
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert not out.exists()

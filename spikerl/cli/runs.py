@@ -118,12 +118,20 @@ def _check_other_env(cfg, env_id: str | None) -> None:
                            "which the policy was trained on")
 
 
+def _check_episodes_and_seed(args: argparse.Namespace) -> None:
+    from spikerl.config import MAX_SEED
+
+    if args.episodes < 1:
+        raise SpikerlError(f"--episodes must be >= 1, got {args.episodes}")
+    if not 0 <= args.seed <= MAX_SEED:  # episode i resets with seed + i
+        raise SpikerlError(f"--seed must be in [0, {MAX_SEED}], got {args.seed}")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from spikerl.rl.envs import env_kwargs_for
     from spikerl.rl.evaluate import evaluate
 
-    if args.episodes < 1 or args.seed < 0:
-        raise SpikerlError("--episodes must be >= 1 and --seed >= 0")
+    _check_episodes_and_seed(args)
     source = Path(args.run_dir)
     spec = None
     if args.quantize:
@@ -165,17 +173,21 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_energy(args: argparse.Namespace) -> int:
-    from spikerl.deploy.energy import measure_activity, plot_raster
+    from spikerl.deploy.energy import check_energy_applies, measure_activity, plot_raster
     from spikerl.rl.envs import env_kwargs_for
+    from spikerl.snn.network import SpikingMLP
 
-    if args.episodes < 1 or args.seed < 0 or args.raster_decisions < 1:
-        raise SpikerlError("--episodes and --raster-decisions must be >= 1 and --seed >= 0")
-    if not (args.e_ac > 0 and args.e_mac > 0):
-        raise SpikerlError(f"--e-ac and --e-mac are energies per operation in pJ and must be > 0, got {args.e_ac} "
-                           f"and {args.e_mac}")
+    _check_episodes_and_seed(args)
+    if args.raster_decisions < 1:
+        raise SpikerlError(f"--raster-decisions must be >= 1, got {args.raster_decisions}")
+    for name, value in (("--e-ac", args.e_ac), ("--e-mac", args.e_mac)):
+        if not value > 0:
+            raise SpikerlError(f"{name} is an energy per operation in pJ and must be > 0, got {value}")
     source = Path(args.run_dir)
     cfg, policy = _load_any_policy(source, args)
     try:
+        if isinstance(policy.net, SpikingMLP):
+            check_energy_applies(policy.net)
         env_id = args.env or cfg.env_id
         report, result, recorder = measure_activity(policy, env_id, args.episodes, args.seed, args.raster_decisions,
                                                     args.e_ac, args.e_mac,
@@ -206,11 +218,14 @@ def _env_and_kind(source: Path) -> tuple[str | None, dict, str]:
     without building anything (so that MuJoCo's OpenGL can still be chosen)."""
     import yaml
 
+    from spikerl.rl.population import refuse_population_folder
+
     if source.suffix == ".nir":
         from spikerl.deploy.nir_io import nir_metadata, stored_config
 
         meta = nir_metadata(source)
         return meta.get("env_id"), stored_config(meta).get("env_kwargs") or {}, "snn"
+    refuse_population_folder(source)
     config_path = source / "config.yaml"
     if not config_path.is_file():
         raise SpikerlError(f"run folder not found: {source}" if not source.is_dir()
@@ -223,8 +238,9 @@ def cmd_video(args: argparse.Namespace) -> int:
     from spikerl.rl.envs import env_kwargs_for
     from spikerl.video.record import prepare_rendering, write_video
 
-    if args.episodes < 1 or args.seed < 0 or (args.fps is not None and args.fps <= 0):
-        raise SpikerlError("--episodes must be >= 1, --seed >= 0 and --fps > 0")
+    _check_episodes_and_seed(args)
+    if args.fps is not None and args.fps <= 0:
+        raise SpikerlError(f"--fps must be > 0, got {args.fps}")
     source = Path(args.run_dir)
     if args.checkpoint and source.suffix == ".nir":
         raise SpikerlError("--checkpoint picks a checkpoint of a run folder; a NIR file holds one network")

@@ -54,16 +54,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _seeds(text: str) -> list[int]:
+    from spikerl.config import MAX_SEED
+
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise SpikerlError(f"--seeds must be comma-separated integers, got {text!r}") from None
     if not seeds:
         raise SpikerlError("--seeds is empty")
+    if len(set(seeds)) != len(seeds):
+        raise SpikerlError(f"--seeds {text!r} names a seed twice")
+    outside = [seed for seed in seeds if not 0 <= seed <= MAX_SEED]
+    if outside:
+        raise SpikerlError(f"--seeds {text!r}: seeds must be in [0, {MAX_SEED}] (NumPy's seed range), got {outside[0]}")
     return seeds
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    from spikerl.config import MAX_SEED
     from spikerl.tune.space import load_space, validate_space
     from spikerl.tune.study import OBJECTIVES, TuneSpec, best_trial, counts, export_preset, tune, write_trials_csv
 
@@ -76,6 +84,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     pruner = args.pruner or ("median" if len(objectives) == 1 else "none")
     if pruner == "median" and len(objectives) > 1:
         raise SpikerlError("Optuna cannot prune a multi-objective study; leave out --pruner or give --pruner none")
+    if args.sampler_seed is not None and not 0 <= args.sampler_seed <= MAX_SEED - args.workers:
+        raise SpikerlError(f"--sampler-seed must be in [0, {MAX_SEED} - workers] (worker i seeds TPE with it + i), "
+                           f"got {args.sampler_seed}")
     for name, value, low in (("--trials", args.trials, 1), ("--workers", args.workers, 1),
                              ("--heartbeat", args.heartbeat, 1), ("--spike-episodes", args.spike_episodes, 1),
                              ("--prune-after", args.prune_after, 0)):

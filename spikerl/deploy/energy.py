@@ -94,6 +94,18 @@ def energy_report(net: nn.Module, recorder: SpikeRecorder, e_ac_pj: float = E_AC
         e_ac_pj=e_ac_pj, e_mac_pj=e_mac_pj, decisions=recorder.decisions)
 
 
+def check_energy_applies(net: nn.Module) -> None:
+    """The operation counts above assume a constant real-valued input current and a linear readout of the last
+    layer; a network of other parts is refused in one line (its spike counts alone are still right)."""
+    from spikerl.errors import SpikerlError
+    from spikerl.snn.decoders import PopulationDecoder
+
+    if not getattr(net.encoder, "constant", False) or isinstance(net.decoder, PopulationDecoder):
+        raise SpikerlError("spikerl energy counts networks with a constant input current (encoder direct or "
+                           "two_neuron) and a linear readout (decoder membrane or integrator); this one has "
+                           f"encoder {type(net.encoder).__name__} and decoder {type(net.decoder).__name__}")
+
+
 def measure_activity(policy, env_id: str, episodes: int, seed: int, keep: int = 0,
                      e_ac_pj: float = E_AC_PJ, e_mac_pj: float = E_MAC_PJ,
                      env_kwargs: dict | None = None) -> tuple[EnergyReport, dict, SpikeRecorder]:
@@ -103,17 +115,11 @@ def measure_activity(policy, env_id: str, episodes: int, seed: int, keep: int = 
     """
     from spikerl.errors import SpikerlError
     from spikerl.rl.evaluate import evaluate
-    from spikerl.snn.decoders import PopulationDecoder
     from spikerl.snn.network import SpikingMLP
 
     net = policy.net
     if not isinstance(net, SpikingMLP):
         raise SpikerlError("this policy is an ANN; spike counts and energy estimates are for spiking networks")
-    # The counts above assume a constant real-valued input current and a linear readout of the last layer
-    if not getattr(net.encoder, "constant", False) or isinstance(net.decoder, PopulationDecoder):
-        raise SpikerlError("spikerl energy counts networks with a constant input current (encoder direct or "
-                           "two_neuron) and a linear readout (decoder membrane or integrator); this one has "
-                           f"encoder {type(net.encoder).__name__} and decoder {type(net.decoder).__name__}")
     recorder = SpikeRecorder(net, keep=keep)
     policy.net = recorder
     try:

@@ -28,7 +28,9 @@ def own_random_spikes(seed: int):
     draws do not depend on when, or whether, it evaluated."""
     import torch
 
-    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
+    # CUDA's generators only where CUDA already runs (a policy on the GPU has started it): forking them
+    # would start CUDA in every CPU evaluation
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
         torch.manual_seed(seed)
         yield
 
@@ -149,7 +151,6 @@ def load_policy(run_dir: Path, checkpoint: str | None = None, backend: str = "au
     from spikerl.devices import resolve_device
     from spikerl.rl import algorithm_module
     from spikerl.rl.checkpoint import load_checkpoint
-
     from spikerl.rl.population import refuse_population_folder
 
     if not run_dir.is_dir():

@@ -66,6 +66,8 @@ def parse_seeds(text: str) -> list[int]:
     try:
         if ":" in text:
             start, stop = (int(part) for part in text.split(":"))
+            if start < stop and not (0 <= start and stop - 1 <= MAX_SEED):  # checked before the range is built
+                raise SpikerlError(f"--seeds {text!r}: seeds must be in [0, {MAX_SEED}] (NumPy's seed range)")
             seeds = list(range(start, stop))
         else:
             seeds = [int(part) for part in text.split(",") if part.strip()]
@@ -77,7 +79,7 @@ def parse_seeds(text: str) -> list[int]:
         raise SpikerlError(f"--seeds {text!r} names a seed twice")
     outside = [seed for seed in seeds if not 0 <= seed <= MAX_SEED]
     if outside:
-        raise SpikerlError(f"--seeds {text!r}: seed must be in [0, {MAX_SEED}] (NumPy's seed range), got {outside[0]}")
+        raise SpikerlError(f"--seeds {text!r}: seeds must be in [0, {MAX_SEED}] (NumPy's seed range), got {outside[0]}")
     return seeds
 
 
