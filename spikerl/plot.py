@@ -128,6 +128,11 @@ def summarize_runs(run_dirs: list[Path]) -> str:
     for run_dir, own, label in zip(run_dirs, settings, variant_labels(settings)):
         path = run_dir / "final_eval.json"
         if not path.is_file():
+            diverged = run_dir / "diverged.json"
+            if diverged.is_file():
+                info = json.loads(diverged.read_text())
+                raise SpikerlError(f"{run_dir} diverged at step {info['global_step']} ({info['reason']}) and has no "
+                                   "final evaluation; leave it out of the summary")
             raise SpikerlError(f"{run_dir} has no final_eval.json; has its training finished?")
         final = json.loads(path.read_text())
         seed = own["seed"]

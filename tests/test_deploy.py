@@ -196,6 +196,10 @@ def test_fixed_point_with_wide_words_agrees_with_float():
     assert wide_agree >= 0.95 and narrow_agree < wide_agree
     with pytest.raises(SpikerlError, match="--weight-bits must be in"):
         QuantizationSpec(weight_bits=1)
+    # A network fixed point does not cover is refused naming what it has
+    _, subtract, _ = make_policy("dqn", [*DQN_OVERRIDES, "network.neuron.reset=subtract", "network.encoder=poisson"])
+    with pytest.raises(SpikerlError, match="; this one has encoder PoissonEncoder and reset subtract$"):
+        quantized_policy(subtract, QuantizationSpec())
 
 
 def test_energy_counts_follow_the_recorded_spikes():

@@ -245,6 +245,11 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_the_last_good_checkpoint(t
     assert good["step"] <= 500 and f"step_{good['step']}.pt (step {good['step']})" in err[-1]
     assert all(torch.isfinite(t).all() for t in good["components"]["q_net"].values() if t.is_floating_point())
     assert not (run_dir / "final_model.pt").exists()
+    # spikerl summary says the run diverged, rather than asking whether it finished
+    assert spikerl_cli.main(["summary", str(run_dir)]) == 2
+    message = capsys.readouterr().err.strip()
+    assert message == (f"spikerl: error: {run_dir} diverged at step {diverged['global_step']} (losses/td_loss is nan) "
+                       "and has no final evaluation; leave it out of the summary"), message
 
 
 def test_a_nan_ppo_loss_stops_the_run_at_the_update_that_met_it(tmp_path, capsys):

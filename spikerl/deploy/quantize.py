@@ -40,10 +40,15 @@ class QuantizedSpikingMLP(nn.Module):
         super().__init__()
         from spikerl.snn.decoders import MembraneDecoder
 
-        if (not isinstance(net.decoder, MembraneDecoder) or not net.encoder.constant
-                or any(n.reset != "hard" for n in net.neurons)):
+        unsupported = [part for part, supported in (
+            (f"encoder {type(net.encoder).__name__}", net.encoder.constant),
+            (f"decoder {type(net.decoder).__name__}", isinstance(net.decoder, MembraneDecoder)),
+            ("reset " + ", ".join(sorted({n.reset for n in net.neurons} - {"hard"})),
+             all(n.reset == "hard" for n in net.neurons))) if not supported]
+        if unsupported:
             raise SpikerlError("fixed-point evaluation covers spiking networks with a constant input encoder "
-                               "(two_neuron, direct), a membrane or integrator readout and hard reset")
+                               "(two_neuron, direct), a membrane or integrator readout and hard reset; this one has "
+                               + " and ".join(unsupported))
         backend = FixedPointBackend(spec.state_bits)
         self.spec, self.encoder, self.timesteps = spec, net.encoder, net.timesteps
         self.layers = nn.ModuleList(IntegerLinear(layer, spec) for layer in net.layers)
