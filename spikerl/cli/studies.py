@@ -54,20 +54,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _seeds(text: str) -> list[int]:
-    from spikerl.config import MAX_SEED
+    from spikerl.rl.population import checked_seeds
 
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise SpikerlError(f"--seeds must be comma-separated integers, got {text!r}") from None
-    if not seeds:
-        raise SpikerlError("--seeds is empty")
-    if len(set(seeds)) != len(seeds):
-        raise SpikerlError(f"--seeds {text!r} names a seed twice")
-    outside = [seed for seed in seeds if not 0 <= seed <= MAX_SEED]
-    if outside:
-        raise SpikerlError(f"--seeds {text!r}: seeds must be in [0, {MAX_SEED}] (NumPy's seed range), got {outside[0]}")
-    return seeds
+    return checked_seeds(seeds, text)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:

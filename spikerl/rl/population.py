@@ -73,6 +73,12 @@ def parse_seeds(text: str) -> list[int]:
             seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise SpikerlError(f"--seeds must look like 0:8 (seeds 0 to 7) or 0,1,2, got {text!r}") from None
+    return checked_seeds(seeds, text)
+
+
+def checked_seeds(seeds: list[int], text: str) -> list[int]:
+    """`seeds`, parsed from the command line's `text`, if they name at least one seed, none twice, all in
+    NumPy's range."""
     if not seeds:
         raise SpikerlError(f"--seeds {text!r} names no seed")
     if len(set(seeds)) != len(seeds):
