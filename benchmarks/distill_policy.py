@@ -29,26 +29,10 @@ import torch
 from spikerl.config import load_config
 from spikerl.errors import SpikerlError
 from spikerl.rl.envs import make_env
-from spikerl.rl.evaluate import evaluate, load_policy
+from spikerl.rl.evaluate import evaluate, load_policy, visited_states
 from spikerl.rl.ppo import make_policy
 
 EVAL_SEED = 10_000  # evaluation episodes, apart from the states' episodes (seeded from --seed)
-
-
-def visited_states(policy, env, count: int, seed: int, exploration_std: float) -> np.ndarray:
-    """`count` observations of `policy` acting (its deterministic action plus Gaussian noise) in `env`."""
-    noise = np.random.default_rng(seed)
-    obs, _ = env.reset(seed=seed)
-    states = np.empty((count, obs.shape[0]), dtype=np.float32)
-    for i in range(count):
-        states[i] = obs
-        action = policy.act(obs)
-        action = np.clip(action + exploration_std * noise.standard_normal(action.shape),
-                         env.action_space.low, env.action_space.high)
-        obs, _, terminated, truncated, _ = env.step(action)
-        if terminated or truncated:
-            obs, _ = env.reset()
-    return states
 
 
 def fit(student, states: torch.Tensor, targets: torch.Tensor, optimizer, epochs: int, batch: int,

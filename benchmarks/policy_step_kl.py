@@ -18,29 +18,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import torch
 
 from spikerl.rl.envs import make_env
-from spikerl.rl.evaluate import load_policy
+from spikerl.rl.evaluate import load_policy, visited_states
 from spikerl.snn.network import output_layer
-
-
-def visited_states(policy, env_id: str, count: int, seed: int, env_kwargs: dict | None = None) -> torch.Tensor:
-    env: gym.Env = make_env(env_id, "ppo", env_kwargs=env_kwargs)
-    noise = np.random.default_rng(seed)
-    obs, _ = env.reset(seed=seed)
-    states = []
-    for _ in range(count):
-        states.append(obs)
-        action = policy.act(obs)
-        obs, _, terminated, truncated, _ = env.step(np.clip(action + 0.3 * noise.standard_normal(action.shape),
-                                                            env.action_space.low, env.action_space.high))
-        if terminated or truncated:
-            obs, _ = env.reset()
-    env.close()
-    return torch.as_tensor(np.array(states), dtype=torch.float32)
 
 
 def stepped_parameters(policy, part: str) -> list[torch.nn.Parameter]:
@@ -93,7 +76,9 @@ def main() -> None:
         cfg, policy = load_policy(run, backend="reference")
         if policy.discrete:
             raise SystemExit(f"{run}: a categorical policy; this measures Gaussian ones")
-        states = visited_states(policy, cfg.env_id, args.states, args.seed, cfg.env_kwargs)
+        env = make_env(cfg.env_id, "ppo", env_kwargs=cfg.env_kwargs)
+        states = torch.as_tensor(visited_states(policy, env, args.states, args.seed, exploration_std=0.3))
+        env.close()
         for part in parts:
             generator = torch.Generator().manual_seed(args.seed)
             kls = [np.mean([step_kl(policy, states, rate, generator, part) for _ in range(args.repeats)])

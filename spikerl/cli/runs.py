@@ -175,7 +175,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_energy(args: argparse.Namespace) -> int:
     from spikerl.deploy.energy import check_energy_applies, measure_activity, plot_raster
     from spikerl.rl.envs import env_kwargs_for
-    from spikerl.snn.network import SpikingMLP
 
     _check_episodes_and_seed(args)
     if args.raster_decisions < 1:
@@ -186,8 +185,7 @@ def cmd_energy(args: argparse.Namespace) -> int:
     source = Path(args.run_dir)
     cfg, policy = _load_any_policy(source, args)
     try:
-        if isinstance(policy.net, SpikingMLP):
-            check_energy_applies(policy.net)
+        check_energy_applies(policy.net)
         env_id = args.env or cfg.env_id
         report, result, recorder = measure_activity(policy, env_id, args.episodes, args.seed, args.raster_decisions,
                                                     args.e_ac, args.e_mac,

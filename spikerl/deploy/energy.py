@@ -94,12 +94,22 @@ def energy_report(net: nn.Module, recorder: SpikeRecorder, e_ac_pj: float = E_AC
         e_ac_pj=e_ac_pj, e_mac_pj=e_mac_pj, decisions=recorder.decisions)
 
 
+def _require_spiking(net: nn.Module) -> None:
+    from spikerl.errors import SpikerlError
+    from spikerl.snn.network import SpikingMLP
+
+    if not isinstance(net, SpikingMLP):
+        raise SpikerlError("this policy is an ANN; spike counts and energy estimates are for spiking networks")
+
+
 def check_energy_applies(net: nn.Module) -> None:
-    """The operation counts above assume a constant real-valued input current and a linear readout of the last
-    layer; a network of other parts is refused in one line (its spike counts alone are still right)."""
+    """The operation counts above assume a spiking network with a constant real-valued input current and a linear
+    readout of the last layer; any other network is refused in one line (a spiking one's spike counts alone are
+    still right)."""
     from spikerl.errors import SpikerlError
     from spikerl.snn.decoders import PopulationDecoder
 
+    _require_spiking(net)
     if not getattr(net.encoder, "constant", False) or isinstance(net.decoder, PopulationDecoder):
         raise SpikerlError("spikerl energy counts networks with a constant input current (encoder direct or "
                            "two_neuron) and a linear readout (decoder membrane or integrator); this one has "
@@ -113,13 +123,10 @@ def measure_activity(policy, env_id: str, episodes: int, seed: int, keep: int = 
 
     Returns the energy report, the evaluation result and the recorder (its kept spike trains).
     """
-    from spikerl.errors import SpikerlError
     from spikerl.rl.evaluate import evaluate
-    from spikerl.snn.network import SpikingMLP
 
     net = policy.net
-    if not isinstance(net, SpikingMLP):
-        raise SpikerlError("this policy is an ANN; spike counts and energy estimates are for spiking networks")
+    _require_spiking(net)
     recorder = SpikeRecorder(net, keep=keep)
     policy.net = recorder
     try:

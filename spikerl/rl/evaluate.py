@@ -24,8 +24,8 @@ class EpisodeObserver:
 @contextmanager
 def own_random_spikes(seed: int):
     """Random input spikes (poisson encoders) drawn during an evaluation come from torch's generators seeded
-    with the evaluation's seed and put back afterwards: the same episodes see the same spikes, and training's
-    draws do not depend on when, or whether, it evaluated."""
+    with the evaluation's seed and put back afterwards: the same evaluation (seed and episodes) sees the same
+    spikes, and training's draws do not depend on when, or whether, it evaluated."""
     import torch
 
     # CUDA's generators only where CUDA already runs (a policy on the GPU has started it): forking them
@@ -62,6 +62,24 @@ def evaluate(act: Callable[[np.ndarray], np.ndarray | int], env_id: str, episode
         finally:
             env.close()
         return summarize(env_id, episodes, seed, returns, lengths)
+
+
+def visited_states(policy, env, count: int, seed: int, exploration_std: float) -> np.ndarray:
+    """`count` observations of `policy` acting in `env` (its deterministic action plus Gaussian noise of std
+    `exploration_std`, clipped to the action box), from a reset seeded with `seed`: states around the ones it
+    visits, for the diagnostics in benchmarks/."""
+    noise = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    states = np.empty((count, obs.shape[0]), dtype=np.float32)
+    for i in range(count):
+        states[i] = obs
+        action = policy.act(obs)
+        action = np.clip(action + exploration_std * noise.standard_normal(action.shape),
+                         env.action_space.low, env.action_space.high)
+        obs, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            obs, _ = env.reset()
+    return states
 
 
 def evaluate_agents(policy, agents: list[int], population: int, env_id: str, episodes: int, seed: int,
