@@ -194,6 +194,11 @@ class PPOConfig:
     num_envs: int = 1  # environments per agent, stepped together
     num_steps: int = 2048  # steps per environment in each rollout; a rollout is num_envs * num_steps
     num_minibatches: int = 32
+    # The policy's minibatches per epoch (None: num_minibatches). Fewer: each policy step takes the union of
+    # num_minibatches / policy_num_minibatches consecutive value minibatches, so the policy steps less often on
+    # larger, better-aimed minibatches while the value network keeps its own. A spiking policy's step costs KL
+    # in proportion to its size whether or not it raises the return, so noise in its direction is costly.
+    policy_num_minibatches: int | None = None
     update_epochs: int = 10
     learning_rate: float = 3e-4
     # The policy's own learning rate (None: learning_rate). A spiking policy's output moves in jumps when a
@@ -247,6 +252,10 @@ class PPOConfig:
     def starting_policy_learning_rate(self) -> float:
         """The policy's learning rate at the first update: its own, or learning_rate when unset."""
         return self.learning_rate if self.policy_learning_rate is None else self.policy_learning_rate
+
+    def policy_minibatch_count(self) -> int:
+        """The policy's minibatches per epoch: its own count, or num_minibatches when unset."""
+        return self.num_minibatches if self.policy_num_minibatches is None else self.policy_num_minibatches
 
 
 @dataclass
@@ -688,6 +697,12 @@ def _validate_ppo(cfg: TrainConfig) -> None:
     _check(not p.normalize_advantages or rollout // p.num_minibatches >= 2,
            f"ppo.num_minibatches ({p.num_minibatches}) leaves minibatches of one transition, whose advantages "
            "cannot be normalized; use fewer minibatches or ppo.normalize_advantages=false")
+    if p.policy_num_minibatches is not None:
+        _check(p.policy_num_minibatches >= 1 and p.num_minibatches % p.policy_num_minibatches == 0,
+               f"ppo.policy_num_minibatches ({p.policy_num_minibatches}) must divide ppo.num_minibatches "
+               f"({p.num_minibatches}): each policy minibatch is a union of whole value minibatches")
+        _check(p.desired_kl is None, "ppo.desired_kl adapts the policy's rate at every minibatch step; it does not "
+                                     "combine with ppo.policy_num_minibatches")
     _check(cfg.total_steps >= rollout, f"total_steps ({cfg.total_steps}) is less than one PPO rollout "
                                        f"(ppo.num_envs x ppo.num_steps = {rollout})")
     _check(p.learning_rate > 0, f"ppo.learning_rate must be > 0, got {p.learning_rate}")

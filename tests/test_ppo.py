@@ -188,6 +188,8 @@ def test_each_update_starts_from_the_policy_that_acted(tmp_path, monkeypatch, ki
     (["ppo.num_minibatches=3"], "ppo.num_minibatches (3) must divide the rollout of ppo.num_envs x ppo.num_steps = 512"),
     (["total_steps=100"], "total_steps (100) is less than one PPO rollout"),
     (["ppo.gae_lambda=1.5"], "ppo.gae_lambda must be in [0, 1]"),
+    (["ppo.policy_num_minibatches=3"], "ppo.policy_num_minibatches (3) must divide ppo.num_minibatches (4)"),
+    (["ppo.policy_num_minibatches=2", "ppo.desired_kl=0.01"], "does not combine with ppo.policy_num_minibatches"),
     (["env_id=spikerl/NoSuchTask-v0"], "unknown environment"),
 ])
 def test_bad_ppo_input_is_one_line(cli, tmp_path, override, message):
@@ -266,6 +268,32 @@ def test_the_logged_gradient_norms_are_each_updates_means_before_the_clip(tmp_pa
     logged = {tag: [v for _, v in tensorboard_scalars(tmp_path, f"losses/{tag}_grad_norm")] for tag in ("policy", "value")}
     assert logged["policy"] == pytest.approx([np.mean(policy[:4]), np.mean(policy[4:])], rel=1e-5)
     assert logged["value"] == pytest.approx([np.mean(value[:12]), np.mean(value[12:])], rel=1e-5)
+
+
+def test_larger_policy_minibatches_step_the_policy_on_unions_and_leave_the_value_its_own(tmp_path):
+    # With each network's gradient clipped on its own, neither network's steps within an update depend on the
+    # other's. The policy's 2 minibatches, each the union of 2 of the value's 4, then step it as a run with 2
+    # minibatches does (the KL stop included), and the value network steps as a run with 4 does.
+    own = ["ppo.clip_grad_per_network=true", "ppo.update_epochs=3", "ppo.policy_target_kl=0.004",
+           "ppo.log_std_learning_rate=1e-3", "ppo.policy_learning_rate=1e-3"]
+    union_policy, union_value = first_update(tmp_path / "union", *own, "ppo.policy_num_minibatches=2")
+    two_policy, two_value = first_update(tmp_path / "two", *own, "ppo.num_minibatches=2")
+    four_policy, four_value = first_update(tmp_path / "four", *own)
+    assert all(torch.equal(union_policy[k], two_policy[k]) for k in two_policy)
+    assert all(torch.equal(union_value[k], four_value[k]) for k in four_value)
+    assert any(not torch.equal(union_policy[k], four_policy[k]) for k in four_policy)
+    assert any(not torch.equal(union_value[k], two_value[k]) for k in two_value)
+    epochs = [value for _, value in tensorboard_scalars(tmp_path / "union", "charts/policy_epochs")]
+    assert epochs == [value for _, value in tensorboard_scalars(tmp_path / "two", "charts/policy_epochs")]
+    assert 1.0 <= epochs[0] < 3.0  # the stop binds in the first update
+    # Adam's step counts: the policy's only on its turns (2 per epoch, the stopped epochs' undone steps included),
+    # the value network's on each of its 4 minibatches
+    state = load_checkpoint(tmp_path / "union" / "checkpoints" / "step_256.pt")["components"]["optimizer"]
+    steps = [{float(state["state"][i]["step"]) for i in group["params"]} for group in state["param_groups"]]
+    assert steps == [{2.0 * 3}, {4.0 * 3}, {2.0 * 3}]  # the network, the value network, the log-std
+    # The logged policy norm is the mean over the policy's own steps
+    assert (tensorboard_scalars(tmp_path / "union", "losses/policy_grad_norm")[0][1]
+            == pytest.approx(tensorboard_scalars(tmp_path / "two", "losses/policy_grad_norm")[0][1], rel=1e-6))
 
 
 def test_the_log_std_learning_rate_moves_the_log_std_only(tmp_path):
