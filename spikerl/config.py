@@ -194,10 +194,11 @@ class PPOConfig:
     num_envs: int = 1  # environments per agent, stepped together
     num_steps: int = 2048  # steps per environment in each rollout; a rollout is num_envs * num_steps
     num_minibatches: int = 32
-    # The policy's minibatches per epoch (None: num_minibatches). Fewer: each policy step takes the union of
-    # num_minibatches / policy_num_minibatches consecutive value minibatches, so the policy steps less often on
-    # larger, better-aimed minibatches while the value network keeps its own. A spiking policy's step costs KL
-    # in proportion to its size whether or not it raises the return, so noise in its direction is costly.
+    # The policy's steps per epoch (None: num_minibatches). Fewer: the policy steps on the mean of its gradients
+    # over num_minibatches / policy_num_minibatches consecutive minibatches (each clipped as without this
+    # option), a less noisy step, while the value network steps on every minibatch as before. A spiking policy's
+    # step costs KL in proportion to its size whether or not it raises the return, so noise in its direction is
+    # costly.
     policy_num_minibatches: int | None = None
     update_epochs: int = 10
     learning_rate: float = 3e-4
@@ -700,9 +701,10 @@ def _validate_ppo(cfg: TrainConfig) -> None:
     if p.policy_num_minibatches is not None:
         _check(p.policy_num_minibatches >= 1 and p.num_minibatches % p.policy_num_minibatches == 0,
                f"ppo.policy_num_minibatches ({p.policy_num_minibatches}) must divide ppo.num_minibatches "
-               f"({p.num_minibatches}): each policy minibatch is a union of whole value minibatches")
-        _check(p.desired_kl is None, "ppo.desired_kl adapts the policy's rate at every minibatch step; it does not "
-                                     "combine with ppo.policy_num_minibatches")
+               f"({p.num_minibatches}): each policy step takes the mean over whole minibatches")
+        _check(p.desired_kl is None or p.policy_num_minibatches == p.num_minibatches,
+               "ppo.desired_kl adapts the policy's rate at every minibatch step; it does not combine with fewer "
+               "ppo.policy_num_minibatches")
     _check(cfg.total_steps >= rollout, f"total_steps ({cfg.total_steps}) is less than one PPO rollout "
                                        f"(ppo.num_envs x ppo.num_steps = {rollout})")
     _check(p.learning_rate > 0, f"ppo.learning_rate must be > 0, got {p.learning_rate}")

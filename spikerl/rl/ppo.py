@@ -32,10 +32,10 @@ Where it differs from CleanRL, and why:
   log_std_after_stop keeps the Gaussian's log-std training after the stop (the network's readout is then
   computed without its backward pass, the logged entropy is the latest minibatch's), since a stopped
   spiking policy otherwise keeps its starting width;
-- policy_num_minibatches lets the policy step on larger minibatches than the value network: each policy
-  step takes the union of the value network's last num_minibatches / policy_num_minibatches minibatches
-  (the minibatches in between step the value network alone, and Adam skips the policy there: its step count
-  is the policy's own), since a spiking policy pays KL for every step whether or not the step is well aimed;
+- policy_num_minibatches lets the policy step less often than the value network, on the mean of its
+  gradients over several of the value network's minibatches (each clipped as it would be without the
+  option, so the value network's steps, which the joint clip ties to the policy's gradient, stay as they
+  were), since a spiking policy pays KL for every step, well aimed or not;
 - clip_grad_per_network clips the policy's and the value network's gradients each on its own: a spiking
   policy's surrogate gradient, 10 to 17 times an ANN policy's in norm, otherwise shrinks the value
   network's steps with the joint clip while the policy trains (neither Spinning Up's PPO nor PopSAN's
@@ -289,7 +289,7 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
     K, N, S = loop.size, p.num_envs, p.num_steps
     rollout, iterations = N * S, loop.cfg.total_steps // (N * S)
     minibatch = rollout // p.num_minibatches
-    policy_minibatch = rollout // p.policy_minibatch_count()  # a union of value minibatches (policy_num_minibatches)
+    accumulated = p.num_minibatches // p.policy_minibatch_count()  # value minibatches per policy step
 
     policy, value = loop.build(lambda agent, norm: (
         Policy(agent.cfg, norm, loop.action_space, agent.membrane_generator, device),
@@ -382,22 +382,19 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
             # (policy_target_kl excludes desired_kl, whose adaptive rate would need each minibatch's KL.)
             skip_policy = may_skip_policy and not policy_moving.any()
             order = torch.as_tensor(np.stack([agent.rng.permutation(rollout) for agent in agents]), device=device)
+            policy_sum: list[torch.Tensor | None] = [None] * len(policy_side)  # the clipped gradients since its last step
             for start in range(0, rollout, minibatch):
                 index = order[:, start:start + minibatch]
-                b_obs, b_returns, b_values = (t[rows, index] for t in (flat[0], flat[4], flat[5]))
-                # The policy's turn ends each of its minibatches; between turns its gradients stay None, so Adam
-                # leaves the policy, its moments and its step count as they are.
-                policy_turn = (start + minibatch) % policy_minibatch == 0
-                if not policy_turn or (skip_policy and not p.log_std_after_stop):
+                policy_turn = (start // minibatch + 1) % accumulated == 0  # the policy steps (policy_num_minibatches)
+                b_obs, b_actions, b_log_probs, b_advantages, b_returns, b_values = (t[rows, index] for t in flat)
+                if skip_policy and not p.log_std_after_stop:
                     losses = {"value_loss": value_loss(value(b_obs), b_values, b_returns, p.clip_coef, p.clip_value_loss)}
                     loss = p.value_coef * losses["value_loss"]
                 else:
-                    policy_index = order[:, start + minibatch - policy_minibatch:start + minibatch]
-                    p_obs, p_actions, p_log_probs, p_advantages = (t[rows, policy_index] for t in flat[:4])
                     with torch.set_grad_enabled(not skip_policy):  # a stopped network: no backward pass to take
-                        readout = policy.net(p_obs)
-                    new_log_prob, entropy = policy.log_prob_and_entropy(readout, p_actions)
-                    losses = clipped_losses(new_log_prob, p_log_probs, p_advantages, value(b_obs), b_values, b_returns,
+                        readout = policy.net(b_obs)
+                    new_log_prob, entropy = policy.log_prob_and_entropy(readout, b_actions)
+                    losses = clipped_losses(new_log_prob, b_log_probs, b_advantages, value(b_obs), b_values, b_returns,
                                             p.clip_coef, p.clip_value_loss, p.normalize_advantages)
                     losses["entropy"] = entropy.mean(dim=-1)
                     loss = losses["policy_loss"] - p.entropy_coef * losses["entropy"] + p.value_coef * losses["value_loss"]
@@ -407,25 +404,30 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                 loop.check_finite(step, "losses/loss", loss)
                 optimizer.zero_grad()
                 loss.sum().backward()  # each agent's gradient is its own loss's
-                if skip_policy and policy_turn:  # the zero gradients the reference path's undone steps see
+                if skip_policy:  # the zero gradients the reference path's undone steps see
                     for q in frozen_when_stopped:
                         if q in optimizer.state:
                             q.grad = torch.zeros_like(q)
-                stopped = (AgentSnapshot(~policy_moving, frozen_when_stopped, optimizer)
-                           if some_stopped and policy_turn else None)
+                stopped = AgentSnapshot(~policy_moving, frozen_when_stopped, optimizer) if some_stopped else None
                 if stopped is not None:
                     stopped.zero_gradients()  # before clipping: a stopped policy's gradient is no part of the norm
-                policy_norm = None if skip_policy or not policy_turn else grad_norm_per_agent(policy_side)
+                policy_norm = None if skip_policy else grad_norm_per_agent(policy_side)
                 value_norm = grad_norm_per_agent(value_side)
                 if policy_norm is not None:
                     grad_norms[0] += policy_norm * policy_moving
                 grad_norms[1] += value_norm
                 if p.clip_grad_per_network:  # the norms before the clip, computed once (skip_policy: the clip's own)
-                    if policy_turn:
-                        clip_grad_norm_per_agent(policy_side, p.max_grad_norm, policy_norm)
+                    clip_grad_norm_per_agent(policy_side, p.max_grad_norm, policy_norm)
                     clip_grad_norm_per_agent(value_side, p.max_grad_norm, value_norm)
                 else:
                     clip_grad_norm_per_agent(parameters, p.max_grad_norm)
+                if accumulated > 1:  # sum the policy's gradients; at its turn it steps on their mean, until then
+                    for i, q in enumerate(policy_side):  # they are unset, and Adam leaves it, its moments and its
+                        if q.grad is not None:  # step count as they are
+                            policy_sum[i] = q.grad if policy_sum[i] is None else policy_sum[i] + q.grad
+                        q.grad = policy_sum[i] / accumulated if policy_turn and policy_sum[i] is not None else None
+                    if policy_turn:
+                        policy_sum = [None] * len(policy_side)
                 if policy_rate is None:
                     optimizer.step()
                 else:
@@ -433,7 +435,7 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                     before = [q.detach().clone() for q in policy_parameters]
                     optimizer.step()
                     policy_rate.scale_steps(policy_parameters, before)
-                if stopped is not None:
+                if stopped is not None and policy_turn:  # between its turns the policy took no step to undo
                     stopped.restore()
 
         explained = 1.0 - (returns - values).reshape(K, -1).var(dim=-1) / returns.reshape(K, -1).var(dim=-1).clamp(min=1e-8)
@@ -447,7 +449,7 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                 "losses/policy_loss": logged["policy_loss"][k].item(),
                 "losses/value_loss": losses["value_loss"][k].item(), "losses/entropy": logged["entropy"][k].item(),
                 "losses/approx_kl": logged["approx_kl"][k].item(), "losses/clipfrac": logged["clip_fraction"][k].item(),
-                "losses/policy_grad_norm": grad_norms[0, k].item() / (policy_epochs[k].item() * p.policy_minibatch_count()),
+                "losses/policy_grad_norm": grad_norms[0, k].item() / (policy_epochs[k].item() * p.num_minibatches),
                 "losses/value_grad_norm": grad_norms[1, k].item() / (p.update_epochs * p.num_minibatches),
                 "losses/explained_variance": explained[k].item()})
         loop.after_update(step, obs, stride=rollout, final=iteration == iterations)
