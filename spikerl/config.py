@@ -196,7 +196,7 @@ class PPOConfig:
     num_minibatches: int = 32
     # The policy's steps per epoch (None: num_minibatches). Fewer: the policy steps on the mean of its gradients
     # over num_minibatches / policy_num_minibatches consecutive minibatches (each clipped as without this
-    # option), a less noisy step, while the value network steps on every minibatch as before. A spiking policy's
+    # option), a less noisy step, while the value network steps on every minibatch. A spiking policy's
     # step costs KL in proportion to its size whether or not it raises the return, so noise in its direction is
     # costly.
     policy_num_minibatches: int | None = None

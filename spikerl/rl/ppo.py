@@ -34,8 +34,8 @@ Where it differs from CleanRL, and why:
   spiking policy otherwise keeps its starting width;
 - policy_num_minibatches lets the policy step less often than the value network, on the mean of its
   gradients over several of the value network's minibatches (each clipped as it would be without the
-  option, so the value network's steps, which the joint clip ties to the policy's gradient, stay as they
-  were), since a spiking policy pays KL for every step, well aimed or not;
+  option, so the value network's steps keep the joint clip's rule, which ties them to the policy's
+  gradient), since a spiking policy pays KL for every step, well aimed or not;
 - clip_grad_per_network clips the policy's and the value network's gradients each on its own: a spiking
   policy's surrogate gradient, 10 to 17 times an ANN policy's in norm, otherwise shrinks the value
   network's steps with the joint clip while the policy trains (neither Spinning Up's PPO nor PopSAN's
