@@ -305,11 +305,11 @@ def test_fewer_policy_minibatches_keep_the_joint_clip_of_the_value_networks_step
     # hardly moves (1e-12) sees the same minibatches in both runs, so the value network's steps are the same
     # whether the policy steps on every minibatch or on the mean over four.
     still = ["ppo.policy_learning_rate=1e-12", "ppo.log_std_learning_rate=1e-12", "ppo.max_grad_norm=0.5"]
-    every, every_value = first_update(tmp_path / "every", *still)
-    mean, mean_value = first_update(tmp_path / "mean", *still, "ppo.policy_num_minibatches=1")
+    _, every_value = first_update(tmp_path / "every", *still)
+    _, mean_value = first_update(tmp_path / "mean", *still, "ppo.policy_num_minibatches=1")
     assert all(torch.allclose(mean_value[k], every_value[k], rtol=1e-5, atol=1e-7) for k in every_value)
     # ... which a value network clipped alone does not take: the joint clip binds
-    alone, alone_value = first_update(tmp_path / "alone", *still, "ppo.clip_grad_per_network=true")
+    _, alone_value = first_update(tmp_path / "alone", *still, "ppo.clip_grad_per_network=true")
     assert any((alone_value[k] - every_value[k]).abs().max() > 1e-4 for k in every_value)
 
 
