@@ -185,6 +185,13 @@ class AdaptiveRate(nn.Module):
             parameter.copy_(start + rate * (parameter - start))
 
 
+def zero_agent_gradients(agents: torch.Tensor, parameters: list[torch.Tensor]) -> None:
+    """The given agents' ([K] mask) slices of the gradients of `parameters` [K, ...] set to zero."""
+    for parameter in parameters:
+        if parameter.grad is not None:
+            parameter.grad[agents] = 0.0
+
+
 class AgentSnapshot:
     """The given agents' slices of `parameters` [K, ...] and of their Adam moments, put back by `restore()`
     after an optimizer step, so that for those agents the step did not happen. Adam's step count is one per
@@ -193,7 +200,6 @@ class AgentSnapshot:
 
     def __init__(self, agents: torch.Tensor, parameters: list[torch.Tensor], optimizer: torch.optim.Optimizer):
         self.index = agents.nonzero().squeeze(-1)
-        self.parameters = parameters
         betas = {id(q): group["betas"] for group in optimizer.param_groups for q in group["params"]}
         self.saved = []
         for parameter in parameters:
@@ -204,11 +210,6 @@ class AgentSnapshot:
                 for key, beta in zip(("exp_avg", "exp_avg_sq"), betas[id(parameter)]):
                     entry.append((state[key], state[key][self.index], (1 - beta ** (steps + 1)) / (1 - beta ** steps)))
             self.saved.append(entry)
-
-    def zero_gradients(self) -> None:
-        for parameter in self.parameters:
-            if parameter.grad is not None:
-                parameter.grad[self.index] = 0.0
 
     def restore(self) -> None:
         for entry in self.saved:
@@ -408,9 +409,11 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                     for q in frozen_when_stopped:
                         if q in optimizer.state:
                             q.grad = torch.zeros_like(q)
-                stopped = AgentSnapshot(~policy_moving, frozen_when_stopped, optimizer) if some_stopped else None
-                if stopped is not None:
-                    stopped.zero_gradients()  # before clipping: a stopped policy's gradient is no part of the norm
+                if some_stopped:  # before clipping: a stopped policy's gradient is no part of the norm
+                    zero_agent_gradients(~policy_moving, frozen_when_stopped)
+                # only a policy step needs undoing for the stopped agents (policy_num_minibatches: on its turns)
+                stopped = (AgentSnapshot(~policy_moving, frozen_when_stopped, optimizer)
+                           if some_stopped and policy_turn else None)
                 policy_norm = None if skip_policy else grad_norm_per_agent(policy_side)
                 value_norm = grad_norm_per_agent(value_side)
                 if policy_norm is not None:
@@ -435,7 +438,7 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                     before = [q.detach().clone() for q in policy_parameters]
                     optimizer.step()
                     policy_rate.scale_steps(policy_parameters, before)
-                if stopped is not None and policy_turn:  # between its turns the policy took no step to undo
+                if stopped is not None:
                     stopped.restore()
 
         explained = 1.0 - (returns - values).reshape(K, -1).var(dim=-1) / returns.reshape(K, -1).var(dim=-1).clamp(min=1e-8)
