@@ -220,6 +220,11 @@ class PPOConfig:
     # target_kl stops both; a spiking policy reaches the target within an epoch or two, and its value network
     # needs the rest.
     policy_target_kl: float | None = None
+    # Where policy_target_kl is checked. "epoch" (CleanRL's): after each epoch, on its last minibatch, so the
+    # policy stops only between epochs and may pass the target by an epoch's steps. "minibatch" (Stable-Baselines3's,
+    # without its factor 1.5 on the target): before each policy step, on that minibatch's KL, so the policy stops
+    # before the step that would take it further past the target.
+    policy_kl_check: Literal["epoch", "minibatch"] = "epoch"
     # With policy_target_kl and continuous actions: the log-std keeps training in the epochs after the policy's
     # network has stopped (its gradient clipped with the value's; only the clipped objective bounds its steps,
     # and the logged KL stays the one that stopped the network). A step of the log-std moves the policy
@@ -715,8 +720,14 @@ def _validate_ppo(cfg: TrainConfig) -> None:
            f"ppo.log_std_learning_rate must be > 0, got {p.log_std_learning_rate}")
     _check(p.policy_target_kl is None or p.policy_target_kl > 0,
            f"ppo.policy_target_kl must be > 0, got {p.policy_target_kl}")
-    _check(p.policy_target_kl is None or p.update_epochs >= 2,
-           "ppo.policy_target_kl stops the policy between epochs; it needs ppo.update_epochs >= 2")
+    _check(p.policy_target_kl is None or p.update_epochs >= 2 or p.policy_kl_check == "minibatch",
+           "ppo.policy_target_kl stops the policy between epochs; it needs ppo.update_epochs >= 2 "
+           "(or ppo.policy_kl_check=minibatch)")
+    _check(p.policy_kl_check == "epoch" or p.policy_target_kl is not None,
+           f"ppo.policy_kl_check={p.policy_kl_check} says where ppo.policy_target_kl is checked; set ppo.policy_target_kl")
+    _check(p.policy_kl_check == "epoch" or p.policy_minibatch_count() == p.num_minibatches,
+           "ppo.policy_kl_check=minibatch checks the KL before every policy step; it does not combine with fewer "
+           "ppo.policy_num_minibatches")
     _check(not p.log_std_after_stop or p.policy_target_kl is not None,
            "ppo.log_std_after_stop keeps the log-std training once ppo.policy_target_kl has stopped the policy; "
            "set ppo.policy_target_kl")

@@ -115,6 +115,9 @@ ONE_UPDATE["ppo-log-std-rate"] = (ONE_UPDATE["ppo"][0], [*ONE_UPDATE["ppo-adapti
 ONE_UPDATE["ppo-policy-target-kl"] = (ONE_UPDATE["ppo"][0], [*ONE_UPDATE["ppo"][1], "ppo.update_epochs=4",
                                                              "ppo.policy_learning_rate=3e-3", "ppo.policy_target_kl=0.03",
                                                              "ppo.log_std_learning_rate=1e-3"])
+# ... or, checked before every policy step, after their own minibatch
+ONE_UPDATE["ppo-minibatch-kl"] = (ONE_UPDATE["ppo"][0], [*ONE_UPDATE["ppo-policy-target-kl"][1],
+                                                         "ppo.policy_kl_check=minibatch"])
 
 
 @pytest.mark.parametrize("algo", list(ONE_UPDATE))
@@ -142,7 +145,8 @@ def test_one_population_update_equals_each_agents_own_update(tmp_path, algo, kin
             assert torch.allclose(together[key], own[key], atol=1e-6, rtol=1e-5), (cfg.seed, key)
         alone_rows, together_rows = (np.loadtxt(tmp_path / where / f"s{cfg.seed}" / "episodes.csv", delimiter=",",
                                                 skiprows=1, ndmin=2) for where in ("alone", "population"))
-        if algo == "ppo-policy-target-kl" and kind == "snn":  # they stopped after different epochs (the ANN's never)
+        if algo in ("ppo-policy-target-kl", "ppo-minibatch-kl") and kind == "snn":  # they stopped at different
+            # epochs or minibatches (the ANN's never)
             epochs = [tensorboard_scalars(tmp_path / "population" / f"s{seed}", "charts/policy_epochs")[0][1]
                       for seed in (0, 1, 2, 3)]
             assert len(set(epochs)) > 1 and min(epochs) < 4, epochs

@@ -362,6 +362,42 @@ def test_the_policy_target_kl_stops_the_policy_and_not_the_value(tmp_path):
     assert all(torch.equal(loose[k], three_epochs[k]) for k in three_epochs)
 
 
+def test_the_minibatch_kl_check_stops_the_policy_before_the_step_that_would_pass_the_target(tmp_path, monkeypatch):
+    # The KL each minibatch reports is scripted: 0 on the first update's first two minibatches, past the target on
+    # its third, 0 after. The first update's policy steps on the first two and stops before the third: after the
+    # update it is the policy the third minibatch saw, and no later minibatch computes its backward pass; the second
+    # update trains all 3 epochs of 4 minibatches.
+    scripted, original_losses = iter([0.0, 0.0, 1.0]), ppo.clipped_losses
+
+    def scripted_kl(*args):
+        losses = original_losses(*args)
+        losses["approx_kl"] = torch.full_like(losses["approx_kl"], next(scripted, 0.0))
+        return losses
+
+    seen, original_log_prob = [], ppo.Policy.log_prob_and_entropy
+
+    def recording(self, readout, actions):  # the policy's weights at each minibatch pass with a backward pass
+        if readout.requires_grad and readout.shape[-2] == 64:
+            seen.append({k: v.detach().clone() for k, v in self.state_dict().items()})
+        return original_log_prob(self, readout, actions)
+
+    monkeypatch.setattr(ppo, "clipped_losses", scripted_kl)
+    monkeypatch.setattr(ppo.Policy, "log_prob_and_entropy", recording)
+    policy, _ = first_update(tmp_path, "ppo.update_epochs=3", "ppo.policy_target_kl=0.5",
+                             "ppo.policy_kl_check=minibatch", "ppo.log_std_learning_rate=1e-3")
+    assert len(seen) == 3 + 3 * 4
+    assert all(torch.equal(policy[k], seen[2][k]) for k in policy)  # two steps taken, the third not
+    assert any(not torch.equal(seen[2][k], seen[1][k]) for k in policy)
+    assert [v for _, v in tensorboard_scalars(tmp_path, "charts/policy_epochs")] == [0.5, 3.0]
+    assert tensorboard_scalars(tmp_path, "losses/approx_kl")[0][1] == 1.0  # logged: the KL that stopped it
+    # Checked after each epoch instead, the same scripted KL stops the policy after its first epoch of 4 steps
+    scripted, seen[:] = iter([0.0, 0.0, 1.0, 1.0]), []
+    after_epoch, _ = first_update(tmp_path / "epoch", "ppo.update_epochs=3", "ppo.policy_target_kl=0.5",
+                                  "ppo.log_std_learning_rate=1e-3")
+    assert len(seen) == 4 + 3 * 4 and any(not torch.equal(after_epoch[k], policy[k]) for k in policy)
+    assert [v for _, v in tensorboard_scalars(tmp_path / "epoch", "charts/policy_epochs")] == [1.0, 3.0]
+
+
 def test_log_std_after_stop_trains_the_log_std_alone_once_the_policy_has_stopped(tmp_path):
     # A target no update stays under: the network trains in the first of three epochs only, with or without the
     # option; the log-std trains in all three with it (as far as in three unstopped epochs' first), in one without.
@@ -412,7 +448,9 @@ def count_policy_passes(monkeypatch, skip: bool) -> list[int]:
     (["network.kind=snn"], 2 * 4), (["network.kind=ann"], 2 * 4), (["network.kind=snn", "env_id=CartPole-v1"], 2 * 4),
     (["network.kind=snn", "network.encoder=poisson"], 2 * 4 * 4),  # random input spikes: no skipping
     (["network.kind=snn", "ppo.log_std_after_stop=true"], 2 * 4),  # the readout without a backward pass
-    (["network.kind=snn", "ppo.log_std_after_stop=true", "ppo.log_std_learning_rate=3e-3"], 2 * 4)])
+    (["network.kind=snn", "ppo.log_std_after_stop=true", "ppo.log_std_learning_rate=3e-3"], 2 * 4),
+    (["network.kind=snn", "ppo.policy_kl_check=minibatch"], 2 * 2),  # stopped at each update's second minibatch
+    (["network.kind=snn", "ppo.policy_kl_check=minibatch", "ppo.log_std_after_stop=true"], 2 * 2)])
 def test_skipping_a_stopped_policys_passes_trains_and_logs_what_computing_and_undoing_them_does(tmp_path, monkeypatch,
                                                                                                  network, skipped_passes):
     # Two updates of four epochs of 4 minibatches; the policy stops after its first epoch. Both paths: the same
@@ -445,7 +483,8 @@ def test_skipping_a_stopped_policys_passes_trains_and_logs_what_computing_and_un
     for tag in ("losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl", "losses/clipfrac",
                 "charts/policy_epochs", "losses/policy_grad_norm", "losses/value_grad_norm"):
         assert tensorboard_scalars(runs[True], tag) == tensorboard_scalars(runs[False], tag), tag
-    assert [v for _, v in tensorboard_scalars(runs[True], "charts/policy_epochs")] == [1.0, 1.0]
+    epochs = [0.25, 0.25] if "ppo.policy_kl_check=minibatch" in network else [1.0, 1.0]
+    assert [v for _, v in tensorboard_scalars(runs[True], "charts/policy_epochs")] == epochs
 
 
 def test_an_agent_that_finished_does_not_hold_the_others_update_to_the_policys_passes(tmp_path, monkeypatch):

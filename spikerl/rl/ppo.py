@@ -24,7 +24,10 @@ Where it differs from CleanRL, and why:
   the Gaussian's log-std may have a rate of its own (log_std_learning_rate): it moves the policy smoothly,
   and at a spiking network's small rate it narrows too slowly;
 - policy_target_kl stops, per agent, only the policy's part of an update once its KL passes the target
-  (CleanRL's target_kl stops the value network too, which then falls behind when the policy stops early);
+  (CleanRL's target_kl stops the value network too, which then falls behind when the policy stops early),
+  checked after each epoch as CleanRL does, or (policy_kl_check minibatch) before each policy step on that
+  minibatch's KL as Stable-Baselines3 does, so that a spiking policy, which may pass the target within its
+  first epoch, stops near it;
   its logged losses are those of its last minibatch before the stop (the one whose KL stopped it, as
   CleanRL logs them); once every agent's policy has stopped (an agent that finished training or diverged
   counts as stopped: its network stays as it was), the policy's passes are skipped (unless an
@@ -317,6 +320,7 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
     loop.backends = {"actor": policy.net.backend, "value": value.net.backend}
     # A stopped policy's passes may be skipped unless they draw random input spikes (skipping would move later draws)
     may_skip_policy = SKIP_STOPPED_POLICY and not any(net.draws_random_spikes for net in (loop.cfg.network, p.critic))
+    check_every_minibatch = p.policy_target_kl is not None and p.policy_kl_check == "minibatch"
     # What a stopped policy keeps as it is: all of it, or all but its log-std (log_std_after_stop)
     frozen_when_stopped = [q for q in policy.parameters()
                            if not (p.log_std_after_stop and q is getattr(policy, "log_std", None))]
@@ -365,7 +369,7 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
             advantages, returns = generalized_advantages(rewards, values, ended, next_value, gamma, lam)
         flat = [t.reshape(K, rollout, *t.shape[3:]) for t in (rollout_obs, actions, log_probs, advantages, returns, values)]
         policy_moving = torch.ones(K, dtype=torch.bool, device=device)  # per agent, in this update
-        policy_epochs = torch.zeros(K, device=device)
+        policy_steps = torch.zeros(K, device=device)  # the minibatches on which each agent's policy moved
         grad_norms = torch.zeros(2, K, device=device)  # before the clip, summed: the policy's while it moves, the value's
         logged = {}  # each agent's policy diagnostics from its last minibatch while it moved (log_std_after_stop:
         # the entropy from its latest)
@@ -373,10 +377,9 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
             # A finished agent's policy (or one that diverged in an earlier epoch) is frozen like a stopped one, so
             # that it does not hold the others' update to the policy's full passes.
             policy_moving &= torch.tensor([agent.active for agent in agents], device=device)
-            if p.policy_target_kl is not None and epoch > 0:  # CleanRL's check: after an epoch, its last minibatch
-                policy_moving &= logged["approx_kl"] <= p.policy_target_kl
-            policy_epochs += policy_moving
-            some_stopped = not policy_moving.all()  # fixed for the epoch: checked once, not per minibatch
+            if p.policy_target_kl is not None and epoch > 0 and not check_every_minibatch:
+                policy_moving &= logged["approx_kl"] <= p.policy_target_kl  # CleanRL's check: an epoch's last minibatch
+            some_stopped = not policy_moving.all()  # fixed for the epoch unless checked at every minibatch
             # Every policy stopped: its forward and backward passes would be undone, so only the value's run (a
             # spiking policy's passes are most of an update's time); its gradient is zero, as undone ones are. With
             # log_std_after_stop the forward pass runs too, without a backward pass, for the log-std's gradient.
@@ -388,6 +391,8 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                 index = order[:, start:start + minibatch]
                 policy_turn = (start // minibatch + 1) % accumulated == 0  # the policy steps (policy_num_minibatches)
                 b_obs, b_actions, b_log_probs, b_advantages, b_returns, b_values = (t[rows, index] for t in flat)
+                if check_every_minibatch:  # an agent may have stopped at the last minibatch
+                    skip_policy = may_skip_policy and not policy_moving.any()
                 if skip_policy and not p.log_std_after_stop:
                     losses = {"value_loss": value_loss(value(b_obs), b_values, b_returns, p.clip_coef, p.clip_value_loss)}
                     loss = p.value_coef * losses["value_loss"]
@@ -402,6 +407,11 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                     for name in POLICY_DIAGNOSTICS:  # a log-std that trains on changes the entropy: its latest
                         new, moving = losses[name].detach(), policy_moving | (p.log_std_after_stop and name == "entropy")
                         logged[name] = torch.where(moving, new, logged[name]) if name in logged else new
+                    if check_every_minibatch and not skip_policy and (epoch, start) != (0, 0):
+                        # SB3's check: this minibatch's KL, before its step (the update's first step is always taken)
+                        policy_moving &= losses["approx_kl"] <= p.policy_target_kl
+                        some_stopped = not policy_moving.all()
+                policy_steps += policy_moving
                 loop.check_finite(step, "losses/loss", loss)
                 optimizer.zero_grad()
                 loss.sum().backward()  # each agent's gradient is its own loss's
@@ -448,11 +458,12 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
                 "charts/learning_rate": optimizer.param_groups[1]["lr"], "charts/policy_learning_rate":
                     optimizer.param_groups[0]["lr"] if policy_rate is None else policy_rate.rate[k].item(),
                 **({"charts/log_std_learning_rate": optimizer.param_groups[2]["lr"]} if log_std else {}),
-                **({"charts/policy_epochs": policy_epochs[k].item()} if p.policy_target_kl is not None else {}),
+                **({"charts/policy_epochs": policy_steps[k].item() / p.num_minibatches}
+                   if p.policy_target_kl is not None else {}),
                 "losses/policy_loss": logged["policy_loss"][k].item(),
                 "losses/value_loss": losses["value_loss"][k].item(), "losses/entropy": logged["entropy"][k].item(),
                 "losses/approx_kl": logged["approx_kl"][k].item(), "losses/clipfrac": logged["clip_fraction"][k].item(),
-                "losses/policy_grad_norm": grad_norms[0, k].item() / (policy_epochs[k].item() * p.num_minibatches),
+                "losses/policy_grad_norm": grad_norms[0, k].item() / policy_steps[k].item(),
                 "losses/value_grad_norm": grad_norms[1, k].item() / (p.update_epochs * p.num_minibatches),
                 "losses/explained_variance": explained[k].item()})
         loop.after_update(step, obs, stride=rollout, final=iteration == iterations)
