@@ -214,8 +214,8 @@ class PPOConfig:
     # Continuous actions: the state-independent log-std's own learning rate (None: the policy's). A step of
     # the log-std changes the policy smoothly, so it can learn at a rate the spiking network's weights cannot.
     log_std_learning_rate: float | None = None
-    # Set: per agent, once the approximate KL between the rollout's policy and the updated one, on an epoch's
-    # last minibatch, exceeds this, the policy stops for the rest of the update (its weights, log-std and Adam
+    # Set: per agent, once the approximate KL between the rollout's policy and the updated one, where
+    # policy_kl_check says, exceeds this, the policy stops for the rest of the update (its weights, log-std and Adam
     # moments stay as they are) while the value network trains every epoch, its gradient clipped alone. CleanRL's
     # target_kl stops both; a spiking policy reaches the target within an epoch or two, and its value network
     # needs the rest.
@@ -223,10 +223,11 @@ class PPOConfig:
     # Where policy_target_kl is checked. "epoch" (CleanRL's): after each epoch, on its last minibatch, so the
     # policy stops only between epochs and may pass the target by an epoch's steps. "minibatch" (Stable-Baselines3's,
     # without its factor 1.5 on the target): before each policy step, on that minibatch's KL, so the policy stops
-    # before the step that would take it further past the target.
+    # before the step that would take it further past the target (the update's first step is never checked; with
+    # randomly drawn input spikes the KL also holds the draws' noise).
     policy_kl_check: Literal["epoch", "minibatch"] = "epoch"
-    # With policy_target_kl and continuous actions: the log-std keeps training in the epochs after the policy's
-    # network has stopped (its gradient clipped with the value's; only the clipped objective bounds its steps,
+    # With policy_target_kl and continuous actions: the log-std keeps training on the minibatches after the
+    # policy's network has stopped (with policy_kl_check minibatch, on the one that stopped it too) (its gradient clipped with the value's; only the clipped objective bounds its steps,
     # and the logged KL stays the one that stopped the network). A step of the log-std moves the policy
     # smoothly; stopped with the network after an epoch or two, a spiking policy's Gaussian stays near its
     # starting width all run, where an ANN's narrows.
@@ -723,6 +724,9 @@ def _validate_ppo(cfg: TrainConfig) -> None:
     _check(p.policy_target_kl is None or p.update_epochs >= 2 or p.policy_kl_check == "minibatch",
            "ppo.policy_target_kl stops the policy between epochs; it needs ppo.update_epochs >= 2 "
            "(or ppo.policy_kl_check=minibatch)")
+    _check(p.policy_kl_check == "epoch" or p.update_epochs * p.num_minibatches >= 2,
+           "ppo.policy_kl_check=minibatch never checks an update's first step; it needs more than one "
+           "(ppo.update_epochs x ppo.num_minibatches >= 2)")
     _check(p.policy_kl_check == "epoch" or p.policy_target_kl is not None,
            f"ppo.policy_kl_check={p.policy_kl_check} says where ppo.policy_target_kl is checked; set ppo.policy_target_kl")
     _check(p.policy_kl_check == "epoch" or p.policy_minibatch_count() == p.num_minibatches,

@@ -363,11 +363,13 @@ def test_the_policy_target_kl_stops_the_policy_and_not_the_value(tmp_path):
 
 
 def test_the_minibatch_kl_check_stops_the_policy_before_the_step_that_would_pass_the_target(tmp_path, monkeypatch):
-    # The KL each minibatch reports is scripted: 0 on the first update's first two minibatches, past the target on
-    # its third, 0 after. The first update's policy steps on the first two and stops before the third: after the
-    # update it is the policy the third minibatch saw, and no later minibatch computes its backward pass; the second
-    # update trains all 3 epochs of 4 minibatches.
-    scripted, original_losses = iter([0.0, 0.0, 1.0]), ppo.clipped_losses
+    # The KL each minibatch reports is scripted. The first update's first minibatch is past the target, but the
+    # update's first step is never checked; its second is under; its third is past again: the policy steps on the
+    # first two and stops before the third. After the update it is the policy the third minibatch saw, the third's
+    # gradient was zeroed before its norm (and the clip) were taken, and no later minibatch computes the policy's
+    # backward pass. The second update's KL is under for its first epoch and past on the second epoch's first
+    # minibatch: it stops there, after one epoch.
+    scripted, original_losses = iter([1.0, 0.0, 1.0] + [0.0] * 4 + [1.0]), ppo.clipped_losses
 
     def scripted_kl(*args):
         losses = original_losses(*args)
@@ -381,21 +383,38 @@ def test_the_minibatch_kl_check_stops_the_policy_before_the_step_that_would_pass
             seen.append({k: v.detach().clone() for k, v in self.state_dict().items()})
         return original_log_prob(self, readout, actions)
 
+    norms, original_norm = [], ppo.grad_norm_per_agent
+
+    def recording_norms(parameters):
+        norms.append((id(parameters[0]), original_norm(parameters)[0].item()))
+        return original_norm(parameters)
+
     monkeypatch.setattr(ppo, "clipped_losses", scripted_kl)
     monkeypatch.setattr(ppo.Policy, "log_prob_and_entropy", recording)
+    monkeypatch.setattr(ppo, "grad_norm_per_agent", recording_norms)
     policy, _ = first_update(tmp_path, "ppo.update_epochs=3", "ppo.policy_target_kl=0.5",
                              "ppo.policy_kl_check=minibatch", "ppo.log_std_learning_rate=1e-3")
-    assert len(seen) == 3 + 3 * 4
+    assert len(seen) == 3 + 5
     assert all(torch.equal(policy[k], seen[2][k]) for k in policy)  # two steps taken, the third not
     assert any(not torch.equal(seen[2][k], seen[1][k]) for k in policy)
-    assert [v for _, v in tensorboard_scalars(tmp_path, "charts/policy_epochs")] == [0.5, 3.0]
+    assert [v for _, v in tensorboard_scalars(tmp_path, "charts/policy_epochs")] == [0.5, 1.0]
     assert tensorboard_scalars(tmp_path, "losses/approx_kl")[0][1] == 1.0  # logged: the KL that stopped it
+    policy_norms = [norm for side, norm in norms if side == norms[0][0]][:3]
+    assert policy_norms[0] > 0 and policy_norms[1] > 0 and policy_norms[2] == 0.0
+    logged_norm = tensorboard_scalars(tmp_path, "losses/policy_grad_norm")[0][1]
+    assert logged_norm == pytest.approx(np.mean(policy_norms[:2]), rel=1e-5)  # the mean over the steps it took
     # Checked after each epoch instead, the same scripted KL stops the policy after its first epoch of 4 steps
+    monkeypatch.setattr(ppo, "grad_norm_per_agent", original_norm)
     scripted, seen[:] = iter([0.0, 0.0, 1.0, 1.0]), []
     after_epoch, _ = first_update(tmp_path / "epoch", "ppo.update_epochs=3", "ppo.policy_target_kl=0.5",
                                   "ppo.log_std_learning_rate=1e-3")
     assert len(seen) == 4 + 3 * 4 and any(not torch.equal(after_epoch[k], policy[k]) for k in policy)
     assert [v for _, v in tensorboard_scalars(tmp_path / "epoch", "charts/policy_epochs")] == [1.0, 3.0]
+    # Checked at every minibatch, the stop works within a single epoch, which the epoch's check refuses
+    load_config("configs/pendulum_ppo_snn.yaml", ["ppo.policy_target_kl=0.03", "ppo.policy_kl_check=minibatch",
+                                                  "ppo.update_epochs=1"])
+    with pytest.raises(ConfigError, match="it needs ppo.update_epochs >= 2"):
+        load_config("configs/pendulum_ppo_snn.yaml", ["ppo.policy_target_kl=0.03", "ppo.update_epochs=1"])
 
 
 def test_log_std_after_stop_trains_the_log_std_alone_once_the_policy_has_stopped(tmp_path):

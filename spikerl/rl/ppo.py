@@ -369,10 +369,10 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
             advantages, returns = generalized_advantages(rewards, values, ended, next_value, gamma, lam)
         flat = [t.reshape(K, rollout, *t.shape[3:]) for t in (rollout_obs, actions, log_probs, advantages, returns, values)]
         policy_moving = torch.ones(K, dtype=torch.bool, device=device)  # per agent, in this update
-        policy_steps = torch.zeros(K, device=device)  # the minibatches on which each agent's policy moved
+        policy_steps = torch.zeros(K, device=device)  # per agent, the minibatches on which its policy was moving
         grad_norms = torch.zeros(2, K, device=device)  # before the clip, summed: the policy's while it moves, the value's
-        logged = {}  # each agent's policy diagnostics from its last minibatch while it moved (log_std_after_stop:
-        # the entropy from its latest)
+        logged = {}  # each agent's policy diagnostics from its last minibatch while it moved, or the one whose KL
+        # stopped it (log_std_after_stop: the entropy from its latest)
         for epoch in range(p.update_epochs):
             # A finished agent's policy (or one that diverged in an earlier epoch) is frozen like a stopped one, so
             # that it does not hold the others' update to the policy's full passes.
