@@ -227,7 +227,8 @@ class PPOConfig:
     # randomly drawn input spikes the KL also holds the draws' noise).
     policy_kl_check: Literal["epoch", "minibatch"] = "epoch"
     # With policy_target_kl and continuous actions: the log-std keeps training on the minibatches after the
-    # policy's network has stopped (with policy_kl_check minibatch, on the one that stopped it too) (its gradient clipped with the value's; only the clipped objective bounds its steps,
+    # policy's network has stopped, and with policy_kl_check minibatch on the one that stopped it (its gradient
+    # clipped with the value's; only the clipped objective bounds its steps,
     # and the logged KL stays the one that stopped the network). A step of the log-std moves the policy
     # smoothly; stopped with the network after an epoch or two, a spiking policy's Gaussian stays near its
     # starting width all run, where an ANN's narrows.
