@@ -386,8 +386,9 @@ def test_the_minibatch_kl_check_stops_the_policy_before_the_step_that_would_pass
     norms, original_norm = [], ppo.grad_norm_per_agent
 
     def recording_norms(parameters):
-        norms.append((id(parameters[0]), original_norm(parameters)[0].item()))
-        return original_norm(parameters)
+        computed = original_norm(parameters)
+        norms.append((id(parameters[0]), computed[0].item()))
+        return computed
 
     monkeypatch.setattr(ppo, "clipped_losses", scripted_kl)
     monkeypatch.setattr(ppo.Policy, "log_prob_and_entropy", recording)
