@@ -206,6 +206,11 @@ class PPOConfig:
     # step flips spikes, so the same Adam step changes it far more than an ANN's (several times the KL).
     policy_learning_rate: float | None = None
     anneal_lr: bool = True  # decay the learning rates linearly to 0 over the run's updates
+    # Adam's epsilon, in every group (CleanRL's 1e-5). Adam divides each weight's step by the root of its mean
+    # squared gradient plus this, so a weight whose gradients are far below it takes steps far below the
+    # learning rate. A spiking policy's surrogate gradients in its first hidden layer are about 1e-6 (an ANN's
+    # 1e-3), so at 1e-5 that layer barely moves; PyTorch's default is 1e-8.
+    adam_eps: float = 1e-5
     # Set: the policy's learning rate adapts instead (rsl_rl's adaptive schedule), per agent, before every
     # minibatch step: / 1.5 while the approximate KL to the rollout's policy exceeds 2 x desired_kl, x 1.5
     # while it is below desired_kl / 2, within ADAPTIVE_RATE_BOUNDS, starting from policy_learning_rate. A
@@ -720,6 +725,7 @@ def _validate_ppo(cfg: TrainConfig) -> None:
     _check(p.desired_kl is None or p.desired_kl > 0, f"ppo.desired_kl must be > 0, got {p.desired_kl}")
     _check(p.log_std_learning_rate is None or p.log_std_learning_rate > 0,
            f"ppo.log_std_learning_rate must be > 0, got {p.log_std_learning_rate}")
+    _check(p.adam_eps > 0, f"ppo.adam_eps must be > 0, got {p.adam_eps}")
     _check(p.policy_target_kl is None or p.policy_target_kl > 0,
            f"ppo.policy_target_kl must be > 0, got {p.policy_target_kl}")
     _check(p.policy_target_kl is None or p.update_epochs >= 2 or p.policy_kl_check == "minibatch",

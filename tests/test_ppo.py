@@ -188,6 +188,7 @@ def test_each_update_starts_from_the_policy_that_acted(tmp_path, monkeypatch, ki
     (["ppo.num_minibatches=3"], "ppo.num_minibatches (3) must divide the rollout of ppo.num_envs x ppo.num_steps = 512"),
     (["total_steps=100"], "total_steps (100) is less than one PPO rollout"),
     (["ppo.gae_lambda=1.5"], "ppo.gae_lambda must be in [0, 1]"),
+    (["ppo.adam_eps=0"], "ppo.adam_eps must be > 0, got 0"),
     (["ppo.policy_num_minibatches=3"], "ppo.policy_num_minibatches (3) must divide ppo.num_minibatches (4)"),
     (["ppo.policy_num_minibatches=2", "ppo.desired_kl=0.01"], "does not combine with fewer ppo.policy_num_minibatches"),
     (["env_id=spikerl/NoSuchTask-v0"], "unknown environment"),
@@ -219,6 +220,20 @@ def test_the_policy_learning_rate_moves_the_policy_only(tmp_path):
     assert all((still_a[k] - moved[k]).abs().max() > 1e-4 for k in weights)
     assert all(torch.equal(moved[k], same_rate[k]) for k in moved)  # unset, it is learning_rate
     assert all((value_a[k] - value_b[k]).abs().max() > 1e-3 for k in value_a)
+
+
+def test_adam_eps_bounds_the_steps_of_weights_whose_gradients_are_below_it(tmp_path):
+    # One update of 8 minibatch steps at 1e-3: with eps far below every gradient, Adam moves each weight by
+    # about the rate per step; with eps far above them, by the gradient times rate / eps.
+    still, _ = first_update(tmp_path / "still", "ppo.learning_rate=1e-12")
+    full, _ = first_update(tmp_path / "full", "ppo.adam_eps=1e-12")
+    damped, _ = first_update(tmp_path / "damped", "ppo.adam_eps=100")
+    for k in [k for k in still if k.endswith("weight") or k == "log_std"]:
+        full_move, damped_move = (full[k] - still[k]).abs().max(), (damped[k] - still[k]).abs().max()
+        assert 1e-3 < full_move <= 8 * 1e-3 * 1.02, k
+        assert damped_move < 1e-3 * full_move, k
+    optimizer = load_checkpoint(tmp_path / "damped" / "checkpoints" / "step_256.pt")["components"]["optimizer"]
+    assert [group["eps"] for group in optimizer["param_groups"]] == [100, 100]  # saved, so a resume keeps it
 
 
 def test_clipping_each_network_on_its_own_keeps_the_policys_gradient_out_of_the_value_networks_steps(tmp_path):

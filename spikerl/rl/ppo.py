@@ -4,7 +4,7 @@ As CleanRL's ppo.py (discrete) and ppo_continuous_action.py (continuous) run it:
 `num_steps` steps in each of `num_envs` environments, GAE(lambda), `update_epochs` passes over the
 rollout in `num_minibatches` shuffled minibatches, the clipped surrogate with advantages normalized
 per minibatch, a clipped value loss, linear learning-rate annealing, one Adam over policy and value
-with the gradient norm clipped, Adam's eps 1e-5. The policy's readout gives categorical logits
+with the gradient norm clipped, Adam's eps 1e-5 (ppo.adam_eps). The policy's readout gives categorical logits
 (discrete actions) or the mean of a Gaussian with a state-independent log-std (continuous actions,
 clipped to the action box when stepping the environment); deterministic evaluation takes the argmax
 or the clipped mean.
@@ -310,7 +310,7 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
               {"params": list(value.parameters()), "lr": learning_rates[1]}]
     if log_std:
         groups.append({"params": log_std, "lr": learning_rates[2]})
-    optimizer = torch.optim.Adam(groups, eps=1e-5)
+    optimizer = torch.optim.Adam(groups, eps=p.adam_eps)
     annealed_groups = ([0] if policy_rate is None else []) + [1] + ([2] if log_std else [])
     reward_scaler = RewardScaler(K, N, p.reward_clip, p.normalize_rewards).to(device)
     gamma, lam = loop.per_agent(lambda cfg: cfg.ppo.gamma), loop.per_agent(lambda cfg: cfg.ppo.gae_lambda)  # [K, 1]
