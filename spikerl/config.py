@@ -629,6 +629,18 @@ def validate_network(net: NetworkConfig, path: str) -> None:
         )
 
 
+def validate_critic(critic: NetworkConfig, path: str) -> None:
+    """A critic's (or value network's) settings: a network's, except the observation normalizer, which is its
+    actor's (one normalizer per agent, as dsrl's critic reads the actor's input); a setting of it here would be
+    silently ignored, so one that differs from the default is refused."""
+    validate_network(critic, path)
+    default = NetworkConfig()
+    for name in ("normalize_obs", "obs_normalizer", "obs_clip"):
+        _check(getattr(critic, name) == getattr(default, name),
+               f"{path}.{name} is not read: a critic reads the observations as its actor's normalizer gives them; "
+               f"set network.{name}")
+
+
 MAX_SEED = 2**32 - 1  # np.random.seed's largest
 
 
@@ -694,7 +706,7 @@ def _validate_actor_critic(section: TD3Config | SACConfig, name: str) -> None:
     _check(0.0 < section.tau <= 1.0, f"{name}.tau must be in (0, 1], got {section.tau}")
     _check(section.actor_learning_rate > 0 and section.critic_learning_rate > 0, f"{name} learning rates must be > 0")
     _check(section.learning_starts >= 0, f"{name}.learning_starts must be >= 0, got {section.learning_starts}")
-    validate_network(section.critic, f"{name}.critic")
+    validate_critic(section.critic, f"{name}.critic")
     _check(section.critic.decoder == "membrane" or section.critic.kind == "ann",
            f"{name}.critic.decoder must be 'membrane': a critic's Q-value is an unbounded readout")
 
@@ -754,6 +766,6 @@ def _validate_ppo(cfg: TrainConfig) -> None:
     for name in ("entropy_coef", "value_coef"):
         _check(getattr(p, name) >= 0, f"ppo.{name} must be >= 0, got {getattr(p, name)}")
     _check(cfg.network.decoder != "population", "ppo needs network.decoder membrane or integrator")
-    validate_network(p.critic, "ppo.critic")
+    validate_critic(p.critic, "ppo.critic")
     _check(p.critic.decoder == "membrane" or p.critic.kind == "ann",
            "ppo.critic.decoder must be 'membrane': a value is an unbounded readout")
