@@ -320,6 +320,17 @@ def test_total_episodes_stops_at_that_episode_end(cli, tmp_path):
     assert final["best_train_average"] is None  # fewer than 100 episodes: no 100-episode average
 
 
+@pytest.mark.parametrize("config, learns_after", [("configs/cartpole_ppo_snn.yaml", "total_steps=512"),
+                                                  (CARTPOLE, "total_steps=200")])  # learning_starts 128
+def test_a_run_that_ends_before_its_first_update_says_its_policy_is_untrained(cli, tmp_path, config, learns_after):
+    notice = "before the first update: final_model.pt holds the untrained policy"
+    common = ["eval.every=0", "eval.final_episodes=1", "network.hidden=[16, 16]", "progress=false"]
+    ended = cli("train", config, "total_episodes=1", *common, f"run_dir={tmp_path / 'ended'}")  # within PPO's rollout
+    assert ended.returncode == 0 and notice in ended.stdout, ended.stderr
+    trained = cli("train", config, learns_after, *common, f"run_dir={tmp_path / 'trained'}")
+    assert trained.returncode == 0 and notice not in trained.stdout + trained.stderr, trained.stderr
+
+
 def test_env_kwargs_reach_every_environment_the_run_makes(cli, tmp_path):
     # CartPole's Sutton-Barto reward pays 0 per step and -1 at the fall; the default pays +1 per step (>= 8 per
     # episode), so every return says which environment was made.

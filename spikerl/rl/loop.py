@@ -488,6 +488,11 @@ class TrainingLoop:
 
     # ------------------------------------------------------------------ the end
 
+    def has_updated(self) -> bool:
+        """Whether the networks have taken a gradient step: an optimizer holds state only after its first."""
+        return any(component.state for component in self.components.values()
+                   if isinstance(component, torch.optim.Optimizer))
+
     def finish_agents(self, step: int, agents: list[Agent]) -> None:
         """Final evaluation over eval.final_episodes, final model and summary in each agent's run folder."""
         self.check_states_finite(step)
@@ -499,7 +504,12 @@ class TrainingLoop:
             self.policy, [a.index for a in fresh], self.size, self.cfg.env_id, episodes, self.cfg.eval.seed,
             self.device, self.cfg.env_kwargs))) if fresh else {}
         wall = time.perf_counter() - self.start
+        untrained = agents and not self.has_updated()
         for agent in agents:
+            if untrained:  # total_episodes or stop_at_return reached before learning started
+                who = f"{agent.run.dir.name}: " if self.size > 1 else ""
+                self.progress.write(f"{who}training ended at step {step}, before the first update: final_model.pt "
+                                    "holds the untrained policy")
             result = results.get(agent.index)
             if result is None:
                 result = agent.last_eval[1]
