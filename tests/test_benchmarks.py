@@ -1,9 +1,13 @@
 """The diagnostic scripts of benchmarks/ whose figures the docs cite."""
 
+import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import torch
 
 from spikerl.config import load_config
 from spikerl.rl import train_run
@@ -38,3 +42,24 @@ def test_distillation_teaches_the_student_its_teachers_actions(tmp_path):
                            capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent)
     assert other.returncode != 0
     assert other.stderr.strip().splitlines()[-1] == "the teacher plays spikerl/PointReach-v0, the student's config Pendulum-v1"
+
+
+def test_adam_moments_give_each_tensors_step_as_a_share_of_the_learning_rate():
+    spec = importlib.util.spec_from_file_location("adam_moments", "benchmarks/adam_moments.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    moment_rows = module.moment_rows
+
+    steady, noisy = torch.nn.Parameter(torch.zeros(1, 3)), torch.nn.Parameter(torch.zeros(1, 3))
+    optimizer = torch.optim.Adam([{"params": [steady]}, {"params": [noisy]}], lr=1e-3, eps=1e-5)
+    for step in range(50):
+        steady.grad = torch.full((1, 3), 1e-3)  # the same gradient every step: Adam's full step
+        noisy.grad = torch.full((1, 3), 1e-3 * (-1) ** step)  # its mean is 0: steps far below the rate
+        optimizer.step()
+    rows = moment_rows(optimizer.state_dict(), "ppo", agent=None, adam_eps=None)
+    assert [(label, shape, steps) for label, _, shape, steps, *_ in rows] == [("policy", (1, 3), 50), ("value", (1, 3), 50)]
+    assert rows[0][4] == pytest.approx([1e-3] * 3)  # sqrt(v) at every quantile: the gradient's scale
+    assert rows[0][5] == pytest.approx(1e-3 / (1e-3 + 1e-5))
+    assert rows[1][5] < 0.1
+    # At an eps equal to the gradient's scale the same moments step half as far
+    assert moment_rows(optimizer.state_dict(), "ppo", None, adam_eps=1e-3)[0][5] == pytest.approx(0.5)
