@@ -208,8 +208,9 @@ class PPOConfig:
     anneal_lr: bool = True  # decay the learning rates linearly to 0 over the run's updates
     # Adam's epsilon, in every group (CleanRL's 1e-5). Adam divides each weight's step by the root of its mean
     # squared gradient plus this, so a weight whose gradients are far below it takes steps far below the
-    # learning rate. A spiking policy's surrogate gradients in its first hidden layer are about 1e-6 (an ANN's
-    # 1e-3), so at 1e-5 that layer barely moves; PyTorch's default is 1e-8.
+    # learning rate. On Walker2d the spiking policy's surrogate gradients in its first hidden layer were about
+    # 1e-6 (the ANN twin's 1e-3), so at 1e-5 that layer moved at about a tenth of the rate; PyTorch's default
+    # is 1e-8 (benchmarks/adam_moments.py reads the gradient scales from a checkpoint).
     adam_eps: float = 1e-5
     # Set: the policy's learning rate adapts instead (rsl_rl's adaptive schedule), per agent, before every
     # minibatch step: / 1.5 while the approximate KL to the rollout's policy exceeds 2 x desired_kl, x 1.5
@@ -418,9 +419,22 @@ def _build(cls: type, data: dict, path: str) -> Any:
     return cls(**kwargs)
 
 
-def config_from_dict(data: dict) -> TrainConfig:
+CRITIC_NORMALIZER_SETTINGS = ("normalize_obs", "obs_normalizer", "obs_clip")  # a critic reads its actor's
+
+
+def config_from_dict(data: dict, stored: bool = False) -> TrainConfig:
+    """A validated config from a mapping. `stored`: the config of an existing run (to resume, evaluate or export
+    it), whose critic may hold normalizer settings that were accepted, and never read, before they were
+    refused; they are put back to the defaults, with which that run trained the same."""
     if not isinstance(data, dict):
         raise ConfigError("a config file must hold a YAML mapping at its top level")
+    if stored:
+        data = copy.deepcopy(data)
+        for section in ALGORITHMS:
+            critic = data.get(section, {}).get("critic") if isinstance(data.get(section), dict) else None
+            if isinstance(critic, dict):
+                for name in CRITIC_NORMALIZER_SETTINGS:
+                    critic.pop(name, None)
     cfg = _build(TrainConfig, data, "")
     validate(cfg)
     return cfg
@@ -451,7 +465,7 @@ def _unread_network_settings(net: dict[str, Any], is_critic: bool) -> list[str]:
     """The keys of one network's settings (`net`: its flattened section, without the prefix) that building and
     training it never reads. Each is left out on account of a setting that is kept, so two networks that
     differ in what they read still differ in what is kept."""
-    unread = ["normalize_obs", "obs_normalizer", "obs_clip"] if is_critic else []  # it reads its actor's normalizer
+    unread = list(CRITIC_NORMALIZER_SETTINGS) if is_critic else []  # it reads its actor's normalizer
     if not is_critic and not net.get("normalize_obs", True):
         unread += ["obs_normalizer", "obs_clip"]  # either normalizer, disabled, passes observations through
     elif not is_critic and net.get("obs_normalizer") != "mean_std":
@@ -544,26 +558,27 @@ def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     return merged
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+def load_config(path: str | Path | None, overrides: list[str] = (), stored: bool = False) -> TrainConfig:
     """Read a YAML config (or start from defaults when `path` is None) and apply `key=value` overrides.
 
     A config may name another as `base: other.yaml` and change only what differs (the ANN twins do); an empty
-    mapping there (`env_kwargs: {}`) clears what the base set.
+    mapping there (`env_kwargs: {}`) clears what the base set. `stored`: an existing run's config.yaml
+    (config_from_dict).
     """
     # Start from the defaults so a file or an override may set any single field.
     merged = config_to_dict(TrainConfig())
     if path is not None:
         _merge_raw(merged, read_config_file(path))
-    return config_with_overrides(merged, overrides)
+    return config_with_overrides(merged, overrides, stored)
 
 
-def config_with_overrides(data: dict, overrides: list[str] = ()) -> TrainConfig:
+def config_with_overrides(data: dict, overrides: list[str] = (), stored: bool = False) -> TrainConfig:
     """A config from a raw mapping (say, a stored resolved config) with `key=value` overrides applied."""
     merged = copy.deepcopy(data)
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(merged, key, value)
-    return config_from_dict(merged)
+    return config_from_dict(merged, stored)
 
 
 def _merge_raw(target: dict, source: dict, empty_clears: bool = False) -> None:
@@ -635,7 +650,7 @@ def validate_critic(critic: NetworkConfig, path: str) -> None:
     silently ignored, so one that differs from the default is refused."""
     validate_network(critic, path)
     default = NetworkConfig()
-    for name in ("normalize_obs", "obs_normalizer", "obs_clip"):
+    for name in CRITIC_NORMALIZER_SETTINGS:
         _check(getattr(critic, name) == getattr(default, name),
                f"{path}.{name} is not read: a critic reads the observations as its actor's normalizer gives them; "
                f"set network.{name}")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from spikerl.config import ConfigError, config_to_dict, load_config
+from spikerl.config import ConfigError, config_from_dict, config_to_dict, load_config
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
@@ -184,3 +184,15 @@ def test_the_settings_a_run_reads_leave_out_those_its_training_never_reads():
     assert "network.obs_clip" not in read("network.normalize_obs=false", "network.obs_normalizer=mean_std")
     # a critic reads its actor's normalizer (its own settings of one are refused)
     assert "sac.critic.obs_clip" not in read("algo=sac", "network.normalize_obs=true", "network.obs_normalizer=mean_std")
+
+
+def test_a_critics_normalizer_settings_are_refused_but_a_stored_runs_are_put_back_to_the_defaults():
+    # Before they were refused they were accepted and never read: a run that set them trained as with the
+    # defaults, so it can still be resumed, evaluated and exported.
+    data = config_to_dict(load_config("configs/pendulum_td3_snn.yaml"))
+    data["td3"]["critic"].update(normalize_obs=True, obs_normalizer="mean_std", obs_clip=5.0)
+    with pytest.raises(ConfigError, match="td3.critic.normalize_obs is not read"):
+        config_from_dict(data)
+    stored = config_from_dict(data, stored=True)
+    assert stored.td3.critic == load_config("configs/pendulum_td3_snn.yaml").td3.critic
+    assert data["td3"]["critic"]["obs_clip"] == 5.0  # the caller's mapping is left as it was

@@ -293,7 +293,7 @@ def load_nir_policy(path: Path, env_id: str | None = None, backend: str = "auto"
         obs_normalizer="mean_std" if "obs_mean" in meta else "max_abs", obs_clip=float(meta.get("obs_clip", 10.0)),
         decoder="integrator" if type(readout[1][1]).__name__ == "I" else "membrane",
         bias=any(type(node).__name__ == "Affine" for pair in layers for _, node in pair))
-    base = config_from_dict(stored) if stored else TrainConfig()
+    base = config_from_dict(stored, stored=True) if stored else TrainConfig()
     cfg = replace(base, algo=algo, env_id=env_id, env_kwargs=env_kwargs, network=replace(net_cfg, neuron=replace(base.network.neuron,
                   randomize="none", learnable=False, reset="hard")))
     policy = algorithm_module(algo).make_policy(cfg, env)  # on the CPU while the graph's values load

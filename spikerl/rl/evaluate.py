@@ -182,7 +182,7 @@ def load_policy(run_dir: Path, checkpoint: str | None = None, backend: str = "au
         if not config_path.is_file():
             raise SpikerlError(f"{run_dir} has no config.yaml; is it a spikerl run folder?")
         cfg_data = yaml.safe_load(config_path.read_text())
-    cfg = config_from_dict(cfg_data)
+    cfg = config_from_dict(cfg_data, stored=True)
     torch_device = resolve_device(device)
     cfg.device = str(torch_device)
     cfg.network.backend = backend  # build_network resolves it for the device

@@ -156,7 +156,7 @@ class TrainingLoop:
         self.last_checkpoint: tuple[int, str] | None = None
         self.backends: dict[str, str] = {}  # the backend each network ran on (final_eval.json); the algorithm sets it
         self.start = time.perf_counter()
-        self.progress = None
+        self.progress = None  # the bar, from begin(); messages go through tqdm.write, which needs none
 
     @property
     def size(self) -> int:
@@ -370,7 +370,7 @@ class TrainingLoop:
         agent.active, agent.status = False, "diverged"
         agent.run.close()
         if self.size > 1:
-            self.progress.write(f"{agent.name}: {agent.diverged}")
+            tqdm.write(f"{agent.name}: {agent.diverged}")
 
     def steps_per_second(self, step: int) -> float:
         return step / max(time.perf_counter() - self.start, 1e-9)
@@ -446,12 +446,12 @@ class TrainingLoop:
             agent.last_eval = (step, result)
             agent.best_eval = max(agent.best_eval if agent.best_eval is not None else -np.inf, result["mean_return"])
             who = f"{agent.run.dir.name}: " if self.size > 1 else ""
-            self.progress.write(f"{who}step {step}: eval mean return {result['mean_return']:.1f} "
+            tqdm.write(f"{who}step {step}: eval mean return {result['mean_return']:.1f} "
                                 f"+- {result['std_return']:.1f} over {result['episodes']} episodes")
             for listener in agent.run.eval_listeners:
                 listener(step, result)
             if reached_stop_return(agent.cfg, result):
-                self.progress.write(f"{who}step {step}: reached eval.stop_at_return = {agent.cfg.eval.stop_at_return}, "
+                tqdm.write(f"{who}step {step}: reached eval.stop_at_return = {agent.cfg.eval.stop_at_return}, "
                                     "stopping")
                 stopping.append(agent)
         return stopping
@@ -489,9 +489,10 @@ class TrainingLoop:
     # ------------------------------------------------------------------ the end
 
     def has_updated(self) -> bool:
-        """Whether the networks have taken a gradient step: an optimizer holds state only after its first."""
-        return any(component.state for component in self.components.values()
-                   if isinstance(component, torch.optim.Optimizer))
+        """Whether the policy has taken a gradient step: an optimizer holds a tensor's state only after its first
+        (TD3's critics step before its delayed actor)."""
+        optimizers = [c for c in self.components.values() if isinstance(c, torch.optim.Optimizer)]
+        return any(q in optimizer.state for optimizer in optimizers for q in self.policy.parameters())
 
     def finish_agents(self, step: int, agents: list[Agent]) -> None:
         """Final evaluation over eval.final_episodes, final model and summary in each agent's run folder."""
@@ -508,7 +509,7 @@ class TrainingLoop:
         for agent in agents:
             if untrained:  # total_episodes or stop_at_return reached before learning started
                 who = f"{agent.run.dir.name}: " if self.size > 1 else ""
-                self.progress.write(f"{who}training ended at step {step}, before the first update: final_model.pt "
+                tqdm.write(f"{who}training ended at step {step}, before the first update: final_model.pt "
                                     "holds the untrained policy")
             result = results.get(agent.index)
             if result is None:

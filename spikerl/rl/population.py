@@ -204,7 +204,7 @@ def resume_config(run_dir: Path, overrides: list[str]) -> TrainConfig:
         if key not in RESUMABLE_OVERRIDES:
             raise SpikerlError(f"cannot change {key} when resuming; a resumed run may only change "
                                f"{', '.join(RESUMABLE_OVERRIDES)}")
-    return load_config(config_path, [*overrides, f"run_dir={run_dir}"])
+    return load_config(config_path, [*overrides, f"run_dir={run_dir}"], stored=True)
 
 
 def resolve_run_choices(cfg: TrainConfig) -> None:
