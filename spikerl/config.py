@@ -212,6 +212,11 @@ class PPOConfig:
     # 1e-6 (the ANN twin's 1e-3), so at 1e-5 that layer moved at about a tenth of the rate; PyTorch's default
     # is 1e-8 (benchmarks/adam_moments.py reads the gradient scales from a checkpoint).
     adam_eps: float = 1e-5
+    # The policy's own Adam epsilon (None: adam_eps), for its Adam group: its network, and its log-std unless
+    # that has its own rate (log_std_learning_rate); the value network keeps adam_eps. Above a spiking
+    # policy's hidden layers' gradient scales it damps their steps, whose spike flips cost KL, and leaves its
+    # readout's (gradients about 1e-2) at the learning rate.
+    policy_adam_eps: float | None = None
     # Set: the policy's learning rate adapts instead (rsl_rl's adaptive schedule), per agent, before every
     # minibatch step: / 1.5 while the approximate KL to the rollout's policy exceeds 2 x desired_kl, x 1.5
     # while it is below desired_kl / 2, within ADAPTIVE_RATE_BOUNDS, starting from policy_learning_rate. A
@@ -753,6 +758,7 @@ def _validate_ppo(cfg: TrainConfig) -> None:
     _check(p.log_std_learning_rate is None or p.log_std_learning_rate > 0,
            f"ppo.log_std_learning_rate must be > 0, got {p.log_std_learning_rate}")
     _check(p.adam_eps > 0, f"ppo.adam_eps must be > 0, got {p.adam_eps}")
+    _check(p.policy_adam_eps is None or p.policy_adam_eps > 0, f"ppo.policy_adam_eps must be > 0, got {p.policy_adam_eps}")
     _check(p.policy_target_kl is None or p.policy_target_kl > 0,
            f"ppo.policy_target_kl must be > 0, got {p.policy_target_kl}")
     _check(p.policy_target_kl is None or p.update_epochs >= 2 or p.policy_kl_check == "minibatch",

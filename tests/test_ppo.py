@@ -189,6 +189,7 @@ def test_each_update_starts_from_the_policy_that_acted(tmp_path, monkeypatch, ki
     (["total_steps=100"], "total_steps (100) is less than one PPO rollout"),
     (["ppo.gae_lambda=1.5"], "ppo.gae_lambda must be in [0, 1]"),
     (["ppo.adam_eps=0"], "ppo.adam_eps must be > 0, got 0"),
+    (["ppo.policy_adam_eps=-1"], "ppo.policy_adam_eps must be > 0, got -1"),
     (["ppo.policy_num_minibatches=3"], "ppo.policy_num_minibatches (3) must divide ppo.num_minibatches (4)"),
     (["ppo.policy_num_minibatches=2", "ppo.desired_kl=0.01"], "does not combine with fewer ppo.policy_num_minibatches"),
     (["env_id=spikerl/NoSuchTask-v0"], "unknown environment"),
@@ -225,7 +226,7 @@ def test_the_policy_learning_rate_moves_the_policy_only(tmp_path):
 def test_adam_eps_bounds_the_steps_of_weights_whose_gradients_are_below_it(tmp_path):
     # One update of 8 minibatch steps at 1e-3: with eps far below every gradient, Adam moves each weight by
     # about the rate per step; with eps far above them, by the gradient times rate / eps.
-    still, _ = first_update(tmp_path / "still", "ppo.learning_rate=1e-12")
+    still, value_still = first_update(tmp_path / "still", "ppo.learning_rate=1e-12")
     full, _ = first_update(tmp_path / "full", "ppo.adam_eps=1e-12")
     damped, _ = first_update(tmp_path / "damped", "ppo.adam_eps=100")
     for k in [k for k in still if k.endswith("weight") or k == "log_std"]:
@@ -234,6 +235,17 @@ def test_adam_eps_bounds_the_steps_of_weights_whose_gradients_are_below_it(tmp_p
         assert damped_move < 1e-3 * full_move, k
     optimizer = load_checkpoint(tmp_path / "damped" / "checkpoints" / "step_256.pt")["components"]["optimizer"]
     assert [group["eps"] for group in optimizer["param_groups"]] == [100, 100]  # saved, so a resume keeps it
+    # policy_adam_eps: the policy's Adam group alone; a log-std with its own rate (its own group) and the value
+    # network keep adam_eps
+    own_rate = ["ppo.adam_eps=1e-12", "ppo.log_std_learning_rate=1e-3"]
+    policy_damped, value_kept = first_update(tmp_path / "policy", *own_rate, "ppo.policy_adam_eps=100")
+    policy_full, value_full = first_update(tmp_path / "full-log-std", *own_rate)
+    for k in [k for k in still if k.endswith("weight")]:
+        assert (policy_damped[k] - still[k]).abs().max() < 1e-3 * (policy_full[k] - still[k]).abs().max(), k
+    # (not to the bit: their gradients depend on the policy's mean, and the joint clip on its gradient)
+    assert (policy_damped["log_std"] - still["log_std"]).abs().max() > 0.5 * (policy_full["log_std"] - still["log_std"]).abs().max()
+    for k in value_full:
+        assert (value_kept[k] - value_still[k]).abs().max() > 0.5 * (value_full[k] - value_still[k]).abs().max(), k
 
 
 def test_clipping_each_network_on_its_own_keeps_the_policys_gradient_out_of_the_value_networks_steps(tmp_path):

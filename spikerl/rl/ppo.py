@@ -306,7 +306,8 @@ def train(cfgs: list[TrainConfig], runs: list[Run | None], store: CheckpointStor
     learning_rates = (p.starting_policy_learning_rate(), p.learning_rate, p.log_std_learning_rate)
     policy_rate = None if p.desired_kl is None else AdaptiveRate(K, learning_rates[0], p.desired_kl).to(device)
     # Adaptive: Adam takes unit steps on the policy, and each agent's step is scaled by its own rate.
-    groups = [{"params": policy_parameters, "lr": learning_rates[0] if policy_rate is None else 1.0},
+    groups = [{"params": policy_parameters, "lr": learning_rates[0] if policy_rate is None else 1.0,
+               "eps": p.adam_eps if p.policy_adam_eps is None else p.policy_adam_eps},
               {"params": list(value.parameters()), "lr": learning_rates[1]}]
     if log_std:
         groups.append({"params": log_std, "lr": learning_rates[2]})
